@@ -1,0 +1,1 @@
+"""The ``memetrm`` command line (typer + rich)."""

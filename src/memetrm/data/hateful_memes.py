@@ -1,0 +1,87 @@
+"""Hateful-Memes-format jsonl folders: the named dataset and any user folder of the same shape."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from memetrm.data.records import MemeRecord
+from memetrm.data.registry import MemeDataset, register_dataset
+from memetrm.data.validation import check_text, check_unique_ids, parse_label, read_jsonl
+from memetrm.errors import DataError
+
+CAPTIONS_FILE = "captions.jsonl"
+
+
+class JsonlFolder(MemeDataset):
+    """Every ``*.jsonl`` (but captions) is a split of ``{"id", "img", "label", "text"}`` rows.
+
+    An optional ``captions.jsonl`` of ``{"id", "captions": [...]}`` adds a ``caption`` field
+    (the first, best-beam caption), which stands in for the image when images are absent.
+    """
+
+    dev_split = "dev"
+
+    def splits(self) -> list[str]:
+        return sorted(p.stem for p in self.root.glob("*.jsonl") if p.name != CAPTIONS_FILE)
+
+    @cached_property
+    def captions(self) -> dict[str, str]:
+        path = self.root / CAPTIONS_FILE
+        if not path.exists():
+            return {}
+        out: dict[str, str] = {}
+        for lineno, obj in read_jsonl(path):
+            where = f"{path}:{lineno}"
+            caps = obj.get("captions", obj.get("caption"))
+            if isinstance(caps, list) and caps:
+                caps = caps[0]
+            out[str(obj.get("id"))] = check_text(caps, where, "captions")
+        return out
+
+    @property
+    def default_fields(self) -> tuple[str, ...]:
+        first = self.records(self.splits()[0])[:20]
+        if any(r.image is not None and r.image.is_file() for r in first):
+            return ("image", "text")
+        return ("text", "caption") if self.captions else ("text",)
+
+    def _load(self, split: str) -> list[MemeRecord]:
+        path = self.root / f"{split}.jsonl"
+        records: list[MemeRecord] = []
+        for lineno, obj in read_jsonl(path):
+            where = f"{path}:{lineno}"
+            if "id" not in obj:
+                raise DataError(f"{where}: missing 'id'")
+            rid = str(obj["id"])
+            texts = {"text": check_text(obj.get("text"), f"{where} (id {rid})")}
+            if rid in self.captions:
+                texts["caption"] = self.captions[rid]
+            img = obj.get("img")
+            records.append(
+                MemeRecord(
+                    id=rid,
+                    label=parse_label(obj.get("label"), f"{where} (id {rid})"),
+                    texts=texts,
+                    image=(self.root / img) if img else None,
+                    source=where,
+                )
+            )
+        check_unique_ids([r.id for r in records], [r.source for r in records])
+        return records
+
+
+@register_dataset
+class HatefulMemes(JsonlFolder):
+    name = "hateful_memes"
+    subdir = "hateful_memes"
+    how_to_get = (
+        "Download the Hateful Memes Challenge data (train/dev_seen/dev_unseen/test_seen "
+        "jsonl) from its official source and place the jsonl files in that folder."
+    )
+    dev_split = "dev_seen"
+    test_split = "test_seen"
+
+    @property
+    def default_fields(self) -> tuple[str, ...]:
+        return ("text", "caption") if self.captions else ("text",)

@@ -1,0 +1,79 @@
+"""Real cross-attention over token sequences: each modality's tokens attend to the others'.
+
+The seed attends over one vector per modality; a softmax over a single key is 1, so that is an
+MLP in disguise. Here queries are a field's tokens and keys/values the other fields' tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from memetrm.heads.base import Batch, Head, HeadConfig, mlp
+
+
+@dataclass
+class CrossAttentionConfig(HeadConfig):
+    d_model: int = 256
+    heads: int = 4
+    layers: int = 1
+    hidden: int = 256
+    dropout: float = 0.1
+
+
+class CrossBlock(nn.Module):
+    """Post-norm cross-attention + FFN, the transformer-decoder half without self-attention."""
+
+    def __init__(self, d: int, heads: int, dropout: float):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.norm1 = nn.LayerNorm(d)
+        self.ff = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * d, d))
+        self.norm2 = nn.LayerNorm(d)
+
+    def forward(self, q: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor) -> torch.Tensor:
+        a, _ = self.attn(q, kv, kv, key_padding_mask=~kv_mask, need_weights=False)
+        q = self.norm1(q + a)
+        return self.norm2(q + self.ff(q))
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.unsqueeze(-1).to(x.dtype)
+    return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+class CrossAttentionHead(Head):
+    name = "cross-attention"
+    config_class = CrossAttentionConfig
+    needs_tokens = True
+
+    def __init__(self, cfg: CrossAttentionConfig, input_dims: dict[str, int],
+                 token_dims: dict[str, int] | None = None):
+        super().__init__(cfg, input_dims, token_dims)
+        if len(self.fields) < 2:
+            raise ValueError("cross-attention needs at least two fields")
+        tdims = token_dims or input_dims
+        d = cfg.d_model
+        self.proj = nn.ModuleDict({f: nn.Linear(tdims[f], d) for f in self.fields})
+        self.type_emb = nn.ParameterDict({f: nn.Parameter(torch.zeros(d)) for f in self.fields})
+        self.blocks = nn.ModuleDict({
+            f: nn.ModuleList(CrossBlock(d, cfg.heads, cfg.dropout) for _ in range(cfg.layers))
+            for f in self.fields
+        })
+        self.classifier = mlp(2 * d * len(self.fields), cfg.hidden, 1, cfg.dropout)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        toks = {f: self.proj[f](batch[f"{f}.tokens"].float()) + self.type_emb[f] for f in self.fields}
+        masks = {f: batch[f"{f}.mask"].bool() for f in self.fields}
+        pooled = []
+        for f in self.fields:
+            others = [g for g in self.fields if g != f]
+            kv = torch.cat([toks[g] for g in others], 1)
+            kv_mask = torch.cat([masks[g] for g in others], 1)
+            q = toks[f]
+            for blk in self.blocks[f]:
+                q = blk(q, kv, kv_mask)
+            pooled += [masked_mean(q, masks[f]), masked_mean(toks[f], masks[f])]
+        return self.classifier(torch.cat(pooled, -1)).squeeze(-1)

@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny generated datasets (images included) and the real shared data."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED_DATA = Path(os.environ.get("MEMETRM_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+
+
+def make_image(path: Path, seed: int, size: int = 64) -> Path:
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+@pytest.fixture
+def tiny_jsonl_dataset(tmp_path: Path) -> Path:
+    """A Hateful-Memes-format folder: train/dev/test jsonl, PNG images and captions.jsonl."""
+    root = tmp_path / "tiny_memes"
+    words = ["cat", "dog", "love", "hate", "sun", "rain", "happy", "angry"]
+    caps = []
+    for split, n in [("train", 24), ("dev", 12), ("test", 12)]:
+        rows = []
+        for i in range(n):
+            rid = f"{split}{i:03d}"
+            label = i % 2
+            make_image(root / "img" / f"{rid}.png", seed=hash(rid) % 2**31)
+            rows.append({"id": rid, "img": f"img/{rid}.png", "label": label,
+                         "text": f"{words[i % 8]} meme number {i} {'bad' if label else 'good'}"})
+            caps.append({"id": rid, "captions": [f"a picture of a {words[(i + 3) % 8]}", "x"]})
+        (root / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (root / "captions.jsonl").write_text("\n".join(json.dumps(c) for c in caps) + "\n")
+    return root
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "multioff").is_dir() or not (SHARED_DATA / "hateful_memes").is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA.resolve()} (set MEMETRM_DATA)")
+    return SHARED_DATA
