@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import sys
 
 import typer
+
+from memetrm.errors import MemetrmError
+from memetrm.progress import console
 
 app = typer.Typer(
     name="memetrm",
@@ -14,11 +18,20 @@ app = typer.Typer(
 )
 
 #: command modules under memetrm.cli; each defines ``register(app: typer.Typer) -> None``
-COMMAND_MODULES = ["core"]
+COMMAND_MODULES = ["core", "serve", "align"]
 
 for _mod in COMMAND_MODULES:
     importlib.import_module(f"memetrm.cli.{_mod}").register(app)
 
 
+def main() -> None:
+    """Run the CLI; user errors become one red line and exit code 2, not a traceback."""
+    try:
+        app()
+    except MemetrmError as e:
+        console.print(f"[bold red]error:[/] {e}")
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -56,6 +56,9 @@ def load_efficientnet_lite0() -> torch.nn.Module:
     return model.eval()
 
 
+VERSION = "effnet-lite0-57934424+all-MiniLM-L6-v2/gt0.1.0"
+
+
 class MiniLMEffNet(Encoder):
     image_dim = image_token_dim = 1280
     text_dim = text_token_dim = 384
@@ -68,7 +71,7 @@ class MiniLMEffNet(Encoder):
 
     @property
     def version(self) -> str:
-        return "effnet-lite0-57934424+all-MiniLM-L6-v2/gt0.1.0"
+        return VERSION
 
     def modules(self) -> list[torch.nn.Module]:
         return [self.image_model, self.text_model]
@@ -91,8 +94,8 @@ class MiniLMEffNet(Encoder):
 
     @torch.inference_mode()
     def encode_texts(self, texts: list[str], tokens: bool = False) -> EncoderOutput:
-        feats = self.text_model.tokenize(texts)
-        feats = {k: v.to(self.device) for k, v in feats.items()}
+        feats = self.text_model.preprocess(texts)
+        feats = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in feats.items()}
         out = self.text_model(feats)
         pooled = out["sentence_embedding"]
         if not tokens:
@@ -103,6 +106,6 @@ class MiniLMEffNet(Encoder):
         )
 
 
-@register_encoder("minilm-effnet")
+@register_encoder("minilm-effnet", version=lambda _arg: VERSION)
 def _create() -> Encoder:
     return MiniLMEffNet()

@@ -1,0 +1,48 @@
+# Two entry points (see README Quickstart): `make run` (main job) and `make test`.
+# Each creates .venv and installs what it needs on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?= ../shared/data
+OUT ?= runs
+
+.PHONY: run test lint bench results install system-deps clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# CPU wheels are on local disk here; pinned so no resolver pulls a newer torch.
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e '.[offline,ocr,svg,dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+# Debian chromium for the end-to-end browser test (skipped with a reason if absent).
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium not installed: the browser test will be skipped"; fi; }
+
+# Main job: MultiOFF, offline encoder, every head x 5 seeds, table + report (markdown + ROC).
+run: install
+	$(BIN)/memetrm compare --dataset multioff --heads all --seeds 5 --data-root $(DATA) \
+	  --on-missing-image skip --out-dir $(OUT)/multioff --report $(OUT)/multioff/report.md
+
+test: install system-deps
+	MEMETRM_DATA=$(DATA) $(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+
+# Regenerates docs/results.md: every head on MultiOFF and Hateful Memes (text + caption).
+results: install
+	$(BIN)/python benchmarks/heads.py --data-root $(DATA) --seeds 5 --out docs/results.md
+
+bench: install
+	$(BIN)/python benchmarks/extract.py --data-root $(DATA)
+	$(BIN)/python benchmarks/train_speed.py --data-root $(DATA)
+
+clean:
+	rm -rf $(VENV) $(OUT)

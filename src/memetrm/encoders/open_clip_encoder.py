@@ -1,0 +1,136 @@
+"""``open-clip:<arch>:<pretrained tag or weights file>``, e.g. ``open-clip:ViT-B-32:openai``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from memetrm.encoders.base import Encoder, EncoderOutput
+from memetrm.encoders.hf_clip import files_fingerprint, json_hash
+from memetrm.encoders.registry import register_encoder
+from memetrm.errors import ConfigError
+
+
+def _project(x: torch.Tensor, proj: torch.nn.Module | torch.Tensor) -> torch.Tensor:
+    """open_clip keeps projections either as a bare matrix or as an ``nn.Linear``."""
+    return proj(x) if isinstance(proj, torch.nn.Module) else x @ proj
+
+
+class OpenCLIP(Encoder):
+    """Pooled features come from ``encode_image`` / ``encode_text``. Token features come from
+    ``forward_intermediates`` (last block, final norm applied) through the tower's projection,
+    which open_clip only exposes uniformly for its own ViT and text transformer; other towers
+    (timm, Hugging Face text models, attention pooling) are pooled-only."""
+
+    def __init__(self, arch: str, pretrained: str) -> None:
+        import open_clip
+
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                arch, pretrained=pretrained, require_pretrained=True
+            )
+            self.tokenizer = open_clip.get_tokenizer(arch)
+        except (RuntimeError, OSError, ValueError) as e:
+            raise ConfigError(f"cannot load open_clip {arch!r} with {pretrained!r}: {e}") from e
+        self.model = model.eval()
+        self.preprocess = preprocess
+        self.arch = arch
+        dim = int(open_clip.get_model_config(arch)["embed_dim"])
+        self.image_dim = self.text_dim = self.image_token_dim = self.text_token_dim = dim
+        if Path(pretrained).is_file():
+            weights = f"w{files_fingerprint([Path(pretrained)])}"
+        else:  # a released tag names fixed weights; hash its record (hub id, file, url)
+            weights = f"tag{json_hash(open_clip.get_pretrained_cfg(arch, pretrained))}"
+        config = {
+            "model": open_clip.get_model_config(arch),
+            "preprocess": model.visual.preprocess_cfg,
+        }
+        self._version = f"{arch}:{pretrained}+cfg{json_hash(config)}+{weights}"
+
+    def _unsupported(self, why: str) -> ConfigError:
+        return ConfigError(f"open-clip:{self.arch} does not support token features: {why}")
+
+    def _image_token_proj(self) -> torch.Tensor:
+        """The ViT's output projection, looked up per call so it follows ``to(device)``."""
+        from open_clip.transformer import VisionTransformer
+
+        visual = self.model.visual
+        if not isinstance(visual, VisionTransformer):
+            raise self._unsupported(f"its image tower is a {type(visual).__name__}, not a ViT")
+        if visual.attn_pool is not None or visual.pool_type not in ("tok", "avg"):
+            raise self._unsupported("its ViT pools with attention or not at all")
+        if visual.proj is None:
+            raise self._unsupported("its ViT has no output projection")
+        return visual.proj
+
+    def _text_token_proj(self) -> torch.nn.Module | torch.Tensor:
+        from open_clip.transformer import TextTransformer
+
+        # CLIP copies the text transformer's parts onto itself; CustomTextCLIP keeps ``.text``
+        text = getattr(self.model, "text", None)
+        if isinstance(text, TextTransformer) and text.cls_emb is None:
+            pool, proj = text.pool_type, text.text_projection
+        elif text is None:
+            pool, proj = self.model.text_pool_type, self.model.text_projection
+        else:
+            raise self._unsupported(f"its text tower is a {type(text).__name__} or has a CLS token")
+        if pool != "argmax":
+            # argmax pooling means the end token has the largest id, which is what marks the mask
+            raise self._unsupported(f"its text tower pools with {pool!r}, not 'argmax'")
+        if proj is None:
+            raise self._unsupported("its text tower has no output projection")
+        return proj
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.model]
+
+    def image_transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        return self.preprocess
+
+    @torch.inference_mode()
+    def encode_images(self, pixels: torch.Tensor, tokens: bool = False) -> EncoderOutput:
+        pixels = pixels.to(self.device)
+        if not tokens:
+            return EncoderOutput(self.model.encode_image(pixels))
+        proj = self._image_token_proj()
+        out = self.model.forward_intermediates(
+            image=pixels, image_indices=1, normalize=False, normalize_intermediates=True,
+            image_output_fmt="NLC",
+        )
+        patches = _project(out["image_intermediates"][-1], proj)
+        mask = torch.ones(patches.shape[:2], dtype=torch.bool, device=patches.device)
+        return EncoderOutput(out["image_features"], patches, mask)
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: list[str], tokens: bool = False) -> EncoderOutput:
+        ids = self.tokenizer(texts).to(self.device)  # truncates to the context length itself
+        if not tokens:
+            return EncoderOutput(self.model.encode_text(ids))
+        proj = self._text_token_proj()
+        out = self.model.forward_intermediates(
+            text=ids, text_indices=1, normalize=False, normalize_intermediates=True
+        )
+        n = self.max_text_tokens
+        states = _project(out["text_intermediates"][-1][:, :n], proj)
+        # real tokens run up to and including the end token, the largest id in each row
+        positions = torch.arange(ids.shape[1], device=ids.device)
+        mask = positions[None, :] <= ids.argmax(-1, keepdim=True)
+        return EncoderOutput(out["text_features"], states, mask[:, :n])
+
+
+@register_encoder("open-clip")
+def _create(spec: str = "") -> Encoder:
+    arch, _, pretrained = spec.partition(":")
+    if not arch or not pretrained:
+        raise ConfigError(
+            "open-clip needs 'open-clip:<arch>:<pretrained tag or weights file>', "
+            f"e.g. 'open-clip:ViT-B-32:laion2b_s34b_b79k' (got {spec!r})"
+        )
+    return OpenCLIP(arch, pretrained)

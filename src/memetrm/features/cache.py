@@ -1,0 +1,74 @@
+"""Feature cache: one safetensors + JSON entry per (dataset split, encoder, field).
+
+The key hashes the encoder's name and weights version and the content of every record the
+field is computed from (text, or image bytes), so editing the data or swapping weights misses
+the cache. Entries are written through a temp dir and renamed, so an interrupted extraction
+leaves nothing half-written behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from memetrm.data.records import MemeRecord
+from memetrm.utils import atomic_write_dir
+
+FORMAT_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("MEMETRM_CACHE") or Path.home() / ".cache" / "memetrm")
+
+
+def content_hash(records: Sequence[MemeRecord], field: str) -> str:
+    """Hash ids and the exact input of ``field`` for every record, in order."""
+    h = hashlib.sha256()
+    for r in records:
+        h.update(r.id.encode() + b"\0")
+        if field == "image":
+            h.update(r.image.read_bytes() if r.image and r.image.is_file() else b"<missing>")
+        else:
+            h.update(r.texts.get(field, "").encode())
+        h.update(b"\1")
+    return h.hexdigest()
+
+
+def entry_key(encoder: str, version: str, field: str, tokens: bool, max_tokens: int,
+              data_hash: str) -> str:
+    spec = json.dumps([FORMAT_VERSION, encoder, version, field, tokens, max_tokens, data_hash])
+    return hashlib.sha256(spec.encode()).hexdigest()[:20]
+
+
+class FeatureCache:
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root) if root else default_cache_dir()
+
+    def path(self, key: str) -> Path:
+        return self.root / "features" / key
+
+    def load(self, key: str, ids: list[str]) -> dict[str, torch.Tensor] | None:
+        """Tensors of a complete entry whose id order matches, else None (a miss)."""
+        p = self.path(key)
+        meta_path, data_path = p / "meta.json", p / "features.safetensors"
+        if not (meta_path.is_file() and data_path.is_file()):
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("ids") != ids:
+                return None
+            return load_file(str(data_path))
+        except (OSError, ValueError, json.JSONDecodeError):
+            return None  # unreadable entry: recompute and overwrite
+
+    def save(self, key: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        with atomic_write_dir(self.path(key)) as tmp:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "features.safetensors"))
+            (tmp / "meta.json").write_text(json.dumps({**meta, "format": FORMAT_VERSION}))

@@ -1,0 +1,146 @@
+"""Streaming extraction: workers decode images while the main process runs the encoder."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from memetrm.data import get_dataset, open_image, select_fields
+from memetrm.data.records import MemeRecord
+from memetrm.data.registry import MissingImagePolicy
+from memetrm.encoders import Encoder, create_encoder, encoder_version
+from memetrm.errors import DataError
+from memetrm.features.cache import FeatureCache, content_hash, entry_key
+from memetrm.features.featureset import FeatureSet
+from memetrm.progress import console, make_progress
+
+
+class _ImageDataset(Dataset):
+    """Returns errors as values so a bad image is reported by id, not as a worker traceback."""
+
+    def __init__(self, records: Sequence[MemeRecord], transform):
+        self.records, self.transform = records, transform
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int):
+        r = self.records[i]
+        try:
+            return i, self.transform(open_image(r.image, name=f"id {r.id} ({r.image})")), None
+        except DataError as e:
+            return i, None, str(e)
+
+
+def _collate(items):
+    errors = [e for _, _, e in items if e]
+    if errors:
+        return None, None, errors
+    idx = torch.tensor([i for i, _, _ in items])
+    return idx, torch.stack([x for _, x, _ in items]), []
+
+
+def default_workers() -> int:
+    return min(4, max(1, (os.cpu_count() or 2) - 1))
+
+
+def encode_field(encoder: Encoder, records: Sequence[MemeRecord], field: str, tokens: bool,
+                 batch_size: int = 32, num_workers: int | None = None,
+                 desc: str = "") -> dict[str, torch.Tensor]:
+    """Encode one field of all records into preallocated tensors (memory = output size).
+
+    Token features are stored in fp16: they are 10-50x larger than pooled ones.
+    """
+    n = len(records)
+    pooled = torch.empty(n, encoder.dims(field))
+    tok = mask = None
+    with make_progress() as progress:
+        task = progress.add_task(desc or f"encode {field}", total=n)
+
+        def store(idx: torch.Tensor, out) -> None:
+            nonlocal tok, mask
+            pooled[idx] = out.pooled.float().cpu()
+            if tokens:
+                if tok is None:
+                    length = out.tokens.shape[1] if field == "image" else encoder.max_text_tokens
+                    tok = torch.zeros(n, length, out.tokens.shape[-1], dtype=torch.float16)
+                    mask = torch.zeros(n, length, dtype=torch.bool)
+                L = out.tokens.shape[1]
+                tok[idx, :L] = out.tokens.to(torch.float16).cpu()
+                mask[idx, :L] = out.mask.cpu()
+            progress.advance(task, len(idx))
+
+        if field == "image":
+            workers = default_workers() if num_workers is None else num_workers
+            loader = DataLoader(_ImageDataset(records, encoder.image_transform()),
+                                batch_size=batch_size, num_workers=workers, collate_fn=_collate,
+                                persistent_workers=False, prefetch_factor=4 if workers else None)
+            for idx, pixels, errors in loader:
+                if errors:
+                    raise DataError("; ".join(errors))
+                store(idx, encoder.encode_images(pixels, tokens=tokens))
+        else:
+            for i in range(0, n, batch_size):
+                chunk = records[i:i + batch_size]
+                store(torch.arange(i, i + len(chunk)),
+                      encoder.encode_texts([r.texts[field] for r in chunk], tokens=tokens))
+    out = {field: pooled}
+    if tokens:
+        out[f"{field}.tokens"], out[f"{field}.mask"] = tok, mask
+    return out
+
+
+def load_features(
+    dataset: str,
+    split: str,
+    encoder: str,
+    fields: Sequence[str],
+    tokens: bool = False,
+    data_root: str | Path | None = None,
+    on_missing_image: MissingImagePolicy = "error",
+    cache_dir: str | Path | None = None,
+    batch_size: int = 32,
+    num_workers: int | None = None,
+) -> FeatureSet:
+    """Features of one split, from the cache when it is warm, else extracted and cached.
+
+    The encoder is built only on a miss, so a warm run does no model work at all.
+    ``meta["encoded"]`` lists the fields that needed a forward pass.
+    """
+    ds = get_dataset(dataset, data_root)
+    selection = select_fields(ds.records(split), fields, on_missing_image,
+                              warn=lambda m: console.print(f"[yellow]{ds.identity}/{split}: {m}"))
+    records = selection.records
+    if not records:
+        raise DataError(f"{ds.identity}/{split}: no records left to encode")
+    ids = [r.id for r in records]
+    cache = FeatureCache(cache_dir)
+    version = encoder_version(encoder)
+    enc: Encoder | None = None
+    tensors: dict[str, torch.Tensor] = {}
+    encoded, seconds = [], 0.0
+    for field in fields:
+        max_tokens = Encoder.max_text_tokens
+        key = entry_key(encoder, version, field, tokens, max_tokens, content_hash(records, field))
+        hit = cache.load(key, ids)
+        if hit is None:
+            t0 = time.perf_counter()
+            enc = enc or create_encoder(encoder)
+            hit = encode_field(enc, records, field, tokens, batch_size, num_workers,
+                               desc=f"{ds.identity}/{split} {field}")
+            seconds += time.perf_counter() - t0
+            cache.save(key, hit, {"encoder": encoder, "encoder_version": version,
+                                  "dataset": ds.identity, "split": split, "field": field,
+                                  "tokens": tokens, "ids": ids})
+            encoded.append(field)
+        tensors.update(hit)
+    labels = torch.tensor([float("nan") if r.label is None else float(r.label) for r in records])
+    return FeatureSet(ids, tensors, labels, meta={
+        "dataset": ds.identity, "split": split, "encoder": encoder, "encoded": encoded,
+        "extract_seconds": seconds, "skipped_missing_images": selection.skipped_missing_images,
+    })

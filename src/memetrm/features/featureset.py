@@ -1,0 +1,51 @@
+"""In-memory features of one split: small enough to live in RAM, indexed like a batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from memetrm.heads.base import Batch
+
+
+@dataclass
+class FeatureSet:
+    """``tensors`` uses the head batch keys: ``field`` pooled, ``field.tokens`` / ``field.mask``.
+
+    ``labels`` is float with NaN where a record has no label.
+    """
+
+    ids: list[str]
+    tensors: dict[str, torch.Tensor]
+    labels: torch.Tensor
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def fields(self) -> list[str]:
+        return [k for k in self.tensors if "." not in k]
+
+    @property
+    def input_dims(self) -> dict[str, int]:
+        return {f: self.tensors[f].shape[-1] for f in self.fields}
+
+    @property
+    def token_dims(self) -> dict[str, int]:
+        return {k.removesuffix(".tokens"): v.shape[-1] for k, v in self.tensors.items()
+                if k.endswith(".tokens")}
+
+    def batch(self, idx: torch.Tensor | slice | None = None) -> Batch:
+        idx = slice(None) if idx is None else idx
+        out = {k: v[idx].float() if v.is_floating_point() else v[idx] for k, v in self.tensors.items()}
+        out["label"] = self.labels[idx]
+        return out
+
+    def batches(self, batch_size: int, shuffle: bool = False,
+                generator: torch.Generator | None = None):
+        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
+        for i in range(0, len(self), batch_size):
+            yield self.batch(order[i:i + batch_size])

@@ -1,0 +1,311 @@
+"""Tiny Recursive Model heads (Jolicoeur-Martineau 2025, "Less is More").
+
+One tiny shared network ``f`` refines a latent state ``z`` and an answer state ``y`` given the
+input ``x``: ``latent_recursion`` applies ``z <- f(z + x + y)`` n times, then ``y <- f(y + z)``.
+``deep_recursion`` runs that T times, the first T-1 under ``no_grad``, so the effective depth is
+``T * (n + 1) * layers`` while memory is that of one pass. Deep supervision repeats deep
+recursion ``n_sup`` times from the previous (detached) state, with a loss and an optimizer step
+each time; at inference an optional Q-head (ACT) lets easy examples stop early.
+
+``trm`` reads the pooled embeddings (blocks are SwiGLU MLPs); ``trm-att`` reads token features
+and mixes them with self-attention, y and z then being sequences aligned with the tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from memetrm.errors import ConfigError
+from memetrm.evaluation.metrics import auroc
+from memetrm.heads.base import Batch, Head, HeadConfig, StepFn, concat_fields
+from memetrm.heads.cross_attention import masked_mean
+
+#: Thresholds ``calibrate`` tries; 1.0 never halts (sigmoid(q) > 1 is impossible) = full depth.
+HALT_GRID = np.round(np.arange(0.05, 1.0001, 0.01), 2)
+#: How much dev AUROC halting may cost relative to full depth.
+HALT_AUROC_TOLERANCE = 0.01
+
+
+@dataclass
+class TRMConfig(HeadConfig):
+    hidden: int = 128
+    expansion: float = 4.0
+    layers: int = 2
+    n: int = 3
+    T: int = 3
+    n_sup: int = 8
+    act: bool = False
+    halt_threshold: float = 0.5
+    dropout: float = 0.0
+
+
+@dataclass
+class TRMAttConfig(TRMConfig):
+    heads: int = 4
+
+
+def rms_norm(d: int) -> nn.RMSNorm:
+    """Weight-free RMSNorm as in the paper: post-norm keeps recursed states at unit scale."""
+    return nn.RMSNorm(d, eps=1e-5, elementwise_affine=False)
+
+
+class SwiGLU(nn.Module):
+    """Gated MLP; the 2/3 factor keeps its parameter count equal to a plain ``expansion`` MLP."""
+
+    def __init__(self, d: int, expansion: float, dropout: float):
+        super().__init__()
+        inner = max(1, round(expansion * d * 2 / 3))
+        self.gate_up = nn.Linear(d, 2 * inner, bias=False)
+        self.down = nn.Linear(inner, d, bias=False)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(h).chunk(2, dim=-1)
+        return self.down(self.drop(F.silu(gate) * up))
+
+
+class MLPBlock(nn.Module):
+    """``h = RMSNorm(h + SwiGLU(h))``; pooled states have no sequence to mix, so no mask."""
+
+    def __init__(self, d: int, expansion: float, dropout: float):
+        super().__init__()
+        self.ffn = SwiGLU(d, expansion, dropout)
+        self.norm = rms_norm(d)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.norm(h + self.ffn(h))
+
+
+class AttentionBlock(nn.Module):
+    """TRM-Att block: post-norm self-attention over the valid tokens, then SwiGLU."""
+
+    def __init__(self, d: int, heads: int, expansion: float, dropout: float):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(d, heads, dropout=dropout, bias=False, batch_first=True)
+        self.norm1 = rms_norm(d)
+        self.ffn = SwiGLU(d, expansion, dropout)
+        self.norm2 = rms_norm(d)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        pad = None if mask is None else ~mask
+        a, _ = self.attn(h, h, h, key_padding_mask=pad, need_weights=False)
+        h = self.norm1(h + a)
+        return self.norm2(h + self.ffn(h))
+
+
+class TRMHead(Head):
+    """TRM on the concatenated pooled embeddings of all fields."""
+
+    name = "trm"
+    config_class = TRMConfig
+
+    def __init__(self, cfg: TRMConfig, input_dims: dict[str, int],
+                 token_dims: dict[str, int] | None = None):
+        super().__init__(cfg, input_dims, token_dims)
+        for key in ("hidden", "layers", "n", "T", "n_sup"):
+            if getattr(cfg, key) < 1:
+                raise ConfigError(f"{self.name}: {key} must be >= 1, got {getattr(cfg, key)}")
+        d = cfg.hidden
+        self._build_input()
+        # Learned, but with T > 1 the first supervision step reaches them only through no-grad
+        # passes, so they then act as the paper's fixed random init (std 1 = post-norm scale).
+        self.y_init = nn.Parameter(torch.randn(d))
+        self.z_init = nn.Parameter(torch.randn(d))
+        self.blocks = nn.ModuleList(self._make_block() for _ in range(cfg.layers))
+        self.out = nn.Linear(d, 1)
+        self.q_head = nn.Linear(d, 1) if cfg.act else None
+        # a buffer, so a threshold chosen by ``calibrate`` travels with the safetensors weights
+        self.register_buffer("halt_threshold", torch.tensor(float(cfg.halt_threshold)))
+
+    # --- variant hooks (overridden by the token-sequence head) ---------------------------------
+
+    def _build_input(self) -> None:
+        # LayerNorm first: different encoders' embeddings come at very different scales
+        d_in = sum(self.input_dims.values())
+        self.proj = nn.Sequential(nn.LayerNorm(d_in), nn.Linear(d_in, self.cfg.hidden))
+
+    def _make_block(self) -> nn.Module:
+        return MLPBlock(self.cfg.hidden, self.cfg.expansion, self.cfg.dropout)
+
+    def embed(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x`` and its token mask (None for pooled input)."""
+        return self.proj(concat_fields(batch, self.fields).float()), None
+
+    def _pool(self, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return y
+
+    # --- recursion ------------------------------------------------------------------------------
+
+    def net(self, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """The one tiny network ``f`` shared by every z and y update."""
+        for blk in self.blocks:
+            h = blk(h, mask)
+        return h
+
+    def latent_recursion(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
+                         mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        for _ in range(self.cfg.n):
+            z = self.net(z + x + y, mask)
+        y = self.net(y + z, mask)
+        return y, z
+
+    def deep_recursion(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
+                       mask: torch.Tensor | None
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """T latent recursions, only the last one differentiable: ``(y, z, logit, q_logit)``."""
+        with torch.no_grad():
+            for _ in range(self.cfg.T - 1):
+                y, z = self.latent_recursion(x, y, z, mask)
+        y, z = self.latent_recursion(x, y, z, mask)
+        pooled = self._pool(y, mask)
+        q = self.q_head(pooled).squeeze(-1) if self.q_head is not None else None
+        return y, z, self.out(pooled).squeeze(-1), q
+
+    def supervision_steps(self, batch: Batch) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Yield ``(logit, q_logit)`` after each of the ``n_sup`` deep recursions.
+
+        ``x`` is re-embedded every step because the caller may backprop and step the optimizer
+        in between, which frees the previous graph and changes the projection; y and z are
+        detached so no gradient crosses a supervision step.
+        """
+        y = z = None
+        for _ in range(self.cfg.n_sup):
+            x, mask = self.embed(batch)
+            if y is None:
+                y, z = self.y_init.expand_as(x), self.z_init.expand_as(x)
+            y, z, logit, q = self.deep_recursion(x, y, z, mask)
+            yield logit, q
+            y, z = y.detach(), z.detach()
+
+    # --- Head contract --------------------------------------------------------------------------
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Logits after full depth (all ``n_sup`` steps)."""
+        *_, (logit, _) = self.supervision_steps(batch)
+        return logit
+
+    @property
+    def optimizer_steps_per_batch(self) -> int:
+        return self.cfg.n_sup
+
+    def step_loss(self, logit: torch.Tensor, q: torch.Tensor | None,
+                  labels: torch.Tensor) -> torch.Tensor:
+        """BCE on the answer, plus BCE teaching the Q-head whether that answer is right."""
+        loss = self.loss(logit, labels)
+        if q is not None:
+            correct = ((logit.detach() > 0) == (labels > 0.5)).float()
+            loss = loss + F.binary_cross_entropy_with_logits(q, correct)
+        return loss
+
+    def training_step(self, batch: Batch, step: StepFn) -> float:
+        losses = []
+        for logit, q in self.supervision_steps(batch):
+            loss = self.step_loss(logit, q, batch["label"])
+            step(loss)
+            losses.append(loss.item())
+        return sum(losses) / len(losses)
+
+    @torch.no_grad()
+    def unroll(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Hateful prob and halting prob after every step, each (B, n_sup); halting None w/o ACT."""
+        probs, halts = [], []
+        for logit, q in self.supervision_steps(batch):
+            probs.append(torch.sigmoid(logit))
+            if q is not None:
+                halts.append(torch.sigmoid(q))
+        return torch.stack(probs, 1), torch.stack(halts, 1) if halts else None
+
+    def halting_steps(self, halts: torch.Tensor, threshold: float) -> torch.Tensor:
+        """Steps used per example: the first step whose halting prob exceeds ``threshold``."""
+        over = halts > threshold
+        first = over.long().argmax(1) + 1  # argmax returns the first maximal index
+        return torch.where(over.any(1), first, torch.full_like(first, self.cfg.n_sup))
+
+    @staticmethod
+    def prob_at(trace: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        return trace.gather(1, (steps - 1).unsqueeze(1)).squeeze(1)
+
+    @torch.no_grad()
+    def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
+        trace, halts = self.unroll(batch)
+        if halts is None:
+            steps = torch.full((trace.shape[0],), self.cfg.n_sup, dtype=torch.long)
+        else:
+            steps = self.halting_steps(halts, self.halt_threshold.item())
+        return {"prob": self.prob_at(trace, steps), "trace": trace, "steps": steps}
+
+    def reasoning_trace(self, batch: Batch) -> torch.Tensor:
+        """(B, n_sup) hateful probability after every supervision step, always at full depth."""
+        return self.unroll(batch)[0]
+
+    def calibrate(self, dev_batch: Batch) -> dict[str, Any]:
+        """Pick the halting threshold with the fewest mean dev steps that keeps dev AUROC.
+
+        Only the dev split is seen; without ACT there is nothing to choose. A single-class dev
+        set has no AUROC (NaN), so no threshold qualifies and the head keeps full depth.
+        """
+        if self.q_head is None:
+            return {}
+        labels = dev_batch["label"].cpu().numpy()
+        trace, halts = self.unroll(dev_batch)
+        full = auroc(labels, trace[:, -1].numpy())
+        best = (float(self.cfg.n_sup), 1.0, full)  # (mean steps, threshold, auroc)
+        for thr in HALT_GRID[::-1]:  # high to low: ties keep the more conservative threshold
+            steps = self.halting_steps(halts, float(thr))
+            score = auroc(labels, self.prob_at(trace, steps).numpy())
+            mean_steps = steps.float().mean().item()
+            if score >= full - HALT_AUROC_TOLERANCE and mean_steps < best[0]:
+                best = (mean_steps, float(thr), score)
+        mean_steps, thr, score = best
+        self.halt_threshold.fill_(thr)
+        self.cfg.halt_threshold = thr
+        return {"halt_threshold": thr, "mean_steps": mean_steps, "dev_auroc_halted": score,
+                "dev_auroc_full": full, "n_sup": self.cfg.n_sup}
+
+
+class TRMAttHead(TRMHead):
+    """TRM-Att over the concatenated token sequences of all fields.
+
+    y and z are sequences aligned with the tokens (as in the paper, where ``x + y + z`` is summed
+    position-wise), each initialised from one learned vector; padded tokens are masked out of
+    attention and of the mean-pooled answer the classifier reads.
+    """
+
+    name = "trm-att"
+    config_class = TRMAttConfig
+    needs_tokens = True
+
+    def __init__(self, cfg: TRMAttConfig, input_dims: dict[str, int],
+                 token_dims: dict[str, int] | None = None):
+        if cfg.hidden % cfg.heads:
+            raise ConfigError(
+                f"trm-att: hidden ({cfg.hidden}) must be divisible by heads ({cfg.heads})")
+        super().__init__(cfg, input_dims, token_dims)
+
+    def _build_input(self) -> None:
+        dims = self.token_dims or self.input_dims
+        d = self.cfg.hidden
+        self.proj = nn.ModuleDict({
+            f: nn.Sequential(nn.LayerNorm(dims[f]), nn.Linear(dims[f], d)) for f in self.fields
+        })
+        # tells the shared network which modality a token came from
+        self.type_emb = nn.ParameterDict({f: nn.Parameter(torch.zeros(d)) for f in self.fields})
+
+    def _make_block(self) -> nn.Module:
+        return AttentionBlock(self.cfg.hidden, self.cfg.heads, self.cfg.expansion, self.cfg.dropout)
+
+    def embed(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = torch.cat([self.proj[f](batch[f"{f}.tokens"].float()) + self.type_emb[f]
+                       for f in self.fields], 1)
+        mask = torch.cat([batch[f"{f}.mask"].bool() for f in self.fields], 1)
+        return x, mask
+
+    def _pool(self, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return masked_mean(y, mask)

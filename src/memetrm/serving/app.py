@@ -1,0 +1,251 @@
+"""HTTP API and web page: ``create_app(model_dir)`` loads the model once, then serves it.
+
+Bad input always gets a 4xx with a message, never a 500: bodies are capped while they
+stream in, image types are sniffed from magic bytes (the declared type is only a hint),
+pixels are bounded by ``open_image`` before decoding, and each request has a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from memetrm.data.images import MAX_PIXELS, open_image
+from memetrm.errors import DataError
+from memetrm.serving.predictor import Predictor
+
+STATIC_DIR = Path(__file__).parent / "static"
+#: magic bytes -> MIME type of the image formats accepted
+IMAGE_MAGIC = {
+    b"\x89PNG\r\n\x1a\n": "image/png",
+    b"\xff\xd8\xff": "image/jpeg",
+    b"GIF87a": "image/gif",
+    b"GIF89a": "image/gif",
+    b"BM": "image/bmp",
+}
+ALLOWED_TYPES = sorted({*IMAGE_MAGIC.values(), "image/webp"})
+
+
+@dataclass
+class Limits:
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_text_chars: int = 2000
+    max_pixels: int = MAX_PIXELS
+    #: seconds for decode + OCR + model; a slower request gets 504 (its thread still finishes)
+    timeout_s: float = 60.0
+
+
+class Prediction(BaseModel):
+    prob: float
+    label: int
+    threshold: float
+    ocr_text: str | None
+    model: str
+    trace: list[float] | None
+
+
+class ModelInfo(BaseModel):
+    model: str
+    head: str | None
+    encoder: str
+    fields: list[str]
+    tokens: bool
+    threshold: float
+    dataset: str | None
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: reject by Content-Length up front, and count streamed (chunked) bytes."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._reject(scope, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            msg = await receive()
+            seen += len(msg.get("body", b""))
+            if seen > self.max_bytes:
+                raise BodyTooLarge
+            return msg
+
+        started = False
+
+        async def tracked_send(msg: Message) -> None:
+            nonlocal started
+            started = started or msg["type"] == "http.response.start"
+            await send(msg)
+
+        try:
+            await self.app(scope, counted, tracked_send)
+        except BodyTooLarge:
+            if not started:
+                await self._reject(scope, send)
+
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        resp = JSONResponse({"detail": f"request body above the limit of {self.max_bytes:,} bytes"},
+                            status_code=413)
+        await resp(scope, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def sniff_image_type(data: bytes) -> str | None:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return next((mime for magic, mime in IMAGE_MAGIC.items() if data.startswith(magic)), None)
+
+
+def _check_image_bytes(data: bytes, declared: str | None) -> None:
+    if not data:
+        raise HTTPException(400, "the image is empty")
+    if declared and declared not in ALLOWED_TYPES and declared != "application/octet-stream":
+        raise HTTPException(415, f"image content type {declared!r} not allowed; "
+                                 f"allowed: {ALLOWED_TYPES}")
+    if sniff_image_type(data) is None:
+        raise HTTPException(415, f"the upload is not an image of an allowed type {ALLOWED_TYPES}")
+
+
+_OPENAPI_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": {
+                "type": "object",
+                "required": ["image"],
+                "properties": {
+                    "image": {"type": "string", "format": "binary"},
+                    "text": {"type": "string", "description": "meme text; omitted -> OCR"},
+                },
+            }},
+            "application/json": {"schema": {
+                "type": "object",
+                "required": ["image"],
+                "properties": {
+                    "image": {"type": "string", "description": "base64 (a data: URL is fine)"},
+                    "text": {"type": "string", "description": "meme text; omitted -> OCR"},
+                },
+            }},
+        },
+    },
+    "responses": {
+        "400": {"description": "malformed body or unreadable image"},
+        "413": {"description": "body above the upload limit"},
+        "415": {"description": "not multipart/JSON, or not an allowed image type"},
+        "422": {"description": "a required field is missing or too long"},
+        "504": {"description": "prediction took longer than the request timeout"},
+    },
+}
+
+
+def create_app(model: str | Path | Predictor, limits: Limits | None = None) -> FastAPI:
+    """The model (a directory or a ready ``Predictor``) is loaded here, once, before serving."""
+    predictor = model if isinstance(model, Predictor) else Predictor(model)
+    limits = limits or Limits()
+    if "text" in predictor.fields:
+        predictor.ocr.load()
+    app = FastAPI(title="memetrm", version="1",
+                  summary=f"Hateful-meme classifier {predictor.model_id}")
+    app.state.predictor, app.state.limits = predictor, limits
+    app.add_middleware(BodyLimit, max_bytes=limits.max_upload_bytes)
+
+    async def read_body(request: Request) -> tuple[bytes, str | None, dict[str, str]]:
+        """(image bytes, declared image type, text fields) from a multipart or JSON body."""
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype == "multipart/form-data":
+            form = await request.form(max_files=1, max_fields=8,
+                                      max_part_size=limits.max_upload_bytes)
+            upload = form.get("image")
+            if upload is None or isinstance(upload, str):
+                raise HTTPException(422, "multipart field 'image' (a file) is required")
+            texts = {k: v for k, v in form.items() if isinstance(v, str)}
+            return await upload.read(), upload.content_type, texts
+        if ctype == "application/json":
+            raw = await request.body()
+            if not raw:
+                raise HTTPException(400, "empty request body")
+            try:
+                obj = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise HTTPException(400, f"malformed JSON: {e}") from e
+            if not isinstance(obj, dict) or not isinstance(obj.get("image"), str):
+                raise HTTPException(422, "JSON body must be an object with a base64 'image' string")
+            b64 = obj["image"]
+            if b64.startswith("data:"):  # a data: URL, as browsers' FileReader produce
+                b64 = b64.split(",", 1)[-1]
+            try:
+                data = base64.b64decode(b64, validate=True)
+            except (binascii.Error, ValueError) as e:
+                raise HTTPException(400, f"'image' is not valid base64: {e}") from e
+            texts = {k: v for k, v in obj.items() if k != "image" and isinstance(v, str)}
+            return data, None, texts
+        raise HTTPException(415, "send multipart/form-data (image file + text) or application/json "
+                                 f"(base64 image + text), not {ctype or 'no content type'!r}")
+
+    @app.post("/v1/predict", response_model=Prediction, openapi_extra=_OPENAPI_BODY)
+    async def predict(request: Request) -> dict[str, Any]:
+        """Score one meme; without ``text`` the meme text is read off the image by OCR."""
+        data, declared, texts = await read_body(request)
+        _check_image_bytes(data, declared)
+        texts = {k: v for k, v in texts.items() if k in predictor.text_fields}
+        for k, v in texts.items():
+            if len(v) > limits.max_text_chars:
+                raise HTTPException(422, f"field {k!r} is {len(v):,} characters, above the limit "
+                                         f"of {limits.max_text_chars:,}")
+
+        def work() -> dict[str, Any]:
+            try:
+                image = open_image(data, name="upload", max_pixels=limits.max_pixels)
+            except DataError as e:
+                raise HTTPException(400, str(e)) from e
+            try:
+                item = predictor.prepare(image, texts)
+            except DataError as e:
+                raise HTTPException(422, str(e)) from e
+            return predictor.run([item])[0]
+
+        try:
+            return await asyncio.wait_for(run_in_threadpool(work), limits.timeout_s)
+        except TimeoutError as e:
+            raise HTTPException(504, f"prediction exceeded the {limits.timeout_s:g} s "
+                                     "timeout") from e
+
+    @app.get("/v1/model", response_model=ModelInfo)
+    def model_info() -> dict[str, Any]:
+        return predictor.info()
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok", "model": predictor.model_id}
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    return app

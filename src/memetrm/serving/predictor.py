@@ -1,0 +1,137 @@
+"""Load a saved model directory once and score memes: image + text in, probability out."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from memetrm.encoders import Encoder, create_encoder
+from memetrm.errors import DataError
+from memetrm.heads import from_pretrained
+from memetrm.serving.ocr import OCR
+
+#: what a caller may give as an item's text: the meme text, or a field -> text mapping
+TextInput = str | Mapping[str, str] | None
+
+
+@dataclass
+class Prepared:
+    """One item ready for the encoder: decoded image and every text field the model reads."""
+
+    image: Image.Image | None
+    texts: dict[str, str]
+    ocr_text: str | None = None
+
+
+def _model_id(model_dir: Path, config: dict[str, Any]) -> str:
+    """``<dir name>@<weights sha256[:12]>``: names exactly which weights produced a score."""
+    digest = hashlib.sha256((model_dir / "model.safetensors").read_bytes()).hexdigest()[:12]
+    return f"{config.get('name') or model_dir.resolve().name}@{digest}"
+
+
+class Predictor:
+    """Encoder + head from a ``save_pretrained`` directory, loaded once, reused per request.
+
+    ``prepare`` (decode, OCR, field checks) is per item so a batch job can record one bad
+    item and go on; ``run`` encodes and scores prepared items in one batch. Model calls are
+    serialised by a lock: on a CPU, concurrent forwards only fight over the same cores.
+    """
+
+    def __init__(self, model_dir: str | Path, *, encoder: Encoder | None = None,
+                 ocr: OCR | None = None, device: str = "cpu") -> None:
+        self.model_dir = Path(model_dir)
+        self.head, self.config = from_pretrained(self.model_dir)
+        self.head.to(device)
+        self.fields: list[str] = list(self.config.get("fields") or self.head.fields)
+        self.tokens: bool = bool(self.config.get("tokens", self.head.needs_tokens))
+        self.threshold: float = float(self.config.get("threshold", 0.5))
+        self.encoder = encoder or create_encoder(self.config.get("encoder", "minilm-effnet"),
+                                                 device=device)
+        self.ocr = ocr or OCR()
+        self.model_id = _model_id(self.model_dir, self.config)
+        self._transform = self.encoder.image_transform()
+        self._lock = threading.Lock()
+
+    @property
+    def text_fields(self) -> list[str]:
+        return [f for f in self.fields if f != "image"]
+
+    def info(self) -> dict[str, Any]:
+        """What a client needs to interpret scores: fields, threshold, provenance."""
+        return {
+            "model": self.model_id,
+            "head": self.config.get("head"),
+            "encoder": self.encoder.name,
+            "fields": self.fields,
+            "tokens": self.tokens,
+            "threshold": self.threshold,
+            "dataset": self.config.get("dataset"),
+        }
+
+    def prepare(self, image: Image.Image | None, text: TextInput = None) -> Prepared:
+        """Validate one item and fill in a missing meme text by OCR; raises ``DataError``."""
+        texts = {"text": text} if isinstance(text, str) else dict(text or {})
+        texts = {k: v for k, v in texts.items() if v is not None and v.strip()}
+        if "image" in self.fields and image is None:
+            raise DataError("this model reads the image: an image is required")
+        ocr_text = None
+        if "text" in self.fields and "text" not in texts:
+            if image is None:
+                raise DataError("no text given and no image to read it from")
+            ocr_text = texts["text"] = self.ocr(image)
+        missing = [f for f in self.text_fields if f not in texts]
+        if missing:
+            raise DataError(
+                f"this model reads the field(s) {missing}, which cannot be derived from an image "
+                f"(e.g. 'caption' was a stand-in for the image when it was trained): pass them "
+                f"explicitly"
+            )
+        return Prepared(image, {f: texts[f] for f in self.text_fields}, ocr_text)
+
+    def _batch(self, items: Sequence[Prepared]) -> dict[str, torch.Tensor]:
+        batch: dict[str, torch.Tensor] = {}
+        for field in self.fields:
+            if field == "image":
+                pixels = torch.stack([self._transform(p.image) for p in items])
+                out = self.encoder.encode_images(pixels, tokens=self.tokens)
+            else:
+                out = self.encoder.encode_texts([p.texts[field] for p in items], tokens=self.tokens)
+            batch[field] = out.pooled
+            if self.tokens:
+                batch[f"{field}.tokens"], batch[f"{field}.mask"] = out.tokens, out.mask
+        return batch
+
+    def run(self, items: Sequence[Prepared]) -> list[dict[str, Any]]:
+        """Score prepared items in one forward pass."""
+        if not items:
+            return []
+        with self._lock, torch.inference_mode():
+            out = self.head.predict(self._batch(items))
+        probs = out["prob"].float().cpu().tolist()
+        traces = out["trace"].float().cpu().tolist() if "trace" in out else [None] * len(items)
+        results = []
+        for p, prob, trace in zip(items, probs, traces, strict=True):
+            results.append({
+                "prob": prob,
+                "label": int(prob >= self.threshold),
+                "threshold": self.threshold,
+                "ocr_text": p.ocr_text,
+                "model": self.model_id,
+                "trace": trace,
+            })
+        return results
+
+    def predict(self, images: Sequence[Image.Image | None],
+                texts: Sequence[TextInput] | None = None) -> list[dict[str, Any]]:
+        """Score memes; ``texts[i]`` None means "read it off the image" (OCR)."""
+        texts = texts if texts is not None else [None] * len(images)
+        if len(texts) != len(images):
+            raise DataError(f"{len(images)} images but {len(texts)} texts")
+        return self.run([self.prepare(i, t) for i, t in zip(images, texts, strict=True)])

@@ -1,0 +1,86 @@
+"""Hate-CLIPper fusion: shapes, unit-norm projections, and that the logit is an interaction."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+
+from memetrm.errors import ConfigError
+from memetrm.heads import create_head
+
+DIMS = {"image": 12, "text": 10}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: a second OpenMP thread only adds contention (10x slower on a busy box)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def batch(b: int = 5, seed: int = 0, fields: dict[str, int] = DIMS) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {f: torch.randn(b, d, generator=g) for f, d in fields.items()}
+
+
+@pytest.mark.parametrize("name,width", [("hateclipper-align", 256), ("hateclipper-cross", 32 * 32)])
+def test_shapes(name, width):
+    head = create_head(name, DIMS).eval()
+    x = batch()
+    assert head.fuse(x).shape == (5, width)
+    assert head(x).shape == (5,)
+    assert head.predict(x)["prob"].shape == (5,)
+
+
+def test_fused_features_are_products_of_unit_projections():
+    torch.manual_seed(0)
+    x = batch()
+    for fusion in ("align", "cross"):
+        head = create_head(f"hateclipper-{fusion}", DIMS, map_dim=8).eval()
+        p = head.project(x)
+        assert torch.allclose(p["image"].norm(dim=-1), torch.ones(5))
+        i = F.normalize(head.proj["image"](x["image"]), dim=-1)
+        t = F.normalize(head.proj["text"](x["text"]), dim=-1)
+        expected = i * t if fusion == "align" else (i[:, :, None] * t[:, None, :]).flatten(1)
+        assert torch.allclose(head.fuse(x), expected)
+
+
+def test_align_learns_a_label_no_unimodal_model_can():
+    # hateful iff image and text "agree" in sign along a hidden direction: XOR of modalities
+    g = torch.Generator().manual_seed(0)
+    n = 400
+    img, txt = torch.randn(n, 12, generator=g), torch.randn(n, 10, generator=g)
+    label = ((img[:, 0] > 0) == (txt[:, 0] > 0)).float()
+    torch.manual_seed(0)
+    head = create_head("hateclipper-align", DIMS, map_dim=16, layers=0, dropout=0.0)
+    opt = torch.optim.Adam(head.parameters(), lr=0.05)
+    train = {"image": img[:300], "text": txt[:300], "label": label[:300]}
+    for _ in range(60):
+        opt.zero_grad()
+        head.loss(head(train), train["label"]).backward()
+        opt.step()
+    prob = head.eval().predict({"image": img[300:], "text": txt[300:]})["prob"]
+    assert roc_auc_score(label[300:], prob) > 0.9
+
+
+def test_extra_fields_pair_with_the_image():
+    dims = {"text": 10, "image": 12, "caption": 10}
+    head = create_head("hateclipper-align", dims, map_dim=8).eval()
+    assert head.anchor == "image" and head.partners == ["text", "caption"]
+    x = batch(fields=dims)
+    fused = head.fuse(x)
+    assert fused.shape == (5, 16)
+    p = head.project(x)
+    assert torch.allclose(fused[:, 8:], p["image"] * p["caption"])
+    assert head(x).shape == (5,)
+
+
+def test_validation():
+    with pytest.raises(ConfigError):
+        create_head("hateclipper-align", {"image": 12})
+    with pytest.raises(ConfigError):
+        create_head("hateclipper-align", DIMS, fusion="concat")

@@ -1,0 +1,327 @@
+"""Mechanics of the TRM heads: truncated gradients, no-grad passes, deep supervision, halting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+
+from memetrm.errors import ConfigError
+from memetrm.features import FeatureSet
+from memetrm.heads import create_head, from_pretrained, head_entry, save_pretrained
+from memetrm.heads.trm import TRMHead
+from memetrm.training import TrainConfig, engine, fit
+from memetrm.training import predict as engine_predict
+
+DIMS = {"image": 12, "text": 10}
+SMALL = {"hidden": 16, "n": 2, "T": 3, "n_sup": 4}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: a second OpenMP thread only adds contention (10x slower on a busy box)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def pooled_batch(b: int = 6, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {"image": torch.randn(b, 12, generator=g), "text": torch.randn(b, 10, generator=g),
+            "label": (torch.arange(b) % 2).float()}
+
+
+def token_batch(b: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    batch = pooled_batch(b, seed)
+    for f, (length, d) in {"image": (5, 12), "text": (7, 10)}.items():
+        batch[f"{f}.tokens"] = torch.randn(b, length, d, generator=g)
+        mask = torch.ones(b, length, dtype=torch.bool)
+        mask[0, length - 2:] = False  # first example has padding
+        batch[f"{f}.mask"] = mask
+    return batch
+
+
+def make(name: str = "trm", **cfg) -> TRMHead:
+    torch.manual_seed(0)
+    return create_head(name, DIMS, DIMS, **{**SMALL, **cfg})
+
+
+def adamw_step(head: TRMHead, calls: list[float] | None = None):
+    opt = torch.optim.AdamW(head.parameters(), lr=1e-3)
+
+    def step(loss: torch.Tensor) -> None:
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if calls is not None:
+            calls.append(loss.item())
+
+    return opt, step
+
+
+def graph_size(t: torch.Tensor) -> int:
+    seen, stack = set(), [t.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        stack.extend(nxt for nxt, _ in node.next_functions)
+    return len(seen)
+
+
+@pytest.mark.parametrize("name", ["trm", "trm-att"])
+def test_no_gradient_crosses_supervision_steps(name, monkeypatch):
+    head = make(name)
+    seen = []
+    original = head.deep_recursion
+
+    def spy(x, y, z, mask):
+        seen.append((y.requires_grad, y.grad_fn, z.requires_grad, z.grad_fn))
+        return original(x, y, z, mask)
+
+    monkeypatch.setattr(head, "deep_recursion", spy)
+    _, step = adamw_step(head)
+    head.training_step(token_batch() if name == "trm-att" else pooled_batch(), step)
+    assert len(seen) == SMALL["n_sup"]
+    assert seen[0][0]  # step 1 starts from the learned init
+    for y_grad, y_fn, z_grad, z_fn in seen[1:]:
+        assert not y_grad and y_fn is None and not z_grad and z_fn is None
+
+
+def test_no_grad_passes_hold_no_graph(monkeypatch):
+    # the T-1 passes run without autograd: their outputs carry no graph ...
+    head = make(T=3)
+    outputs = []
+    original = head.latent_recursion
+
+    def spy(*args):
+        y, z = original(*args)
+        outputs.append((y.grad_fn, z.grad_fn))
+        return y, z
+
+    monkeypatch.setattr(head, "latent_recursion", spy)
+    x, _ = head.embed(pooled_batch())
+    head.deep_recursion(x, head.y_init.expand_as(x), head.z_init.expand_as(x), None)
+    assert [fn is None for fn, _ in outputs] == [True, True, False]
+    assert all(fn is None for _, fn in outputs[:2])
+
+    # ... so the graph behind a logit is as large for T=6 as for T=2
+    sizes = []
+    for t in (2, 6):
+        h = make(T=t)
+        x, _ = h.embed(pooled_batch())
+        _, _, logit, _ = h.deep_recursion(x, h.y_init.expand_as(x), h.z_init.expand_as(x), None)
+        sizes.append(graph_size(logit))
+    assert sizes[0] == sizes[1] > 10
+
+
+@pytest.mark.parametrize("name,act", [("trm", False), ("trm", True), ("trm-att", False)])
+def test_exactly_n_sup_optimizer_steps(name, act):
+    head = make(name, act=act)
+    calls: list[float] = []
+    opt, step = adamw_step(head, calls)
+    before = head.out.weight.detach().clone()
+    loss = head.training_step(token_batch() if name == "trm-att" else pooled_batch(), step)
+    assert head.optimizer_steps_per_batch == SMALL["n_sup"]
+    assert len(calls) == SMALL["n_sup"]
+    assert loss == pytest.approx(sum(calls) / len(calls))
+    assert int(opt.state[head.out.weight]["step"]) == SMALL["n_sup"]
+    assert not torch.equal(before, head.out.weight)
+
+
+def test_act_loss_trains_the_q_head():
+    head = make(act=True)
+    _, step = adamw_step(head)
+    before = head.q_head.weight.detach().clone()
+    head.training_step(pooled_batch(), step)
+    assert not torch.equal(before, head.q_head.weight)
+
+
+def test_q_target_is_whether_the_answer_is_right():
+    head = make(act=True)
+    logit = torch.tensor([2.0, -1.0, 3.0, -0.5])
+    labels = torch.tensor([1.0, 1.0, 0.0, 0.0])  # right, wrong, wrong, right
+    q = torch.tensor([0.3, -0.2, 1.0, 0.1])
+    q_loss = head.step_loss(logit, q, labels) - head.step_loss(logit, None, labels)
+    expected = F.binary_cross_entropy_with_logits(q, torch.tensor([1.0, 0.0, 0.0, 1.0]))
+    assert q_loss.item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_halting_steps_are_the_first_crossing():
+    head = make(act=True)
+    halts = torch.tensor([[0.1, 0.9, 0.2, 0.95], [0.1, 0.1, 0.1, 0.1], [0.6, 0.1, 0.1, 0.1]])
+    assert head.halting_steps(halts, 0.5).tolist() == [2, 4, 1]
+    assert head.halting_steps(halts, 0.92).tolist() == [4, 4, 4]
+
+
+def test_halting_reduces_steps_at_inference():
+    head = make(act=True).eval()
+    batch = pooled_batch()
+    with torch.no_grad():
+        head.q_head.weight.zero_()
+        head.q_head.bias.fill_(-20.0)  # never confident: full depth
+    full = head.predict(batch)
+    assert full["steps"].tolist() == [SMALL["n_sup"]] * 6
+    assert torch.allclose(full["prob"], full["trace"][:, -1])
+
+    with torch.no_grad():
+        head.q_head.bias.fill_(20.0)  # always confident: halt after the first step
+    halted = head.predict(batch)
+    assert halted["steps"].float().mean() < SMALL["n_sup"]
+    assert halted["steps"].tolist() == [1] * 6
+    assert torch.allclose(halted["prob"], halted["trace"][:, 0])
+    assert halted["trace"].shape == (6, SMALL["n_sup"])  # the trace stays full depth
+
+
+def test_predict_without_act_uses_full_depth_and_matches_forward():
+    head = make().eval()
+    batch = pooled_batch()
+    out = head.predict(batch)
+    assert out["trace"].shape == (6, SMALL["n_sup"])
+    assert out["steps"].tolist() == [SMALL["n_sup"]] * 6
+    with torch.no_grad():
+        assert torch.allclose(out["prob"], torch.sigmoid(head(batch)))
+    assert torch.equal(head.reasoning_trace(batch), out["trace"])
+    assert head.calibrate(batch) == {}
+
+
+def test_calibrate_halts_only_when_dev_auroc_allows(monkeypatch):
+    head = make(act=True)
+    labels = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0, 1.0])
+    dev = {**pooled_batch(), "label": labels}
+    good, bad = labels * 0.8 + 0.1, 0.9 - labels * 0.8
+    halts = torch.tensor([[0.97, 0.0, 0.0, 0.0]]).expand(6, 4)
+
+    # step 1 is as good as full depth and confident: halt there
+    trace = torch.stack([good, good, good, good], 1)
+    monkeypatch.setattr(head, "unroll", lambda b: (trace, halts))
+    info = head.calibrate(dev)
+    assert info["mean_steps"] == 1.0 and info["halt_threshold"] < 0.97
+    assert info["dev_auroc_halted"] == info["dev_auroc_full"] == 1.0
+    assert head.halt_threshold.item() == pytest.approx(info["halt_threshold"])
+    assert head.cfg.halt_threshold == info["halt_threshold"]
+
+    # step 1 is confidently wrong: halting would cost AUROC, so never halt
+    trace = torch.stack([bad, good, good, good], 1)
+    monkeypatch.setattr(head, "unroll", lambda b: (trace, halts))
+    info = head.calibrate(dev)
+    assert info["mean_steps"] == SMALL["n_sup"] and info["halt_threshold"] >= 0.97
+    assert info["n_sup"] == SMALL["n_sup"]
+
+
+def test_calibrate_on_a_real_unroll_stays_within_tolerance():
+    head = make(act=True).eval()
+    dev = pooled_batch(16, seed=3)
+    info = head.calibrate(dev)
+    assert info["dev_auroc_halted"] >= info["dev_auroc_full"] - 0.01
+    out = head.predict(dev)
+    assert out["steps"].float().mean().item() == pytest.approx(info["mean_steps"])
+    assert roc_auc_score(dev["label"], out["prob"]) == pytest.approx(info["dev_auroc_halted"])
+
+
+@pytest.mark.parametrize("name", ["trm-act", "trm-att"])
+def test_save_load_roundtrip(name, tmp_path: Path):
+    head = make(name, act=True).eval()
+    with torch.no_grad():
+        head.halt_threshold.fill_(0.73)
+        head.q_head.bias.fill_(0.9)  # sigmoid ~0.71..: thresholds around it matter
+    batch = token_batch() if name == "trm-att" else pooled_batch()
+    before = head.predict(batch)
+    save_pretrained(head, tmp_path / "ckpt")
+    loaded, config = from_pretrained(tmp_path / "ckpt")
+    assert type(loaded) is type(head) and config["head"] == name
+    assert loaded.halt_threshold.item() == pytest.approx(0.73)
+    after = loaded.predict(batch)
+    for key in ("prob", "trace", "steps"):
+        assert torch.equal(before[key], after[key]), key
+
+
+def test_trm_att_ignores_padded_tokens():
+    head = make("trm-att").eval()
+    batch = token_batch()
+    changed = {**batch, "text.tokens": batch["text.tokens"].clone()}
+    changed["text.tokens"][0, -2:] = 100.0  # padding of example 0
+    a, b = head.predict(batch)["prob"], head.predict(changed)["prob"]
+    assert torch.allclose(a, b, atol=1e-6)
+    changed["text.tokens"][0, 0] = 100.0  # a real token does matter
+    assert not torch.allclose(a[0], head.predict(changed)["prob"][0])
+
+
+def test_presets_and_validation():
+    assert head_entry("trm-seed").train == {"lr": 1e-4, "weight_decay": 0.05, "epochs": 30}
+    assert head_entry("trm-act").train == head_entry("trm-seed").train
+    paper = create_head("trm-paper", DIMS)
+    assert (paper.cfg.n, paper.cfg.T, paper.cfg.n_sup) == (6, 3, 16)
+    assert paper.optimizer_steps_per_batch == 16
+    assert create_head("trm-act", DIMS).q_head is not None
+    assert create_head("trm", DIMS).q_head is None
+    assert create_head("trm-att", DIMS).needs_tokens
+    with pytest.raises(ConfigError):
+        create_head("trm", DIMS, n_sup=0)
+    with pytest.raises(ConfigError):
+        create_head("trm-att", DIMS, hidden=30, heads=4)
+
+
+def test_single_class_dev_keeps_full_depth():
+    head = make(act=True).eval()
+    dev = {**pooled_batch(), "label": torch.zeros(6)}
+    info = head.calibrate(dev)
+    assert info["mean_steps"] == SMALL["n_sup"] and info["halt_threshold"] == 1.0
+
+
+# --- through the training engine ---------------------------------------------------------------
+
+
+def separable_features(n: int, seed: int, w: torch.Tensor) -> FeatureSet:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 22, generator=g)
+    return FeatureSet([str(i) for i in range(n)], {"image": x[:, :12], "text": x[:, 12:]},
+                      (x @ w > 0).float())
+
+
+@pytest.fixture(scope="module")
+def tiny_split() -> tuple[FeatureSet, FeatureSet]:
+    w = torch.randn(22, generator=torch.Generator().manual_seed(7))
+    return separable_features(192, 1, w), separable_features(96, 2, w)
+
+
+def test_fit_trains_trm_act_and_calibrates_on_dev(tiny_split):
+    train, dev = tiny_split
+    head = make(act=True, hidden=16, n=1, T=2, n_sup=2)
+    result = fit(head, train, dev, TrainConfig(epochs=15, batch_size=64, lr=5e-3, patience=0))
+    assert result.dev_auroc > 0.9
+    out = engine_predict(result.head, dev)
+    assert roc_auc_score(dev.labels, out["prob"]) > 0.9
+    assert out["trace"].shape == (96, 2)
+    assert result.calibration["halt_threshold"] == pytest.approx(result.head.halt_threshold.item())
+
+
+def test_fit_with_ema_evaluates_the_averaged_weights(tiny_split, monkeypatch):
+    train, dev = tiny_split
+    head = make(hidden=16, n=1, T=2, n_sup=2)
+    init = {k: v.clone() for k, v in head.state_dict().items()}
+    evaluated = []
+    original = engine.predict
+
+    def spy(model, fs, *args, **kwargs):
+        evaluated.append(model)
+        return original(model, fs, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "predict", spy)
+    result = fit(head, train, dev, TrainConfig(epochs=3, batch_size=64, lr=3e-3, ema=0.999,
+                                               patience=0))
+    assert result.live_head is head and result.head is not head
+    assert evaluated and all(m is result.head for m in evaluated)
+    key = "out.weight"
+    ema, live = result.head.state_dict()[key], head.state_dict()[key]
+    assert not torch.allclose(ema, live)
+    # decay 0.999 over a few dozen steps barely moves: EMA stays nearer the start than training
+    assert (ema - init[key]).norm() < (live - init[key]).norm()
+    ema_prob, live_prob = engine_predict(result.head, dev)["prob"], engine_predict(head, dev)["prob"]
+    assert not torch.equal(ema_prob, live_prob)
