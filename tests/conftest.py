@@ -8,9 +8,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-SHARED_DATA = Path(os.environ.get("MEMETRM_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+SHARED_DATA = Path(
+    os.environ.get("MEMETRM_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
+)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tests use tiny tensors: a second OpenMP thread only adds contention on 2 cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def make_image(path: Path, seed: int, size: int = 64) -> Path:

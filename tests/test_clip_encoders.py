@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,21 +16,13 @@ import pytest
 import torch
 from PIL import Image
 
-from memetrm.encoders import create_encoder
+from memetrm.encoders import create_encoder, encoder_version
 from memetrm.errors import ConfigError
 
 PROJ = 24
 TEXTS = ["a cat", "a much longer caption about a dog in the rain " * 3, "!!!"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls gain nothing from threads, and on a busy 2-core box the thread handoff
-    makes each one take milliseconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def rgb_image(seed: int, size: tuple[int, int] = (50, 40)) -> Image.Image:
@@ -125,6 +118,7 @@ def test_hf_clip_version_tracks_weights(tmp_path: Path) -> None:
     path = save_tiny_hf_clip(tmp_path / "clip", seed=0)
     first = create_encoder(f"hf-clip:{path}")
     assert first.version == create_encoder(f"hf-clip:{path}").version
+    assert first.version == encoder_version(f"hf-clip:{path}")  # the cheap path agrees
     assert str(path) in first.version
     save_tiny_hf_clip(path, seed=1)  # same file names and sizes, other weights
     second = create_encoder(f"hf-clip:{path}")
@@ -133,9 +127,16 @@ def test_hf_clip_version_tracks_weights(tmp_path: Path) -> None:
     assert not torch.equal(first.encode_texts(texts).pooled, second.encode_texts(texts).pooled)
 
 
-def test_hf_clip_missing_model_is_config_error(tmp_path: Path) -> None:
+def test_hf_clip_missing_or_broken_model_is_config_error(hf_clip_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(hf_clip_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="cannot load CLIP model"):
+        create_encoder(f"hf-clip:{broken}")
     with pytest.raises(ConfigError, match="cannot load CLIP model"):
         create_encoder(f"hf-clip:{tmp_path / 'nowhere'}")
+    with pytest.raises(ConfigError, match="cannot load CLIP model"):
+        encoder_version(f"hf-clip:{tmp_path / 'nowhere'}")
 
 
 OPEN_CLIP_CFG = {
@@ -206,6 +207,7 @@ def test_open_clip_version_tracks_weights(open_clip_arch: str, tmp_path: Path) -
     path = save_open_clip_weights(open_clip_arch, tmp_path / "w.safetensors", seed=0)
     first = create_encoder(f"open-clip:{open_clip_arch}:{path}")
     assert first.version.startswith(f"{open_clip_arch}:{path}+")
+    assert first.version == encoder_version(f"open-clip:{open_clip_arch}:{path}")
     save_open_clip_weights(open_clip_arch, path, seed=1)
     second = create_encoder(f"open-clip:{open_clip_arch}:{path}")
     assert second.version != first.version
@@ -216,8 +218,17 @@ def test_open_clip_bad_specs(open_clip_arch: str, tmp_path: Path) -> None:
         create_encoder("open-clip")
     with pytest.raises(ConfigError, match="open-clip:<arch>"):
         create_encoder(f"open-clip:{open_clip_arch}")  # random weights would poison the cache
+    missing = f"open-clip:{open_clip_arch}:{tmp_path / 'missing.safetensors'}"
+    with pytest.raises(ConfigError, match="neither a weights file nor a tag"):
+        create_encoder(missing)
+    with pytest.raises(ConfigError, match="neither a weights file nor a tag"):
+        encoder_version(missing)
+    with pytest.raises(ConfigError, match="unknown open_clip architecture"):
+        encoder_version("open-clip:no-such-arch:openai")
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="cannot load open_clip"):
-        create_encoder(f"open-clip:{open_clip_arch}:{tmp_path / 'missing.safetensors'}")
+        create_encoder(f"open-clip:{open_clip_arch}:{broken}")
 
 
 def test_open_clip_tokens_unsupported_is_config_error(

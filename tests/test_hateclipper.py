@@ -13,13 +13,6 @@ from memetrm.heads import create_head
 DIMS = {"image": 12, "text": 10}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second OpenMP thread only adds contention (10x slower on a busy box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def batch(b: int = 5, seed: int = 0, fields: dict[str, int] = DIMS) -> dict[str, torch.Tensor]:

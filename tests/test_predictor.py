@@ -151,22 +151,21 @@ def test_batch_records_errors_and_resumes(tmp_path: Path, predictor: Predictor,
     assert [r["id"] for r in first] == ["a", "b", "gone", "bad", "line 5"]
     assert "ocr_text" in first[1] and "morning" in first[1]["ocr_text"].lower()
     errors = {r["id"]: r["error"] for r in first if "error" in r}
-    assert "not found" in errors["gone"] and "corrupt" in errors["bad"]
+    assert "not found" in errors["gone"] and "not a readable image" in errors["bad"]
     assert "line 5" in errors
 
-    # simulate a kill mid-write: keep two full lines plus half of the third
+    # simulate a kill mid-write: keep the first line plus half of the second ("b")
     lines = out.read_text().splitlines(keepends=True)
-    out.write_text("".join(lines[:2]) + lines[2][:10])
-    prepared: list[str] = []
+    out.write_text(lines[0] + lines[1][:10])
+    prepared: list[dict[str, str]] = []
     real_prepare = predictor.prepare
     monkeypatch.setattr(predictor, "prepare",
-                        lambda image, texts: prepared.append(texts.get("text")) or
-                        real_prepare(image, texts))
-    assert serve_cli.predict_batch(predictor, src, out, progress=False) == (0, 3, 2)
-    assert prepared == ["x"]  # only "bad" reached prepare; "a" and "b" were not redone
+                        lambda image, texts: prepared.append(texts) or real_prepare(image, texts))
+    assert serve_cli.predict_batch(predictor, src, out, progress=False) == (1, 3, 1)
+    assert prepared == [{}]  # only the torn "b" (no text: OCR) was redone, not "a"
     again = [json.loads(line) for line in out.read_text().splitlines()]
-    assert sorted(r["id"] for r in again) == sorted(r["id"] for r in first)
-    assert again[:2] == first[:2]
+    assert [r["id"] for r in again] == ["a", "b", "gone", "bad", "line 5"]
+    assert again[0] == first[0] and again[1]["prob"] == pytest.approx(first[1]["prob"])
     assert serve_cli.predict_batch(predictor, src, out, progress=False) == (0, 0, 5)
 
 

@@ -112,7 +112,7 @@ def test_predict_json_base64_matches_multipart(client: TestClient) -> None:
         r = client.post("/v1/predict", json={"image": image, "text": "hello there"})
         assert r.status_code == 200, r.text
         assert r.json()["prob"] == pytest.approx(multipart["prob"])
-    other = client.post("/v1/predict", json={"image": b64, "text": "another text entirely"})
+    other = client.post("/v1/predict", json={"image": b64, "text": "zzz"})
     assert other.json()["prob"] != pytest.approx(multipart["prob"])
 
 
@@ -214,3 +214,24 @@ def test_slow_prediction_times_out_with_504(tmp_path: Path) -> None:
         assert r.status_code == 504 and "timeout" in r.json()["detail"]
         assert time.perf_counter() - t < 0.5
         time.sleep(0.6)  # let the abandoned worker thread finish before the client's loop closes
+
+
+def test_concurrent_requests_are_batched_without_mixing_results(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    predictor = make_predictor(tmp_path, delay=0.2)
+    texts = [f"meme {'e' * i} text {i}" for i in range(8)]
+    expected = [r["prob"] for r in predictor.predict([Image.open(io.BytesIO(png_bytes()))] * 8,
+                                                     texts)]
+    batch_sizes: list[int] = []
+    real_run = predictor.run
+    predictor.run = lambda items: batch_sizes.append(len(items)) or real_run(items)
+    with TestClient(create_app(predictor)) as c, ThreadPoolExecutor(8) as pool:
+        def post(text: str) -> float:
+            r = c.post("/v1/predict", files={"image": ("m.png", png_bytes(), "image/png")},
+                       data={"text": text})
+            return r.json()["prob"]
+
+        got = list(pool.map(post, texts))
+    assert got == pytest.approx(expected, abs=1e-6)
+    assert sum(batch_sizes) == 8 and max(batch_sizes) > 1  # coalesced, none lost or repeated

@@ -20,13 +20,6 @@ DIMS = {"image": 12, "text": 10}
 SMALL = {"hidden": 16, "n": 2, "T": 3, "n_sup": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second OpenMP thread only adds contention (10x slower on a busy box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def pooled_batch(b: int = 6, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -171,7 +164,9 @@ def test_halting_reduces_steps_at_inference():
     assert torch.allclose(full["prob"], full["trace"][:, -1])
 
     with torch.no_grad():
-        head.q_head.bias.fill_(20.0)  # always confident: halt after the first step
+        head.q_head.bias.fill_(20.0)  # always confident: halt after the first step...
+    assert head.predict(batch)["steps"].tolist() == [SMALL["n_sup"]] * 6  # ...once calibrated
+    head.halt_threshold.fill_(0.5)
     halted = head.predict(batch)
     assert halted["steps"].float().mean() < SMALL["n_sup"]
     assert halted["steps"].tolist() == [1] * 6
@@ -278,23 +273,23 @@ def test_single_class_dev_keeps_full_depth():
 # --- through the training engine ---------------------------------------------------------------
 
 
-def separable_features(n: int, seed: int, w: torch.Tensor) -> FeatureSet:
+def separable_features(n: int, seed: int) -> FeatureSet:
+    """Hateful iff a contrast within each field sums above zero (LayerNorm-invariant)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 22, generator=g)
     return FeatureSet([str(i) for i in range(n)], {"image": x[:, :12], "text": x[:, 12:]},
-                      (x @ w > 0).float())
+                      (x[:, 0] - x[:, 1] + x[:, 12] - x[:, 13] > 0).float())
 
 
 @pytest.fixture(scope="module")
 def tiny_split() -> tuple[FeatureSet, FeatureSet]:
-    w = torch.randn(22, generator=torch.Generator().manual_seed(7))
-    return separable_features(192, 1, w), separable_features(96, 2, w)
+    return separable_features(256, 1), separable_features(96, 2)
 
 
 def test_fit_trains_trm_act_and_calibrates_on_dev(tiny_split):
     train, dev = tiny_split
     head = make(act=True, hidden=16, n=1, T=2, n_sup=2)
-    result = fit(head, train, dev, TrainConfig(epochs=15, batch_size=64, lr=5e-3, patience=0))
+    result = fit(head, train, dev, TrainConfig(epochs=8, batch_size=64, lr=5e-3, patience=0))
     assert result.dev_auroc > 0.9
     out = engine_predict(result.head, dev)
     assert roc_auc_score(dev.labels, out["prob"]) > 0.9
@@ -323,5 +318,5 @@ def test_fit_with_ema_evaluates_the_averaged_weights(tiny_split, monkeypatch):
     assert not torch.allclose(ema, live)
     # decay 0.999 over a few dozen steps barely moves: EMA stays nearer the start than training
     assert (ema - init[key]).norm() < (live - init[key]).norm()
-    ema_prob, live_prob = engine_predict(result.head, dev)["prob"], engine_predict(head, dev)["prob"]
-    assert not torch.equal(ema_prob, live_prob)
+    ema_prob = engine_predict(result.head, dev)["prob"]
+    assert not torch.equal(ema_prob, engine_predict(head, dev)["prob"])

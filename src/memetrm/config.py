@@ -42,9 +42,9 @@ class RunConfig:
 def _coerce(value: str) -> Any:
     """YAML scalars: ``1e-4`` -> float, ``true`` -> bool, ``[a, b]`` -> list."""
     try:
-        return yaml.safe_load(value)
-    except yaml.YAMLError:
-        return value
+        return float(value) if "e" in value.lower() and not value.isalpha() else yaml.safe_load(value)
+    except (ValueError, yaml.YAMLError):
+        return yaml.safe_load(value) if value else value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

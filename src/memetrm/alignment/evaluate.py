@@ -47,6 +47,8 @@ def zero_shot_task(dataset: str, split: str, fs: FeatureSet,
         rows = {str(o["id"]): o.get(spec["field"]) for _, o in read_jsonl(root / f"{split}.jsonl")}
         index = {c: i for i, c in enumerate(classes)}
         labels = torch.tensor([index.get(rows.get(i), -1) for i in fs.ids])
+        if not (labels >= 0).any():
+            return None
         return ZeroShotTask(classes, [spec["prompts"][c] for c in classes], labels)
     if torch.isnan(fs.labels).all():
         return None
@@ -89,7 +91,7 @@ def encode_prompts(encoder: str, prompts: list[str]) -> torch.Tensor:
 
 
 def specificity(model: AlignModel, txt_emb: torch.Tensor, img_emb: torch.Tensor,
-                texts: list[str]) -> tuple[dict[str, float], bytes]:
+                texts: list[str]) -> tuple[dict[str, float | None], bytes]:
     """MERU's claim, measured: do longer (more specific) texts sit farther from the origin?
 
     Returns the Spearman correlation of word count with distance from the origin, and a PNG.
@@ -104,14 +106,16 @@ def specificity(model: AlignModel, txt_emb: torch.Tensor, img_emb: torch.Tensor,
     d_txt = L.dist_to_origin(txt_emb, curv).numpy()
     d_img = L.dist_to_origin(img_emb, curv).numpy()
     words = [len(t.split()) for t in texts]
-    rho = float(spearmanr(words, d_txt).statistic)
+    # undefined (None) when every text has the same length
+    rho = float(spearmanr(words, d_txt).statistic) if len(set(words)) > 1 else None
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     ax.scatter(words, d_txt, s=8, alpha=0.5, label="texts")
     ax.axhline(float(d_img.mean()), color="C1", ls="--", label="mean over images")
     ax.set_xscale("log")
     ax.set_xlabel("text length (words, log scale)")
     ax.set_ylabel("Lorentz distance from origin")
-    ax.set_title(f"MERU specificity: Spearman rho = {rho:.3f} (n = {len(words)})")
+    ax.set_title(f"MERU specificity: Spearman rho = {rho if rho is None else round(rho, 3)} "
+                 f"(n = {len(words)})")
     ax.legend()
     fig.tight_layout()
     buf = io.BytesIO()

@@ -43,9 +43,9 @@ def metrics_table(m: dict[str, Any]) -> Table:
                   f"{z['chance_balanced']:.3f}")
         if "auroc" in z:
             t.add_row("zero-shot AUROC", f"{z['auroc']:.3f}", "", "0.500")
-    if "specificity" in m:
-        s = m["specificity"]
-        t.add_row("Spearman(words, d0)", f"{s['spearman_words_vs_text_dist']:.3f}", "", "0")
+    rho = m.get("specificity", {}).get("spearman_words_vs_text_dist")
+    if rho is not None:
+        t.add_row("Spearman(words, d0)", f"{rho:.3f}", "", "0")
     return t
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
+from safetensors import SafetensorError
 
 from memetrm.encoders.base import Encoder, EncoderOutput
 from memetrm.encoders.registry import register_encoder
@@ -17,6 +19,8 @@ from memetrm.errors import ConfigError
 
 DEFAULT_HF_CLIP = "openai/clip-vit-large-patch14-336"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+#: what missing, corrupt or mismatched checkpoints raise (turned into a ConfigError)
+LOAD_ERRORS = (OSError, ValueError, RuntimeError, SafetensorError, pickle.UnpicklingError)
 
 
 def short_hash(text: str) -> str:
@@ -53,32 +57,44 @@ class HFImageTransform:
         return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
 
 
+def hf_clip_version(source: str) -> str:
+    """Id/path + config + weights-file identity, read without loading the weights so a warm
+    feature cache is found cheaply; the encoder reports the same string."""
+    from transformers import CLIPConfig
+    from transformers.utils import cached_file
+
+    source = source or DEFAULT_HF_CLIP
+    try:
+        config = CLIPConfig.from_pretrained(source)
+        # a hub id resolves to its snapshot folder in the local hub cache
+        local = Path(source)
+        model_dir = local if local.is_dir() else Path(cached_file(source, "config.json")).parent
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot load CLIP model {source!r}: {e}") from e
+    weights = [p for p in model_dir.iterdir() if p.suffix in WEIGHT_SUFFIXES]
+    if not weights:
+        raise ConfigError(f"no weights file found for CLIP model {source!r} in {model_dir}")
+    return f"{source}+cfg{json_hash(config.to_dict())}+w{files_fingerprint(weights)}"
+
+
 class HFCLIP(Encoder):
     """Pooled features are the projected CLS / EOS states (as ``get_*_features``); token features
     are every patch / text state pushed through the same projection, so both live in one space."""
 
     def __init__(self, source: str = DEFAULT_HF_CLIP) -> None:
         from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
-        from transformers.utils import cached_file
 
+        self._version = hf_clip_version(source)
         try:
             self.model = CLIPModel.from_pretrained(source).eval()
             self.tokenizer = AutoTokenizer.from_pretrained(source)
             self.processor = CLIPImageProcessor.from_pretrained(source)
-            # a hub id resolves to its snapshot folder in the local hub cache
-            local = Path(source)
-            model_dir = local if local.is_dir() else Path(cached_file(source, "config.json")).parent
-        except (OSError, ValueError) as e:
+        except LOAD_ERRORS as e:
             raise ConfigError(f"cannot load CLIP model {source!r}: {e}") from e
-        weights = [p for p in model_dir.iterdir() if p.suffix in WEIGHT_SUFFIXES]
-        if not weights:
-            raise ConfigError(f"no weights file found for CLIP model {source!r} in {model_dir}")
         config = self.model.config
-        self.source = source
         self.max_positions = config.text_config.max_position_embeddings
         self.image_dim = self.text_dim = config.projection_dim
         self.image_token_dim = self.text_token_dim = config.projection_dim
-        self._version = f"{source}+cfg{json_hash(config.to_dict())}+w{files_fingerprint(weights)}"
 
     @property
     def version(self) -> str:
@@ -119,6 +135,6 @@ class HFCLIP(Encoder):
         return EncoderOutput(pooled, states, batch["attention_mask"][:, :n].bool())
 
 
-@register_encoder("hf-clip")
+@register_encoder("hf-clip", version=hf_clip_version)
 def _create(source: str = DEFAULT_HF_CLIP) -> Encoder:
     return HFCLIP(source)

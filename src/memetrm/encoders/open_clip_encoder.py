@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from memetrm.encoders.base import Encoder, EncoderOutput
-from memetrm.encoders.hf_clip import files_fingerprint, json_hash
+from memetrm.encoders.hf_clip import LOAD_ERRORS, files_fingerprint, json_hash
 from memetrm.encoders.registry import register_encoder
 from memetrm.errors import ConfigError
 
@@ -19,36 +19,62 @@ def _project(x: torch.Tensor, proj: torch.nn.Module | torch.Tensor) -> torch.Ten
     return proj(x) if isinstance(proj, torch.nn.Module) else x @ proj
 
 
+def parse_spec(spec: str) -> tuple[str, str]:
+    """``arch:pretrained`` -> (arch, pretrained); both are required, since random weights would
+    give meaningless (yet cached) features."""
+    arch, _, pretrained = spec.partition(":")
+    if not arch or not pretrained:
+        raise ConfigError(
+            "open-clip needs 'open-clip:<arch>:<pretrained tag or weights file>', "
+            f"e.g. 'open-clip:ViT-B-32:laion2b_s34b_b79k' (got {spec!r})"
+        )
+    return arch, pretrained
+
+
+def open_clip_version(spec: str) -> str:
+    """Arch + its config + weights identity (file stat, or the release record of a tag, which
+    also carries the preprocessing), without building the model."""
+    import open_clip
+
+    arch, pretrained = parse_spec(spec)
+    model_cfg = open_clip.get_model_config(arch)
+    if model_cfg is None:
+        raise ConfigError(f"unknown open_clip architecture {arch!r}; see open_clip.list_models()")
+    if Path(pretrained).is_file():
+        weights = f"w{files_fingerprint([Path(pretrained)])}"
+    else:
+        tag = open_clip.get_pretrained_cfg(arch, pretrained)
+        if not tag:
+            raise ConfigError(
+                f"{pretrained!r} is neither a weights file nor a tag of {arch}; tags: "
+                f"{open_clip.list_pretrained_tags_by_model(arch)}"
+            )
+        weights = f"tag{json_hash(tag)}"
+    return f"{arch}:{pretrained}+cfg{json_hash(model_cfg)}+{weights}"
+
+
 class OpenCLIP(Encoder):
     """Pooled features come from ``encode_image`` / ``encode_text``. Token features come from
     ``forward_intermediates`` (last block, final norm applied) through the tower's projection,
     which open_clip only exposes uniformly for its own ViT and text transformer; other towers
     (timm, Hugging Face text models, attention pooling) are pooled-only."""
 
-    def __init__(self, arch: str, pretrained: str) -> None:
+    def __init__(self, spec: str) -> None:
         import open_clip
 
+        self._version = open_clip_version(spec)
+        self.arch, pretrained = parse_spec(spec)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
-                arch, pretrained=pretrained, require_pretrained=True
+                self.arch, pretrained=pretrained, require_pretrained=True
             )
-            self.tokenizer = open_clip.get_tokenizer(arch)
-        except (RuntimeError, OSError, ValueError) as e:
-            raise ConfigError(f"cannot load open_clip {arch!r} with {pretrained!r}: {e}") from e
+            self.tokenizer = open_clip.get_tokenizer(self.arch)
+        except LOAD_ERRORS as e:
+            raise ConfigError(f"cannot load open_clip {spec!r}: {e}") from e
         self.model = model.eval()
         self.preprocess = preprocess
-        self.arch = arch
-        dim = int(open_clip.get_model_config(arch)["embed_dim"])
+        dim = int(open_clip.get_model_config(self.arch)["embed_dim"])
         self.image_dim = self.text_dim = self.image_token_dim = self.text_token_dim = dim
-        if Path(pretrained).is_file():
-            weights = f"w{files_fingerprint([Path(pretrained)])}"
-        else:  # a released tag names fixed weights; hash its record (hub id, file, url)
-            weights = f"tag{json_hash(open_clip.get_pretrained_cfg(arch, pretrained))}"
-        config = {
-            "model": open_clip.get_model_config(arch),
-            "preprocess": model.visual.preprocess_cfg,
-        }
-        self._version = f"{arch}:{pretrained}+cfg{json_hash(config)}+{weights}"
 
     def _unsupported(self, why: str) -> ConfigError:
         return ConfigError(f"open-clip:{self.arch} does not support token features: {why}")
@@ -125,12 +151,6 @@ class OpenCLIP(Encoder):
         return EncoderOutput(out["text_features"], states, mask[:, :n])
 
 
-@register_encoder("open-clip")
+@register_encoder("open-clip", version=open_clip_version)
 def _create(spec: str = "") -> Encoder:
-    arch, _, pretrained = spec.partition(":")
-    if not arch or not pretrained:
-        raise ConfigError(
-            "open-clip needs 'open-clip:<arch>:<pretrained tag or weights file>', "
-            f"e.g. 'open-clip:ViT-B-32:laion2b_s34b_b79k' (got {spec!r})"
-        )
-    return OpenCLIP(arch, pretrained)
+    return OpenCLIP(spec)

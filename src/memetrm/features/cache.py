@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from memetrm.data.records import MemeRecord
@@ -65,7 +66,7 @@ class FeatureCache:
             if meta.get("ids") != ids:
                 return None
             return load_file(str(data_path))
-        except (OSError, ValueError, json.JSONDecodeError):
+        except (OSError, ValueError, SafetensorError):
             return None  # unreadable entry: recompute and overwrite
 
     def save(self, key: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:

@@ -75,9 +75,27 @@ def concat_fields(batch: Batch, fields: list[str]) -> torch.Tensor:
     return torch.cat([batch[f] for f in fields], dim=-1)
 
 
-def mlp(in_dim: int, hidden: int, layers: int, dropout: float, out_dim: int = 1) -> nn.Sequential:
-    """LayerNorm'd MLP to ``out_dim``; shared by every head that ends in a classifier."""
-    mods: list[nn.Module] = [nn.LayerNorm(in_dim)]
+class FieldNorm(nn.Module):
+    """LayerNorm each field before concatenating.
+
+    Frozen towers differ in scale and width (1280-d CNN activations vs 384-d unit-norm text);
+    one LayerNorm over the concat lets the larger tower drown the other.
+    """
+
+    def __init__(self, input_dims: dict[str, int]):
+        super().__init__()
+        self.fields = list(input_dims)
+        self.norms = nn.ModuleDict({f: nn.LayerNorm(d) for f, d in input_dims.items()})
+        self.out_dim = sum(input_dims.values())
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return torch.cat([self.norms[f](batch[f]) for f in self.fields], dim=-1)
+
+
+def mlp(in_dim: int, hidden: int, layers: int, dropout: float, out_dim: int = 1,
+        norm: bool = True) -> nn.Sequential:
+    """(LayerNorm'd) MLP to ``out_dim``; shared by every head that ends in a classifier."""
+    mods: list[nn.Module] = [nn.LayerNorm(in_dim)] if norm else []
     d = in_dim
     for _ in range(layers):
         mods += [nn.Linear(d, hidden), nn.GELU(), nn.Dropout(dropout)]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from memetrm.heads.base import Batch, Head, HeadConfig, concat_fields, mlp
+from memetrm.heads.base import Batch, FieldNorm, Head, HeadConfig, mlp
 
 
 @dataclass
@@ -24,10 +24,11 @@ class LinearHead(Head):
     def __init__(self, cfg: LinearConfig, input_dims: dict[str, int],
                  token_dims: dict[str, int] | None = None):
         super().__init__(cfg, input_dims, token_dims)
-        self.net = mlp(sum(input_dims.values()), 0, 0, cfg.dropout)
+        self.norm = FieldNorm(input_dims)
+        self.net = mlp(self.norm.out_dim, 0, 0, cfg.dropout, norm=False)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        return self.net(concat_fields(batch, self.fields)).squeeze(-1)
+        return self.net(self.norm(batch)).squeeze(-1)
 
 
 @dataclass
@@ -46,8 +47,9 @@ class MLPHead(Head):
     def __init__(self, cfg: MLPConfig, input_dims: dict[str, int],
                  token_dims: dict[str, int] | None = None):
         super().__init__(cfg, input_dims, token_dims)
-        self.net = mlp(sum(input_dims.values()), cfg.hidden, cfg.layers, cfg.dropout)
+        self.norm = FieldNorm(input_dims)
         self.input_dropout = nn.Dropout(cfg.dropout)
+        self.net = mlp(self.norm.out_dim, cfg.hidden, cfg.layers, cfg.dropout, norm=False)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        return self.net(self.input_dropout(concat_fields(batch, self.fields))).squeeze(-1)
+        return self.net(self.input_dropout(self.norm(batch))).squeeze(-1)

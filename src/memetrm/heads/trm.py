@@ -42,7 +42,9 @@ class TRMConfig(HeadConfig):
     T: int = 3
     n_sup: int = 8
     act: bool = False
-    halt_threshold: float = 0.5
+    #: 1.0 never halts: full depth until ``calibrate`` picks a threshold on dev, so
+    #: checkpoint selection during training scores the full-depth answer
+    halt_threshold: float = 1.0
     dropout: float = 0.0
 
 
@@ -127,16 +129,18 @@ class TRMHead(Head):
     # --- variant hooks (overridden by the token-sequence head) ---------------------------------
 
     def _build_input(self) -> None:
-        # LayerNorm first: different encoders' embeddings come at very different scales
-        d_in = sum(self.input_dims.values())
-        self.proj = nn.Sequential(nn.LayerNorm(d_in), nn.Linear(d_in, self.cfg.hidden))
+        # one LayerNorm per field: encoders' embeddings come at very different scales, and a
+        # norm over the concatenation would let the larger one drown the other
+        self.norms = nn.ModuleDict({f: nn.LayerNorm(d) for f, d in self.input_dims.items()})
+        self.proj = nn.Linear(sum(self.input_dims.values()), self.cfg.hidden)
 
     def _make_block(self) -> nn.Module:
         return MLPBlock(self.cfg.hidden, self.cfg.expansion, self.cfg.dropout)
 
     def embed(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x`` and its token mask (None for pooled input)."""
-        return self.proj(concat_fields(batch, self.fields).float()), None
+        normed = {f: self.norms[f](batch[f].float()) for f in self.fields}
+        return self.proj(concat_fields(normed, self.fields)), None
 
     def _pool(self, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return y

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from memetrm.data.images import MAX_PIXELS, open_image
 from memetrm.errors import DataError
-from memetrm.serving.predictor import Predictor
+from memetrm.serving.predictor import Predictor, Prepared
 
 STATIC_DIR = Path(__file__).parent / "static"
 #: magic bytes -> MIME type of the image formats accepted
@@ -116,6 +116,48 @@ async def _no_receive() -> Message:
     return {"type": "http.disconnect"}
 
 
+class MicroBatcher:
+    """Coalesces concurrent requests into one forward pass.
+
+    Requests that arrive while a batch runs wait in a queue and all go into the next one, so
+    one client pays no extra latency and many clients share the per-call overhead (Python,
+    small CPU kernels) instead of queueing one by one behind the model lock.
+    """
+
+    def __init__(self, predictor: Predictor, max_batch: int = 16) -> None:
+        self.predictor, self.max_batch = predictor, max_batch
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _ensure_worker(self) -> None:
+        # one worker per event loop (a test client may run each request on a fresh loop)
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop, self._queue = loop, asyncio.Queue()
+            self._task = loop.create_task(self._work())
+
+    async def submit(self, item: Prepared) -> dict[str, Any]:
+        self._ensure_worker()
+        fut = asyncio.get_running_loop().create_future()
+        await self._queue.put((item, fut))
+        return await fut
+
+    async def _work(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            batch = [(item, fut) for item, fut in batch if not fut.done()]  # timed out: skip
+            if not batch:
+                continue
+            try:
+                results = await run_in_threadpool(self.predictor.run, [i for i, _ in batch])
+            except Exception as e:  # a model failure fails this batch, not the server
+                results = [e] * len(batch)
+            for (_, fut), res in zip(batch, results, strict=True):
+                if not fut.done():
+                    (fut.set_exception if isinstance(res, Exception) else fut.set_result)(res)
+
+
 def sniff_image_type(data: bytes) -> str | None:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
@@ -173,6 +215,7 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None) -> F
     app = FastAPI(title="memetrm", version="1",
                   summary=f"Hateful-meme classifier {predictor.model_id}")
     app.state.predictor, app.state.limits = predictor, limits
+    batcher = MicroBatcher(predictor)
     app.add_middleware(BodyLimit, max_bytes=limits.max_upload_bytes)
 
     async def read_body(request: Request) -> tuple[bytes, str | None, dict[str, str]]:
@@ -219,19 +262,22 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None) -> F
                 raise HTTPException(422, f"field {k!r} is {len(v):,} characters, above the limit "
                                          f"of {limits.max_text_chars:,}")
 
-        def work() -> dict[str, Any]:
+        def prepare() -> Prepared:
+            """Decode and OCR in a worker thread, concurrently with other requests."""
             try:
                 image = open_image(data, name="upload", max_pixels=limits.max_pixels)
             except DataError as e:
                 raise HTTPException(400, str(e)) from e
             try:
-                item = predictor.prepare(image, texts)
+                return predictor.prepare(image, texts)
             except DataError as e:
                 raise HTTPException(422, str(e)) from e
-            return predictor.run([item])[0]
+
+        async def work() -> dict[str, Any]:
+            return await batcher.submit(await run_in_threadpool(prepare))
 
         try:
-            return await asyncio.wait_for(run_in_threadpool(work), limits.timeout_s)
+            return await asyncio.wait_for(work(), limits.timeout_s)
         except TimeoutError as e:
             raise HTTPException(504, f"prediction exceeded the {limits.timeout_s:g} s "
                                      "timeout") from e
