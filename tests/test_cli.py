@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from memetrm.cli.main import app
+from memetrm.cli.main import app, main
 
 runner = CliRunner()
 
@@ -43,17 +44,13 @@ def test_train_json_contract_with_offline_encoder(tiny_jsonl_dataset: Path, tmp_
     assert list((tmp_path / "r_assets").glob("roc-*.png"))
 
 
-def test_bad_input_is_one_clear_error(tmp_path: Path) -> None:
+def test_bad_input_is_one_clear_error(tmp_path: Path, monkeypatch, capsys) -> None:
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "train.jsonl").write_text('{"id": 1, "text": "x", "label": 7}\n')
-    from memetrm.cli.main import main
-    import sys
-    monkey_argv = ["memetrm", "extract", "--dataset", str(tmp_path / "d"), "--encoder", "test-fake"]
-    old = sys.argv
-    sys.argv = monkey_argv
-    try:
-        with pytest.raises(SystemExit) as e:
-            main()
-    finally:
-        sys.argv = old
+    monkeypatch.setattr(sys, "argv", ["memetrm", "extract", "--dataset", str(tmp_path / "d"),
+                                      "--encoder", "test-fake"])
+    with pytest.raises(SystemExit) as e:
+        main()
     assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "train.jsonl:1" in err and "label 7 is not 0 or 1" in err and "Traceback" not in err

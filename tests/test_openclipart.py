@@ -115,7 +115,8 @@ def test_size_guard_and_timeout(svg_tree: Path, tmp_path: Path, monkeypatch) -> 
                                  max_bytes=4000, log=lambda _m: None)
     assert "larger than" in report.failed["shapes/big.svg"]
     assert "timed out" in report.failed["shapes/blue.svg"]
-    assert sum(report.written.values()) == 3
+    assert "ParseError" in report.failed["people/broken.svg"]
+    assert sum(report.written.values()) == 9 - 1 - 4  # found - duplicate - failed
 
 
 def test_cli_prepare_with_worker_pool(svg_tree: Path, tmp_path: Path) -> None:

@@ -164,7 +164,12 @@ def predict(
     try:
         predictor = Predictor(model)
         if input is not None:
-            scored, errors, skipped = predict_batch(predictor, input, output, batch_size)
+            try:
+                scored, errors, skipped = predict_batch(predictor, input, output, batch_size)
+            except KeyboardInterrupt:
+                console.print(f"interrupted: finished batches are in {output}; "
+                              "rerun the same command to resume")
+                raise typer.Exit(130) from None
             console.print(f"{scored} scored, {errors} errors, {skipped} already done -> {output}")
             return
         texts = {k: v for k, v in {"text": text, "caption": caption}.items() if v is not None}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import cached_property
-from pathlib import Path
 
 from memetrm.data.records import MemeRecord
 from memetrm.data.registry import MemeDataset, register_dataset

@@ -24,7 +24,7 @@ register_head("hyperbolic", HyperbolicHead)
 # The seed's recipe (n=3, T=3 from its write-up, n_sup=8 from its config) and training overrides;
 # hidden stays at 128 rather than the seed's 512 so a 30-epoch run fits on CPU.
 _SEED_TRAIN = {"lr": 1e-4, "weight_decay": 0.05, "epochs": 30}
-register_head("trm", TRMHead)
+register_head("trm", TRMHead, train=_SEED_TRAIN)  # alias of trm-seed
 register_head("trm-seed", TRMHead, train=_SEED_TRAIN)
 register_head("trm-act", TRMHead, train=_SEED_TRAIN, act=True)
 register_head("trm-paper", TRMHead, train=_SEED_TRAIN, n=6, T=3, n_sup=16)

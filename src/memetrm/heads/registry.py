@@ -35,8 +35,18 @@ def register_head(name: str, cls: type[Head], train: dict[str, Any] | None = Non
     _HEADS[name] = HeadEntry(cls, preset, train or {})
 
 
-def list_heads() -> list[str]:
-    return sorted(_HEADS)
+def list_heads(unique: bool = False) -> list[str]:
+    """All names; with ``unique``, aliases (same class, preset and training) appear once."""
+    names = sorted(_HEADS)
+    if not unique:
+        return names
+    seen: list[HeadEntry] = []
+    out = []
+    for n in names:
+        if _HEADS[n] not in seen:
+            seen.append(_HEADS[n])
+            out.append(n)
+    return out
 
 
 def head_entry(name: str) -> HeadEntry:
