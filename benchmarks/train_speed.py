@@ -47,8 +47,9 @@ def main() -> None:
     for i in range(0, len(records), args.batch_size):
         chunk = records[i:i + args.batch_size]
         batch = {
-            "image": enc.encode_images(torch.stack([tf(open_image(r.image)) for r in chunk])).pooled,
-            "text": enc.encode_texts([r.text for r in chunk]).pooled,
+            # clone: encoders run in inference mode, whose tensors autograd cannot save
+            "image": enc.encode_images(torch.stack([tf(open_image(r.image)) for r in chunk])).pooled.clone(),
+            "text": enc.encode_texts([r.text for r in chunk]).pooled.clone(),
             "label": torch.tensor([float(r.label) for r in chunk]),
         }
         loss = head.loss(head(batch), batch["label"])

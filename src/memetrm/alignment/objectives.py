@@ -29,6 +29,7 @@ ITM_RERANK_K = 16
 class AlignConfig:
     objective: str = "clip"
     embed_dim: int = 256
+    #: in the ITM head only: the projections are LayerNorm + Linear, as in CLIP
     dropout: float = 0.1
     epochs: int = 30
     batch_size: int = 128

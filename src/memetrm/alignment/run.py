@@ -12,6 +12,7 @@ from memetrm.alignment.objectives import AlignConfig
 from memetrm.alignment.trainer import alignment_config, train_alignment, write_alignment_dir
 from memetrm.data import get_dataset
 from memetrm.data.registry import MissingImagePolicy
+from memetrm.encoders import DEFAULT_ENCODER
 from memetrm.features import load_features
 
 
@@ -23,7 +24,7 @@ def resolve_splits(dataset: str, data_root: str | Path | None = None) -> tuple[s
     return ds.train_split, dev, ds.test_split
 
 
-def run_alignment(dataset: str, out: Path, cfg: AlignConfig, encoder: str = "minilm-effnet",
+def run_alignment(dataset: str, out: Path, cfg: AlignConfig, encoder: str = DEFAULT_ENCODER,
                   data_root: str | Path | None = None,
                   on_missing_image: MissingImagePolicy = "skip",
                   log: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from memetrm.encoders import DEFAULT_ENCODER
 from memetrm.errors import MemetrmError
 
 console = Console(stderr=True)
@@ -53,7 +54,7 @@ def align(
     dataset: str = typer.Option(..., "--dataset", help="registered name or jsonl folder path"),
     objective: str = typer.Option("clip", "--objective", help="clip | meru | itm"),
     out: Path = typer.Option(..., "--out", help="run directory to write"),
-    encoder: str = typer.Option("minilm-effnet", "--encoder"),
+    encoder: str = typer.Option(DEFAULT_ENCODER, "--encoder"),
     epochs: int = typer.Option(30, "--epochs", min=1),
     batch_size: int = typer.Option(128, "--batch-size", min=2),
     lr: float = typer.Option(1e-3, "--lr"),

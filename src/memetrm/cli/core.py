@@ -127,7 +127,7 @@ def register(app: typer.Typer) -> None:
         report: Annotated[Path | None, typer.Option(help="Write a markdown report here.")] = None,
     ) -> None:
         """Train and evaluate several heads with the same features, seeds and protocol."""
-        names = list_heads(unique=True) if heads == "all" else _split_csv(heads) or []
+        names = list_heads(all_only=True) if heads == "all" else _split_csv(heads) or []
         results, dirs = [], []
         for name in names:
             console.rule(f"{dataset}: {name}")

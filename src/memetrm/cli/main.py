@@ -17,6 +17,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+@app.callback()
+def _global(
+    threads: int | None = typer.Option(
+        None, envvar="MEMETRM_THREADS",
+        help="torch intra-op threads; 1 is fastest for the tiny heads on a busy CPU."),
+) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 #: command modules under memetrm.cli; each defines ``register(app: typer.Typer) -> None``
 COMMAND_MODULES = ["core", "serve", "align"]
 

@@ -25,10 +25,11 @@ register_head("hyperbolic", HyperbolicHead)
 # hidden stays at 128 rather than the seed's 512 so a 30-epoch run fits on CPU.
 _SEED_TRAIN = {"lr": 1e-4, "weight_decay": 0.05, "epochs": 30}
 register_head("trm", TRMHead, train=_SEED_TRAIN)  # alias of trm-seed
-register_head("trm-seed", TRMHead, train=_SEED_TRAIN)
+register_head("trm-seed", TRMHead, train=_SEED_TRAIN, in_all=False)  # = trm
 register_head("trm-act", TRMHead, train=_SEED_TRAIN, act=True)
-register_head("trm-paper", TRMHead, train=_SEED_TRAIN, n=6, T=3, n_sup=16)
-register_head("trm-att", TRMAttHead)
+# costly variants, by name only: the paper's depth and the token-sequence (attention) mode
+register_head("trm-paper", TRMHead, train=_SEED_TRAIN, in_all=False, n=6, T=3, n_sup=16)
+register_head("trm-att", TRMAttHead, in_all=False)
 register_head("hateclipper-align", HateCLIPperHead, fusion="align")
 register_head("hateclipper-cross", HateCLIPperHead, fusion="cross", map_dim=32)
 

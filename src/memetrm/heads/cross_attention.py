@@ -16,9 +16,10 @@ from memetrm.heads.base import Batch, Head, HeadConfig, mlp
 
 @dataclass
 class CrossAttentionConfig(HeadConfig):
-    d_model: int = 256
+    d_model: int = 128
     heads: int = 4
     layers: int = 1
+    ffn_mult: int = 2
     hidden: int = 256
     dropout: float = 0.1
 
@@ -26,11 +27,12 @@ class CrossAttentionConfig(HeadConfig):
 class CrossBlock(nn.Module):
     """Post-norm cross-attention + FFN, the transformer-decoder half without self-attention."""
 
-    def __init__(self, d: int, heads: int, dropout: float):
+    def __init__(self, d: int, heads: int, dropout: float, ffn_mult: int = 2):
         super().__init__()
         self.attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
         self.norm1 = nn.LayerNorm(d)
-        self.ff = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * d, d))
+        self.ff = nn.Sequential(nn.Linear(d, ffn_mult * d), nn.GELU(), nn.Dropout(dropout),
+                                nn.Linear(ffn_mult * d, d))
         self.norm2 = nn.LayerNorm(d)
 
     def forward(self, q: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor) -> torch.Tensor:
@@ -59,7 +61,7 @@ class CrossAttentionHead(Head):
         self.proj = nn.ModuleDict({f: nn.Linear(tdims[f], d) for f in self.fields})
         self.type_emb = nn.ParameterDict({f: nn.Parameter(torch.zeros(d)) for f in self.fields})
         self.blocks = nn.ModuleDict({
-            f: nn.ModuleList(CrossBlock(d, cfg.heads, cfg.dropout) for _ in range(cfg.layers))
+            f: nn.ModuleList(CrossBlock(d, cfg.heads, cfg.dropout, cfg.ffn_mult) for _ in range(cfg.layers))
             for f in self.fields
         })
         self.classifier = mlp(2 * d * len(self.fields), cfg.hidden, 1, cfg.dropout)

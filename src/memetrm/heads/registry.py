@@ -24,29 +24,22 @@ class HeadEntry:
     preset: dict[str, Any] = field(default_factory=dict)
     #: training-config overrides this preset implies (e.g. the paper's lr and epochs)
     train: dict[str, Any] = field(default_factory=dict)
+    #: part of ``--heads all``; aliases and costly variants of a listed head are not
+    in_all: bool = True
 
 
 _HEADS: dict[str, HeadEntry] = {}
 
 
 def register_head(name: str, cls: type[Head], train: dict[str, Any] | None = None,
-                  **preset: Any) -> None:
+                  in_all: bool = True, **preset: Any) -> None:
     """Register a head class under a name; presets (``trm-seed``) reuse a class with defaults."""
-    _HEADS[name] = HeadEntry(cls, preset, train or {})
+    _HEADS[name] = HeadEntry(cls, preset, train or {}, in_all)
 
 
-def list_heads(unique: bool = False) -> list[str]:
-    """All names; with ``unique``, aliases (same class, preset and training) appear once."""
-    names = sorted(_HEADS)
-    if not unique:
-        return names
-    seen: list[HeadEntry] = []
-    out = []
-    for n in names:
-        if _HEADS[n] not in seen:
-            seen.append(_HEADS[n])
-            out.append(n)
-    return out
+def list_heads(all_only: bool = False) -> list[str]:
+    """Registered names; ``all_only`` keeps those ``--heads all`` runs."""
+    return sorted(n for n, e in _HEADS.items() if e.in_all or not all_only)
 
 
 def head_entry(name: str) -> HeadEntry:
