@@ -132,3 +132,9 @@ def test_shared_multioff_missing_image(shared_data: Path) -> None:
         select_fields(ds.records("val"), ["image", "text"])
     assert select_fields(ds.records("val"), ["image", "text"], "skip").skipped_missing_images == [
         "KbTk7Rq.jpg"]
+
+
+def test_jsonl_folder_dev_split_falls_back_to_val(tiny_jsonl_dataset: Path) -> None:
+    assert get_dataset(str(tiny_jsonl_dataset)).dev_split == "dev"
+    (tiny_jsonl_dataset / "dev.jsonl").rename(tiny_jsonl_dataset / "val.jsonl")
+    assert get_dataset(str(tiny_jsonl_dataset)).dev_split == "val"

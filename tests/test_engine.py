@@ -95,3 +95,10 @@ def test_config_yaml_and_overrides(tmp_path: Path) -> None:
     assert (cfg.head, cfg.seeds, cfg.train["lr"], cfg.head_cfg["hidden"]) == ("trm", 2, 1e-4, 64)
     with pytest.raises(ConfigError, match="unknown config key"):
         load_run_config(None, ["nope=1"])
+
+
+def test_fit_restores_thread_count() -> None:
+    before = torch.get_num_threads()
+    fs = synthetic(64, 0)
+    fit(create_head("linear", fs.input_dims), fs, fs, TrainConfig(epochs=1, threads=1))
+    assert torch.get_num_threads() == before

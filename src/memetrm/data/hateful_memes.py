@@ -19,7 +19,10 @@ class JsonlFolder(MemeDataset):
     (the first, best-beam caption), which stands in for the image when images are absent.
     """
 
-    dev_split = "dev"
+    @property
+    def dev_split(self) -> str:
+        """``dev`` or, as many folders name it, ``val``."""
+        return "val" if "val" in self.splits() and "dev" not in self.splits() else "dev"
 
     def splits(self) -> list[str]:
         return sorted(p.stem for p in self.root.glob("*.jsonl") if p.name != CAPTIONS_FILE)
