@@ -79,3 +79,12 @@ def test_worker_processes_decode_images(tiny_jsonl_dataset: Path, tmp_path: Path
     ref = load_features(str(tiny_jsonl_dataset), "dev", "test-fake", ["image"],
                         cache_dir=tmp_path / "b", num_workers=0, batch_size=5)
     assert (fs.tensors["image"] == ref.tensors["image"]).all()
+
+
+def test_pooled_request_reuses_token_entry(tiny_jsonl_dataset: Path, tmp_path: Path) -> None:
+    with_tokens = _load(tiny_jsonl_dataset, tmp_path, tokens=True)
+    calls = dict(FakeEncoder.calls)
+    pooled = _load(tiny_jsonl_dataset, tmp_path)
+    assert pooled.meta["encoded"] == [] and FakeEncoder.calls == calls
+    assert set(pooled.tensors) == {"image", "text"}
+    assert (pooled.tensors["image"] == with_tokens.tensors["image"]).all()

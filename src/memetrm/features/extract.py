@@ -126,8 +126,12 @@ def load_features(
     encoded, seconds = [], 0.0
     for field in fields:
         max_tokens = Encoder.max_text_tokens
-        key = entry_key(encoder, version, field, tokens, max_tokens, content_hash(records, field))
+        data_hash = content_hash(records, field)
+        key = entry_key(encoder, version, field, tokens, max_tokens, data_hash)
         hit = cache.load(key, ids)
+        if hit is None and not tokens:  # a token entry holds the pooled features too
+            tok_hit = cache.load(entry_key(encoder, version, field, True, max_tokens, data_hash), ids)
+            hit = {field: tok_hit[field]} if tok_hit else None
         if hit is None:
             t0 = time.perf_counter()
             enc = enc or create_encoder(encoder)
