@@ -102,3 +102,4 @@ def test_fit_restores_thread_count() -> None:
     fs = synthetic(64, 0)
     fit(create_head("linear", fs.input_dims), fs, fs, TrainConfig(epochs=1, threads=1))
     assert torch.get_num_threads() == before
+

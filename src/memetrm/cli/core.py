@@ -15,7 +15,6 @@ from memetrm.data import get_dataset, list_datasets
 from memetrm.encoders import DEFAULT_ENCODER, list_encoders
 from memetrm.errors import ConfigError
 from memetrm.evaluation import compute_metrics
-from memetrm.evaluation.report import write_report
 from memetrm.features import FeatureSet, load_features
 from memetrm.heads import from_pretrained, list_heads
 from memetrm.progress import console
@@ -41,7 +40,8 @@ def _split_csv(value: str | None) -> list[str] | None:
 
 def _summary_table(results: list[dict]) -> Table:
     table = Table(title="results (mean ± std over seeds; test AUROC 95% bootstrap CI)")
-    for col in ("head", "dev AUROC", "test AUROC", "95% CI", "test acc", "test F1", "s/seed"):
+    table.add_column("head", no_wrap=True)
+    for col in ("dev AUROC", "test AUROC", "95% CI", "test acc", "test F1", "s/seed"):
         table.add_column(col)
     for r in results:
         dev, test = r["splits"][r["roles"]["dev"]], r["splits"][r["roles"]["test"]]
@@ -140,6 +140,8 @@ def register(app: typer.Typer) -> None:
             dirs.append(d)
         console.print(_summary_table(results))
         if report:
+            from memetrm.evaluation.report import write_report  # matplotlib: import on use
+
             write_report([dirs], report, title=f"memetrm: {dataset}")
             console.print(f"wrote {report}")
 
@@ -172,6 +174,8 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("report.md"),
     ) -> None:
         """A markdown results table with ROC (and reasoning-trace) plots across runs."""
+        from memetrm.evaluation.report import write_report
+
         write_report([runs], out)
         console.print(f"wrote {out}")
 

@@ -35,14 +35,14 @@ def fmt(stat: dict[str, Any], ci: bool = False) -> str:
 def results_table(runs: list[dict[str, Any]]) -> str:
     """One row per run: dev and test AUROC/accuracy/F1 (mean ± std, test AUROC with 95% CI)."""
     lines = [
-        "| head | params | train s/seed | dev AUROC | dev acc | dev F1 | test AUROC [95% CI] "
-        "| test acc | test F1 |",
-        "|---|---:|---:|---|---|---|---|---|---|",
+        "| head | seeds | params | train s/seed | dev AUROC | dev acc | dev F1 "
+        "| test AUROC [95% CI] | test acc | test F1 |",
+        "|---|---:|---:|---:|---|---|---|---|---|---|",
     ]
     for r in runs:
         dev, test = r["splits"][r["roles"]["dev"]], r["splits"][r["roles"]["test"]]
         lines.append(
-            f"| {r['head']} | {r['params']:,} | {r['train_seconds_per_seed']:.1f} "
+            f"| {r['head']} | {r['seeds']} | {r['params']:,} | {r['train_seconds_per_seed']:.1f} "
             f"| {fmt(dev['auroc'])} | {fmt(dev['accuracy'])} | {fmt(dev['f1'])} "
             f"| {fmt(test['auroc'], ci=True)} | {fmt(test['accuracy'])} | {fmt(test['f1'])} |"
         )
@@ -116,7 +116,7 @@ def dataset_section(run_dirs: list[Path], asset_dir: Path, rel: str) -> str:
     parts = [
         f"### {first['dataset']} — encoder `{first['encoder']}`, fields {', '.join(first['fields'])}",
         f"Train `{first['roles']['train']}`, select on `{first['roles']['dev']}` (epoch and "
-        f"threshold), report `{first['roles']['test']}`; {first['seeds']} seeds, mean ± std; "
+        f"threshold), report `{first['roles']['test']}`; mean ± std over seeds; "
         "test AUROC with a 95% bootstrap CI (1000 resamples of the test set).",
         "",
         results_table(runs),

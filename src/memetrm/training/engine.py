@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from transformers import get_cosine_schedule_with_warmup
 
 from memetrm.evaluation.metrics import auroc
 from memetrm.features.featureset import FeatureSet
@@ -85,6 +84,8 @@ def fit(head: Head, train: FeatureSet, dev: FeatureSet, cfg: TrainConfig,
 
 def _fit(head: Head, train: FeatureSet, dev: FeatureSet, cfg: TrainConfig,
          on_epoch=None) -> FitResult:
+    from transformers import get_cosine_schedule_with_warmup  # heavy import: only when training
+
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
