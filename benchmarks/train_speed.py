@@ -31,6 +31,7 @@ def main() -> None:
     cached = load_features("multioff", "train", "minilm-effnet", fields, data_root=args.data_root)
     sub = FeatureSet(cached.ids[: args.n], {k: v[: args.n] for k, v in cached.tensors.items()},
                      cached.labels[: args.n])
+    fit(create_head("mlp", sub.input_dims), sub, sub, TrainConfig(epochs=1))  # warm-up: imports
     head = create_head("mlp", sub.input_dims)
     t0 = time.perf_counter()
     fit(head, sub, sub, TrainConfig(epochs=3, batch_size=args.batch_size, patience=0))
