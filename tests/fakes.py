@@ -15,9 +15,7 @@ class FakeEncoder(Encoder):
     calls = {"image": 0, "text": 0}
     fail_after: int | None = None  # raise after this many image batches (interruption test)
 
-    @property
-    def version(self) -> str:
-        return "fake-1"
+    version = "fake-1"
 
     def modules(self) -> list[torch.nn.Module]:
         return []

@@ -36,10 +36,8 @@ class Encoder(ABC):
     max_text_tokens: int = 32
     device: torch.device = torch.device("cpu")
 
-    @property
-    @abstractmethod
-    def version(self) -> str:
-        """Identifies the weights; part of every feature-cache key."""
+    #: identifies the weights; part of every feature-cache key (set by each encoder)
+    version: str = ""
 
     @abstractmethod
     def modules(self) -> list[torch.nn.Module]:

@@ -84,7 +84,7 @@ class HFCLIP(Encoder):
     def __init__(self, source: str = DEFAULT_HF_CLIP) -> None:
         from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
-        self._version = hf_clip_version(source)
+        self.version = hf_clip_version(source)
         try:
             self.model = CLIPModel.from_pretrained(source).eval()
             self.tokenizer = AutoTokenizer.from_pretrained(source)
@@ -95,10 +95,6 @@ class HFCLIP(Encoder):
         self.max_positions = config.text_config.max_position_embeddings
         self.image_dim = self.text_dim = config.projection_dim
         self.image_token_dim = self.text_token_dim = config.projection_dim
-
-    @property
-    def version(self) -> str:
-        return self._version
 
     def modules(self) -> list[torch.nn.Module]:
         return [self.model]

@@ -62,16 +62,13 @@ VERSION = "effnet-lite0-57934424+all-MiniLM-L6-v2/gt0.1.0"
 class MiniLMEffNet(Encoder):
     image_dim = image_token_dim = 1280
     text_dim = text_token_dim = 384
+    version = VERSION
 
     def __init__(self) -> None:
         from sentence_transformers import SentenceTransformer
 
         self.image_model = load_efficientnet_lite0()
         self.text_model = SentenceTransformer(str(_minilm_dir()), device="cpu")
-
-    @property
-    def version(self) -> str:
-        return VERSION
 
     def modules(self) -> list[torch.nn.Module]:
         return [self.image_model, self.text_model]

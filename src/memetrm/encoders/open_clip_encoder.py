@@ -62,7 +62,7 @@ class OpenCLIP(Encoder):
     def __init__(self, spec: str) -> None:
         import open_clip
 
-        self._version = open_clip_version(spec)
+        self.version = open_clip_version(spec)
         self.arch, pretrained = parse_spec(spec)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
@@ -109,10 +109,6 @@ class OpenCLIP(Encoder):
         if proj is None:
             raise self._unsupported("its text tower has no output projection")
         return proj
-
-    @property
-    def version(self) -> str:
-        return self._version
 
     def modules(self) -> list[torch.nn.Module]:
         return [self.model]
