@@ -11,13 +11,13 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from memetrm.data.images import open_image
+from memetrm.data.validation import parse_jsonl_line
 from memetrm.errors import DataError, MemetrmError
+from memetrm.progress import console, make_progress
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"}
-console = Console(stderr=True)
 
 
 @dataclass
@@ -47,12 +47,13 @@ def iter_inputs(source: Path) -> Iterator[InputItem]:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
+            where = f"{source}:{lineno}"
             try:
-                obj = json.loads(line)
-                if not isinstance(obj, dict) or "id" not in obj:
-                    raise ValueError("expected a JSON object with an 'id'")
-            except ValueError as e:
-                yield InputItem(f"line {lineno}", error=f"{source}:{lineno}: {e}")
+                obj = parse_jsonl_line(line, where)
+                if "id" not in obj:
+                    raise DataError(f"{where}: missing 'id'")
+            except DataError as e:
+                yield InputItem(f"line {lineno}", error=str(e))
                 continue
             img = obj.get("img")
             texts = {k: v for k, v in obj.items()
@@ -120,10 +121,7 @@ def predict_batch(predictor: Any, source: Path, output: Path, batch_size: int = 
     pending = (it for it in iter_inputs(source) if it.id not in done)
     scored = errors = 0
     output.parent.mkdir(parents=True, exist_ok=True)
-    columns = (TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(),
-               TimeRemainingColumn())
-    with open(output, "a", encoding="utf-8") as f, \
-            Progress(*columns, console=console, disable=not progress) as bar:
+    with open(output, "a", encoding="utf-8") as f, make_progress(disable=not progress) as bar:
         task = bar.add_task("predict", total=total, completed=skipped)
         while chunk := list(islice(pending, batch_size)):
             for rec in _score_chunk(predictor, chunk):

@@ -10,19 +10,23 @@ from typing import Any
 from memetrm.errors import DataError
 
 
+def parse_jsonl_line(line: str, where: str) -> dict[str, Any]:
+    """One JSON object, or a ``DataError`` naming ``where`` (``file:line``)."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{where}: malformed JSON ({e.msg})") from e
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) for each non-blank line; a malformed line raises file:line."""
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg})") from e
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield lineno, obj
+            if line.strip():
+                yield lineno, parse_jsonl_line(line, f"{path}:{lineno}")
 
 
 def parse_label(value: Any, where: str, *, allow_missing: bool = True) -> int | None:
