@@ -7,14 +7,20 @@ from pathlib import Path
 
 import pytest
 import torch
-import typer
 from typer.testing import CliRunner
 
-from memetrm.alignment import AlignConfig, AlignModel, load_alignment, train_alignment
+from memetrm.alignment import (
+    AlignConfig,
+    AlignModel,
+    align_train_config,
+    load_alignment,
+    save_alignment,
+    train_alignment,
+)
 from memetrm.alignment.evaluate import BINARY_PROMPTS, ZeroShotTask, zero_shot_metrics
 from memetrm.alignment.metrics import retrieval_metrics
-from memetrm.alignment.trainer import alignment_config, write_alignment_dir
-from memetrm.cli import align as align_cli
+from memetrm.alignment.trainer import dev_score
+from memetrm.cli.main import app
 from memetrm.features import FeatureSet
 from memetrm.heads import create_head, from_pretrained, save_pretrained
 from memetrm.training import TrainConfig, fit
@@ -46,9 +52,12 @@ def test_retrieval_metrics_perfect_constant_and_reversed() -> None:
 
 @pytest.mark.parametrize("objective", ["clip", "meru", "itm"])
 def test_objectives_learn_retrieval_far_above_chance(objective: str) -> None:
-    cfg = AlignConfig(objective=objective, embed_dim=32, epochs=25, batch_size=64, lr=3e-3)
-    model, history = train_alignment(paired(512, 0), paired(64, 1), cfg)
+    cfg = AlignConfig(objective=objective, embed_dim=32)
+    tcfg = align_train_config(epochs=25, batch_size=64, lr=3e-3)
+    model, history = train_alignment(paired(512, 0), paired(64, 1), cfg, tcfg)
     assert history[-1]["loss"] < history[0]["loss"]
+    # the engine kept the epoch with the best dev mean recall
+    assert dev_score(model, paired(64, 1)) == pytest.approx(max(h["dev_score"] for h in history))
     test = paired(64, 2)
     with torch.no_grad():
         img = model.encode_image(test.tensors["image"])
@@ -57,31 +66,30 @@ def test_objectives_learn_retrieval_far_above_chance(objective: str) -> None:
     assert m["i2t_R@1"] > 0.5 and m["t2i_R@1"] > 0.5, m  # chance is 1/64
     if objective == "meru":
         assert 0.1 <= model.curv.item() <= 10.0
-        assert model.image_log_alpha.item() <= 0 and model.text_log_alpha.item() <= 0
+        assert model.image_lift.log_alpha.item() <= 0 and model.text_lift.log_alpha.item() <= 0
 
 
-def test_meru_clamps_and_entailment_loss() -> None:
+def test_meru_clamps_in_forward_and_entailment_loss() -> None:
     model = AlignModel(AlignConfig(objective="meru", embed_dim=8), 6, 5)
     with torch.no_grad():
-        model.log_curv.fill_(5.0)
-        model.image_log_alpha.fill_(1.0)
+        model.curvature.log_curv.fill_(5.0)
+        model.image_lift.log_alpha.fill_(1.0)
         model.log_logit_scale.fill_(10.0)
-    model.clamp_()
+    img = model.encode_image(torch.randn(8, 6))  # forward projects the scalars back into range
     assert model.curv.item() == pytest.approx(10.0)
-    assert model.image_log_alpha.item() == 0.0
-    assert model.log_logit_scale.exp().item() == pytest.approx(100.0)
-    loss, parts = model.loss(model.encode_image(torch.randn(8, 6)),
-                             model.encode_text(torch.randn(8, 5)))
+    assert model.image_lift.log_alpha.item() == 0.0
+    assert model.logit_scale.item() == pytest.approx(100.0)
+    loss, parts = model.loss(img, model.encode_text(torch.randn(8, 5)))
     assert torch.isfinite(loss) and parts["entailment"] >= 0
     loss.backward()
-    assert torch.isfinite(model.log_curv.grad) and model.log_curv.grad != 0
+    grad = model.curvature.log_curv.grad
+    assert torch.isfinite(grad) and grad != 0
 
 
 def test_checkpoint_roundtrip(tmp_path: Path) -> None:
-    cfg = AlignConfig(objective="meru", embed_dim=16, epochs=2)
-    model, _ = train_alignment(paired(64, 0), None, cfg)
-    write_alignment_dir(model, tmp_path / "run", alignment_config(model, encoder="test-fake"),
-                        {"metrics.json": b"{}"})
+    cfg = AlignConfig(objective="meru", embed_dim=16)
+    model, _ = train_alignment(paired(64, 0), None, cfg, align_train_config(epochs=2))
+    save_alignment(model, tmp_path / "run", {"metrics.json": b"{}"}, encoder="test-fake")
     loaded, config = load_alignment(tmp_path / "run")
     x = paired(8, 3)
     with torch.no_grad():
@@ -106,8 +114,6 @@ def test_zero_shot_metrics_against_known_answers() -> None:
 
 def test_align_command_end_to_end(tiny_jsonl_dataset: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("MEMETRM_CACHE", str(tmp_path / "cache"))
-    app = typer.Typer()
-    align_cli.register(app)
     out = tmp_path / "run"
     res = CliRunner().invoke(app, [
         "align", "--dataset", str(tiny_jsonl_dataset), "--encoder", "test-fake",
@@ -120,7 +126,7 @@ def test_align_command_end_to_end(tiny_jsonl_dataset: Path, tmp_path: Path, monk
     # binary labels and no zeroshot.json: hateful vs harmless prompts, in the Lorentz geometry
     zs = metrics["zero_shot"]
     assert zs["n"] == 12 and zs["prompts"] == list(BINARY_PROMPTS)
-    assert {"projections.safetensors", "config.json", "metrics.json",
+    assert {"model.safetensors", "config.json", "metrics.json",
             "specificity.png"} <= {p.name for p in out.iterdir()}
     assert (out / "specificity.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -144,4 +150,4 @@ def test_hyperbolic_head_fits_and_roundtrips(tmp_path: Path) -> None:
     loaded, _ = from_pretrained(tmp_path / "h")
     result.head.eval()
     assert torch.allclose(loaded(dev.batch()), result.head(dev.batch()), atol=1e-5)
-    assert 0.1 <= loaded.curv.item() <= 10.0
+    assert 0.1 <= loaded.curvature().item() <= 10.0

@@ -31,7 +31,7 @@ def test_fit_learns_interaction() -> None:
     head = create_head("mlp", tr.input_dims)
     res = fit(head, tr, dev, TrainConfig(epochs=25, lr=3e-3, batch_size=64, patience=0))
     assert res.dev_auroc > 0.85
-    assert res.history[res.best_epoch]["dev_auroc"] == res.dev_auroc
+    assert res.history[res.best_epoch]["dev_score"] == res.dev_auroc
 
 
 def matching_tokens(n: int, seed: int) -> FeatureSet:
@@ -97,9 +97,17 @@ def test_config_yaml_and_overrides(tmp_path: Path) -> None:
         load_run_config(None, ["nope=1"])
 
 
-def test_fit_restores_thread_count() -> None:
-    before = torch.get_num_threads()
+def test_fit_sets_threads_only_while_training_and_none_leaves_them() -> None:
     fs = synthetic(64, 0)
-    fit(create_head("linear", fs.input_dims), fs, fs, TrainConfig(epochs=1, threads=1))
-    assert torch.get_num_threads() == before
-
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for threads, expected in ((1, 1), (None, 2)):
+            seen: list[int] = []
+            fit(create_head("linear", fs.input_dims), fs, fs,
+                TrainConfig(epochs=2, threads=threads, device="cpu"),
+                on_epoch=lambda _row, seen=seen: seen.append(torch.get_num_threads()))
+            assert seen == [expected, expected]
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from memetrm.alignment import lorentz as L
+from memetrm.layers import lorentz as L
 
 CURVS = [0.1, 1.0, 3.0]
 

@@ -5,9 +5,10 @@ import pytest
 
 from memetrm.evaluation import bootstrap_ci, choose_threshold, compute_metrics, summarize
 from memetrm.evaluation.metrics import batched_metrics
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
 
-def test_batched_metrics_match_sklearn_row_by_row() -> None:
+def test_metrics_match_sklearn_row_by_row() -> None:
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, (20, 57))
     y[0] = 0  # one single-class row: AUROC undefined
@@ -15,12 +16,19 @@ def test_batched_metrics_match_sklearn_row_by_row() -> None:
     thr = rng.random(20)
     b = batched_metrics(y, p, thr)
     for i in range(20):
-        a = compute_metrics(y[i], p[i], thr[i])
-        for k in a:
+        pred = (p[i] >= thr[i]).astype(int)
+        ref = {"accuracy": accuracy_score(y[i], pred),
+               "f1": f1_score(y[i], pred, zero_division=0),
+               "precision": precision_score(y[i], pred, zero_division=0),
+               "recall": recall_score(y[i], pred, zero_division=0),
+               "auroc": roc_auc_score(y[i], p[i]) if i else float("nan")}
+        one_row = compute_metrics(y[i], p[i], thr[i])
+        for k, v in ref.items():
             if i == 0 and k == "auroc":
-                assert np.isnan(b[k][i])
+                assert np.isnan(b[k][i]) and np.isnan(one_row[k])
             else:
-                assert a[k] == pytest.approx(b[k][i], abs=1e-12), (i, k)
+                assert v == pytest.approx(b[k][i], abs=1e-12), (i, k)
+                assert one_row[k] == pytest.approx(b[k][i], abs=1e-12), (i, k)
 
 
 def test_threshold_is_chosen_on_given_split_only() -> None:

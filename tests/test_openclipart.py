@@ -7,11 +7,10 @@ from pathlib import Path
 
 import cairosvg
 import pytest
-import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from memetrm.cli import align as align_cli
+from memetrm.cli.main import app
 from memetrm.data import get_dataset
 from memetrm.data.openclipart import caption, prepare_openclipart, split_of
 from memetrm.features import load_features
@@ -120,8 +119,6 @@ def test_size_guard_and_timeout(svg_tree: Path, tmp_path: Path, monkeypatch) -> 
 
 
 def test_cli_prepare_with_worker_pool(svg_tree: Path, tmp_path: Path) -> None:
-    app = typer.Typer()
-    align_cli.register(app)
     out = tmp_path / "oc"
     res = CliRunner().invoke(app, ["data", "prepare", "openclipart", "--source", str(svg_tree),
                                    "--out", str(out), "--size", "24", "--workers", "1"])

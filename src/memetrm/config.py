@@ -1,4 +1,8 @@
-"""Typed run configuration, loadable from YAML, with ``a.b=value`` command-line overrides."""
+"""Typed run configuration, loadable from YAML, with ``a.b=value`` command-line overrides.
+
+Precedence, lowest first: ``RunConfig`` defaults < the head's preset (its options and training
+overrides, applied when the run is resolved) < the YAML file < options the user typed < ``--set``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ from typing import Any
 import yaml
 
 from memetrm.errors import ConfigError
+
+MISSING_IMAGE_POLICIES = ("error", "skip")
 
 
 @dataclass
@@ -33,10 +39,26 @@ class RunConfig:
     #: extra splits to evaluate (e.g. dev_unseen)
     eval_splits: list[str] = field(default_factory=list)
     bootstrap: int = 1000
+    #: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps: extraction and training
+    device: str = "auto"
+    #: encoder precision on an accelerator: auto, fp32, fp16 or bf16 (cached features stay fp32)
+    precision: str = "auto"
     #: where results.json and predictions.json go
     out_dir: str | None = None
     #: save the best-dev seed's checkpoint here
     save: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ConfigError(f"seeds must be a positive integer, got {self.seeds!r}")
+        if not isinstance(self.bootstrap, int) or self.bootstrap < 0:
+            raise ConfigError(f"bootstrap must be an integer >= 0, got {self.bootstrap!r}")
+        if self.on_missing_image not in MISSING_IMAGE_POLICIES:
+            raise ConfigError(f"on_missing_image must be one of {MISSING_IMAGE_POLICIES}, "
+                              f"got {self.on_missing_image!r}")
+        for name in ("head_cfg", "train"):
+            if not isinstance(getattr(self, name), dict):
+                raise ConfigError(f"{name} must be a mapping, got {getattr(self, name)!r}")
 
 
 def _coerce(value: str) -> Any:
@@ -44,7 +66,7 @@ def _coerce(value: str) -> Any:
     try:
         return float(value) if "e" in value.lower() and not value.isalpha() else yaml.safe_load(value)
     except (ValueError, yaml.YAMLError):
-        return yaml.safe_load(value) if value else value
+        return value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -56,17 +78,30 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         *parents, leaf = key.split(".")
         for p in parents:
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {p!r} is not a mapping")
         node[leaf] = _coerce(value)
     return data
 
 
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a run config must be a mapping of keys to values")
+    return data
+
+
 def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                    **kwargs: Any) -> RunConfig:
-    """YAML file < keyword arguments (CLI options) < ``--set a.b=v`` overrides."""
-    data: dict[str, Any] = {}
-    if path:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    data.update({k: v for k, v in kwargs.items() if v is not None})
+                    **typed: Any) -> RunConfig:
+    """YAML file < ``typed`` options (None = not typed, never overrides) < ``--set`` overrides."""
+    data = read_yaml(path) if path else {}
+    data.update({k: v for k, v in typed.items() if v is not None})
     apply_overrides(data, overrides or [])
     known = {f.name for f in dataclasses.fields(RunConfig)}
     unknown = set(data) - known

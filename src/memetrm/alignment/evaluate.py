@@ -13,13 +13,13 @@ from typing import Any
 
 import torch
 
-from memetrm.alignment import lorentz as L
 from memetrm.alignment.metrics import retrieval_metrics
 from memetrm.alignment.objectives import AlignModel
 from memetrm.alignment.trainer import load_alignment, pair_tensors
 from memetrm.data import get_dataset
 from memetrm.data.validation import read_jsonl
 from memetrm.features import FeatureSet, load_features
+from memetrm.layers import lorentz as L
 
 #: Index = label. Used when a dataset has binary labels and no ``zeroshot.json`` of its own.
 BINARY_PROMPTS = ("a harmless meme", "a hateful meme")

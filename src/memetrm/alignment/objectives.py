@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from memetrm.alignment import lorentz as L
 from memetrm.errors import ConfigError
-from memetrm.heads.base import mlp
+from memetrm.layers import Batch, Curvature, LorentzLift, StepFn, Trainable, clamp_, mlp
+from memetrm.layers import lorentz as L
 
 OBJECTIVES = ("clip", "meru", "itm")
 #: CLIP caps the logit scale at 100 so the softmax cannot become a hard argmax.
@@ -25,23 +25,24 @@ MAX_LOGIT_SCALE = math.log(100.0)
 ITM_RERANK_K = 16
 
 
+#: Training options (``TrainConfig``) for alignment: MERU's and CLIP's weight decay, a cosine
+#: schedule without warmup, no early stopping, and no ragged last batch (a 1-pair batch has no
+#: negatives).
+ALIGN_TRAIN = {"epochs": 30, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.2,
+               "warmup_ratio": 0.0, "grad_clip": 0.0, "patience": 0, "drop_last": True}
+
+
 @dataclass
 class AlignConfig:
     objective: str = "clip"
     embed_dim: int = 256
     #: in the ITM head only: the projections are LayerNorm + Linear, as in CLIP
     dropout: float = 0.1
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 1e-3
-    #: MERU's and CLIP's value; not applied to temperature, curvature or scales
-    weight_decay: float = 0.2
     temperature: float = 0.07
     curv_init: float = 1.0
     learn_curv: bool = True
     entail_weight: float = 0.2
     itm_weight: float = 1.0
-    seed: int = 0
     image_field: str = "image"
     text_field: str = "text"
 
@@ -50,7 +51,7 @@ class AlignConfig:
             raise ConfigError(f"unknown objective {self.objective!r}; choose from {OBJECTIVES}")
 
 
-class AlignModel(nn.Module):
+class AlignModel(Trainable):
     """Image and text projections into a shared space: a unit sphere (clip/itm) or a hyperboloid.
 
     Embeddings are what ``similarity`` compares: L2-normalised vectors for ``clip``/``itm``,
@@ -66,15 +67,10 @@ class AlignModel(nn.Module):
         self.text_proj = mlp(text_dim, 0, 0, cfg.dropout, out_dim=d)
         self.log_logit_scale = nn.Parameter(torch.tensor(1 / cfg.temperature).log())
         if cfg.objective == "meru":
-            c0 = torch.tensor(cfg.curv_init)
-            self.log_curv = nn.Parameter(c0.log(), requires_grad=cfg.learn_curv)
-            self.curv_bounds = (math.log(cfg.curv_init / 10), math.log(cfg.curv_init * 10))
-            # alpha = 1/sqrt(d) keeps exp_map0's input norm ~1 at init instead of ~sqrt(d)
-            self.image_log_alpha = nn.Parameter(torch.tensor(d**-0.5).log())
-            self.text_log_alpha = nn.Parameter(torch.tensor(d**-0.5).log())
+            self.curvature = Curvature(cfg.curv_init, cfg.learn_curv)
+            self.image_lift, self.text_lift = LorentzLift(d), LorentzLift(d)
         if cfg.objective == "itm":
             self.itm_head = mlp(4 * d, d, 1, cfg.dropout)
-        self.clamp_()
 
     @property
     def hyperbolic(self) -> bool:
@@ -82,28 +78,30 @@ class AlignModel(nn.Module):
 
     @property
     def curv(self) -> torch.Tensor:
-        return self.log_curv.exp()
+        return self.curvature()
 
-    @torch.no_grad()
-    def clamp_(self) -> None:
-        """Project the log-space scalars back into range; called after every optimizer step."""
-        self.log_logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-        if self.hyperbolic:
-            self.log_curv.clamp_(*self.curv_bounds)
-            self.image_log_alpha.clamp_(max=0.0)
-            self.text_log_alpha.clamp_(max=0.0)
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return clamp_(self.log_logit_scale, 0, MAX_LOGIT_SCALE).exp()
 
-    def _embed(self, proj: nn.Module, x: torch.Tensor, log_alpha: str) -> torch.Tensor:
+    def _embed(self, proj: nn.Module, x: torch.Tensor, lift: str) -> torch.Tensor:
         z = proj(x.float())
         if self.hyperbolic:
-            return L.exp_map0(z * getattr(self, log_alpha).exp(), self.curv)
+            return getattr(self, lift)(z, self.curv)
         return F.normalize(z, dim=-1)
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
-        return self._embed(self.image_proj, x, "image_log_alpha")
+        return self._embed(self.image_proj, x, "image_lift")
 
     def encode_text(self, x: torch.Tensor) -> torch.Tensor:
-        return self._embed(self.text_proj, x, "text_log_alpha")
+        return self._embed(self.text_proj, x, "text_lift")
+
+    def training_step(self, batch: Batch, step: StepFn) -> float:
+        """The objective on a batch of matched pairs (row i of each field is a pair)."""
+        loss, _ = self.loss(self.encode_image(batch[self.cfg.image_field]),
+                            self.encode_text(batch[self.cfg.text_field]))
+        step(loss)
+        return loss.item()
 
     def similarity(self, img: torch.Tensor, txt: torch.Tensor) -> torch.Tensor:
         """(N, M) unscaled logits: cosine, or negative Lorentz distance."""
@@ -119,7 +117,7 @@ class AlignModel(nn.Module):
     def loss(self, img: torch.Tensor, txt: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Objective on a batch of matched embeddings (row i of each is a pair)."""
         sim = self.similarity(img, txt)
-        logits = self.log_logit_scale.exp() * sim
+        logits = self.logit_scale * sim
         target = torch.arange(len(img), device=img.device)
         contrastive = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
         parts = {"contrastive": contrastive.item()}

@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from memetrm.cli.options import DataRoot, Device
 from memetrm.encoders import DEFAULT_ENCODER
-from memetrm.errors import MemetrmError
 
 console = Console(stderr=True)
 
@@ -20,11 +20,6 @@ data_app = typer.Typer(help="Prepare extra datasets as Hateful-Memes-format json
 prepare_app = typer.Typer(help="Build a dataset folder usable as --dataset PATH.",
                           no_args_is_help=True)
 data_app.add_typer(prepare_app, name="prepare")
-
-
-def _fail(e: MemetrmError) -> typer.Exit:
-    console.print(f"[red]error:[/red] {e}")
-    return typer.Exit(2)
 
 
 def metrics_table(m: dict[str, Any]) -> Table:
@@ -63,27 +58,26 @@ def align(
                                     help="the 'image' side (e.g. caption when images are absent)"),
     text_field: str = typer.Option("text", "--text-field"),
     seed: int = typer.Option(0, "--seed"),
-    data_root: str | None = typer.Option(None, "--data-root", envvar="MEMETRM_DATA"),
+    data_root: DataRoot = None,
     on_missing_image: str = typer.Option("skip", "--on-missing-image", help="skip | error"),
+    device: Device = None,
     as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON on stdout"),
 ) -> None:
     """Train projections on frozen towers (LiT-style) and report held-out retrieval/zero-shot."""
-    from memetrm.alignment import AlignConfig, run_alignment
+    from memetrm.alignment import AlignConfig, align_train_config, run_alignment
+    from memetrm.devices import resolve_device
 
     if on_missing_image not in ("skip", "error"):
         raise typer.BadParameter("--on-missing-image must be skip or error")
-    try:
-        cfg = AlignConfig(objective=objective, epochs=epochs, batch_size=batch_size, lr=lr,
-                          embed_dim=embed_dim, seed=seed, image_field=image_field,
-                          text_field=text_field)
-        metrics = run_alignment(
-            dataset, out, cfg, encoder, data_root, on_missing_image,
-            log=lambda row: console.print(
-                f"epoch {row['epoch']:3d}  loss {row['loss']:.4f}"
-                + (f"  dev mean R@k {row['dev_mean_recall']:.3f}" if "dev_mean_recall" in row
-                   else "")))
-    except MemetrmError as e:
-        raise _fail(e) from e
+    tcfg = align_train_config(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                              device=str(resolve_device(device)))
+    cfg = AlignConfig(objective=objective, embed_dim=embed_dim, image_field=image_field,
+                      text_field=text_field)
+    metrics = run_alignment(
+        dataset, out, cfg, encoder, data_root, on_missing_image, tcfg=tcfg,
+        log=lambda row: console.print(
+            f"epoch {row['epoch']:3d}  loss {row['loss']:.4f}"
+            + (f"  dev mean R@k {row['dev_score']:.3f}" if "dev_score" in row else "")))
     if as_json:
         typer.echo(json.dumps(metrics))
         return
@@ -104,11 +98,8 @@ def prepare_openclipart_cmd(
     """Rasterise Open Clip Art SVGs into train/val/test jsonl + PNGs (broken files are skipped)."""
     from memetrm.data.openclipart import prepare_openclipart
 
-    try:
-        prepare_openclipart(source, out, limit, size, workers, timeout,
-                            int(max_mb * 1_000_000), log=console.print)
-    except MemetrmError as e:
-        raise _fail(e) from e
+    prepare_openclipart(source, out, limit, size, workers, timeout, int(max_mb * 1_000_000),
+                        log=console.print)
 
 
 def register(app: typer.Typer) -> None:

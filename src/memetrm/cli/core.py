@@ -8,34 +8,40 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 from rich.table import Table
 
-from memetrm.config import load_run_config
+from memetrm.cli.options import (
+    CacheDir,
+    DataRoot,
+    Dataset,
+    Device,
+    Encoder,
+    Fields,
+    MissingImages,
+    Model,
+    Precision,
+    split_csv,
+)
+from memetrm.config import RunConfig, load_run_config
 from memetrm.data import get_dataset, list_datasets
+from memetrm.devices import resolve_device
 from memetrm.encoders import DEFAULT_ENCODER, list_encoders
 from memetrm.errors import ConfigError
 from memetrm.evaluation import compute_metrics
-from memetrm.features import FeatureSet, load_features
+from memetrm.features import load_features
 from memetrm.heads import from_pretrained, list_heads
 from memetrm.progress import console
 from memetrm.training.engine import predict
-from memetrm.training.runner import run
+from memetrm.training.runner import resolved_config, run
 from memetrm.utils import atomic_write_text
 
-DataRoot = Annotated[str | None, typer.Option(
-    "--data-root", envvar="MEMETRM_DATA",
-    help="Folder holding the named datasets (default ../shared/data).")]
-Dataset = Annotated[str, typer.Option(help="Registered dataset name or a jsonl folder path.")]
-Fields = Annotated[str | None, typer.Option(
-    help="Comma-separated fields to encode, e.g. text,caption (default: the dataset's).")]
-MissingImages = Annotated[str, typer.Option(
-    "--on-missing-image", help="error (default) or skip; skipped ids are counted and reported.")]
-CacheDir = Annotated[str | None, typer.Option(
-    envvar="MEMETRM_CACHE", help="Feature cache folder (default ~/.cache/memetrm).")]
-
-
-def _split_csv(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+Overrides = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override, e.g. --set train.lr=1e-4 --set head_cfg.hidden=256.")]
+ConfigFile = Annotated[Path | None, typer.Option(
+    help="YAML run config; options you type override it, --set overrides both.")]
+PrintConfig = Annotated[bool, typer.Option(
+    "--print-config", help="Print the resolved config as YAML and exit.")]
 
 
 def _summary_table(results: list[dict]) -> Table:
@@ -57,54 +63,78 @@ def _summary_table(results: list[dict]) -> Table:
     return table
 
 
+def _check_devices(cfg: RunConfig) -> None:
+    """A device that is not there is an error before any data or model is loaded."""
+    resolve_device(cfg.device)
+    resolve_device(cfg.train.get("device", cfg.device))
+
+
+def _print_config(cfg: RunConfig) -> None:
+    typer.echo(yaml.safe_dump(resolved_config(cfg), sort_keys=False), nl=False)
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def extract(
-        dataset: Dataset = "multioff",
-        encoder: str = DEFAULT_ENCODER,
+        dataset: Dataset = None,
+        encoder: Encoder = None,
         splits: Annotated[str | None, typer.Option(help="Comma-separated (default: all).")] = None,
         fields: Fields = None,
         tokens: Annotated[bool, typer.Option(help="Also store token-level features.")] = False,
         data_root: DataRoot = None,
         cache_dir: CacheDir = None,
-        on_missing_image: MissingImages = "error",
+        on_missing_image: MissingImages = None,
         batch_size: int = 32,
         num_workers: Annotated[int | None, typer.Option(help="Image-decoding workers.")] = None,
+        device: Device = None,
+        precision: Precision = None,
     ) -> None:
         """Compute features once per (split, encoder, field) and cache them."""
-        ds = get_dataset(dataset, data_root)
-        field_list = _split_csv(fields) or list(ds.default_fields)
-        for split in _split_csv(splits) or ds.splits():
+        cfg = load_run_config(None, None, dataset=dataset, encoder=encoder,
+                              on_missing_image=on_missing_image, device=device,
+                              precision=precision)
+        _check_devices(cfg)
+        ds = get_dataset(cfg.dataset, data_root)
+        field_list = split_csv(fields) or list(ds.default_fields)
+        for split in split_csv(splits) or ds.splits():
             t0 = time.perf_counter()
-            fs = load_features(dataset, split, encoder, field_list, tokens, data_root,
-                               on_missing_image, cache_dir, batch_size, num_workers)
+            fs = load_features(cfg.dataset, split, cfg.encoder, field_list, tokens, data_root,
+                               cfg.on_missing_image, cache_dir, batch_size, num_workers,
+                               cfg.device, cfg.precision)
             state = f"encoded {', '.join(fs.meta['encoded'])}" if fs.meta["encoded"] else "cached"
             console.print(f"{ds.identity}/{split}: {len(fs)} records, {state} "
                           f"({time.perf_counter() - t0:.1f}s)")
 
     @app.command()
     def train(
-        dataset: Dataset = "multioff",
-        encoder: str = DEFAULT_ENCODER,
-        head: Annotated[str, typer.Option(help=f"One of: {', '.join(list_heads())}.")] = "mlp",
-        seeds: int = 5,
+        dataset: Dataset = None,
+        encoder: Encoder = None,
+        head: Annotated[str | None, typer.Option(
+            help=f"One of: {', '.join(list_heads())} [default: mlp].")] = None,
+        seeds: Annotated[int | None, typer.Option(help="Seeds to train [default: 5].")] = None,
         json_out: Annotated[Path | None, typer.Option("--json", help="Write results JSON here.")] = None,
         fields: Fields = None,
         data_root: DataRoot = None,
         cache_dir: CacheDir = None,
-        on_missing_image: MissingImages = "error",
-        config: Annotated[Path | None, typer.Option(help="YAML run config.")] = None,
-        set_: Annotated[list[str] | None, typer.Option(
-            "--set", help="Override, e.g. --set train.lr=1e-4 --set head_cfg.hidden=256.")] = None,
+        on_missing_image: MissingImages = None,
+        device: Device = None,
+        precision: Precision = None,
+        config: ConfigFile = None,
+        set_: Overrides = None,
         out_dir: Annotated[str | None, typer.Option(help="Keep results + predictions here.")] = None,
         save: Annotated[str | None, typer.Option(help="Save the best-dev checkpoint here.")] = None,
+        print_config: PrintConfig = False,
     ) -> None:
         """Train a head on cached features over N seeds; select on dev; report every split."""
         t0 = time.perf_counter()
         cfg = load_run_config(config, set_, dataset=dataset, encoder=encoder, head=head,
-                              seeds=seeds, fields=_split_csv(fields), data_root=data_root,
+                              seeds=seeds, fields=split_csv(fields), data_root=data_root,
                               cache_dir=cache_dir, on_missing_image=on_missing_image,
-                              out_dir=out_dir, save=save)
+                              device=device, precision=precision, out_dir=out_dir, save=save)
+        if print_config:
+            _print_config(cfg)
+            return
+        _check_devices(cfg)
         results = run(cfg)
         results["wall_seconds"] = time.perf_counter() - t0
         console.print(_summary_table([results]))
@@ -114,56 +144,68 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def compare(
-        dataset: Dataset = "multioff",
-        encoder: str = DEFAULT_ENCODER,
+        dataset: Dataset = None,
+        encoder: Encoder = None,
         heads: Annotated[str, typer.Option(help="Comma-separated heads, or 'all'.")] = "all",
-        seeds: int = 5,
+        seeds: Annotated[int | None, typer.Option(help="Seeds per head [default: 5].")] = None,
         fields: Fields = None,
         data_root: DataRoot = None,
         cache_dir: CacheDir = None,
-        on_missing_image: MissingImages = "error",
-        set_: Annotated[list[str] | None, typer.Option("--set", help="Override for every head.")] = None,
+        on_missing_image: MissingImages = None,
+        device: Device = None,
+        precision: Precision = None,
+        config: ConfigFile = None,
+        set_: Overrides = None,
         out_dir: Annotated[Path, typer.Option(help="One sub-folder per head.")] = Path("runs"),
         report: Annotated[Path | None, typer.Option(help="Write a markdown report here.")] = None,
+        print_config: PrintConfig = False,
     ) -> None:
         """Train and evaluate several heads with the same features, seeds and protocol."""
-        names = list_heads(all_only=True) if heads == "all" else _split_csv(heads) or []
-        results, dirs = [], []
-        for name in names:
-            console.rule(f"{dataset}: {name}")
-            d = out_dir / name
-            cfg = load_run_config(None, set_, dataset=dataset, encoder=encoder, head=name,
-                                  seeds=seeds, fields=_split_csv(fields), data_root=data_root,
-                                  cache_dir=cache_dir, on_missing_image=on_missing_image,
-                                  out_dir=str(d))
+        names = list_heads(all_only=True) if heads == "all" else split_csv(heads) or []
+        cfgs = [load_run_config(config, set_, dataset=dataset, encoder=encoder, head=name,
+                                seeds=seeds, fields=split_csv(fields), data_root=data_root,
+                                cache_dir=cache_dir, on_missing_image=on_missing_image,
+                                device=device, precision=precision, out_dir=str(out_dir / name))
+                for name in names]
+        if print_config:
+            for cfg in cfgs:
+                _print_config(cfg)
+            return
+        for cfg in cfgs:
+            _check_devices(cfg)
+        results = []
+        for cfg in cfgs:
+            console.rule(f"{cfg.dataset}: {cfg.head}")
             results.append(run(cfg))
-            dirs.append(d)
         console.print(_summary_table(results))
         if report:
             from memetrm.evaluation.report import write_report  # matplotlib: import on use
 
-            write_report([dirs], report, title=f"memetrm: {dataset}")
+            write_report([[Path(c.out_dir) for c in cfgs]], report,
+                         title=f"memetrm: {cfgs[0].dataset}")
             console.print(f"wrote {report}")
 
     @app.command()
     def evaluate(
-        model: Annotated[Path, typer.Option(help="A checkpoint folder from train --save.")],
-        dataset: Dataset = "multioff",
+        model: Model,
+        dataset: Dataset = None,
         split: str = "test",
         data_root: DataRoot = None,
         cache_dir: CacheDir = None,
-        on_missing_image: MissingImages = "error",
+        on_missing_image: MissingImages = None,
+        device: Device = None,
         json_out: Annotated[Path | None, typer.Option("--json")] = None,
     ) -> None:
         """Score a saved checkpoint on one split at its dev-chosen threshold."""
+        dev = resolve_device(device)
         head, meta = from_pretrained(model)
-        fs: FeatureSet = load_features(dataset, split, meta["encoder"], meta["fields"],
-                                       meta.get("tokens", False), data_root, on_missing_image,
-                                       cache_dir)
+        fs = load_features(dataset or RunConfig.dataset, split, meta["encoder"], meta["fields"],
+                           meta.get("tokens", False), data_root, on_missing_image or "error",
+                           cache_dir, device=str(dev))
         y = fs.labels.numpy()
         if (y != y).any():
             raise ConfigError(f"{dataset}/{split} has unlabelled records; cannot evaluate")
-        metrics = compute_metrics(y, predict(head, fs)["prob"].numpy(), meta["threshold"])
+        metrics = compute_metrics(y, predict(head.to(dev), fs)["prob"].numpy(), meta["threshold"])
         console.print_json(data=metrics)
         if json_out:
             atomic_write_text(json_out, json.dumps(metrics, indent=2))
@@ -183,8 +225,6 @@ def register(app: typer.Typer) -> None:
     def list_components() -> None:
         """Registered datasets, encoders and heads."""
         console.print(f"datasets: {', '.join(list_datasets())} (or a jsonl folder path)")
-        console.print(f"encoders: {', '.join(list_encoders())}")
+        console.print(f"encoders: {', '.join(list_encoders())} (default {DEFAULT_ENCODER})")
         console.print(f"heads:    {', '.join(list_heads())}")
-
-
 

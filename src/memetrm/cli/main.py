@@ -3,27 +3,39 @@
 from __future__ import annotations
 
 import importlib
-import sys
 
 import typer
+from typer.core import TyperGroup
 
 from memetrm.errors import MemetrmError
 from memetrm.progress import console
 
+
+class _Group(TyperGroup):
+    """Turns a user error anywhere below into one red line and exit code 2, not a traceback."""
+
+    def invoke(self, ctx):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except MemetrmError as e:
+            console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+            raise typer.Exit(2) from None
+
+
 app = typer.Typer(
     name="memetrm",
+    cls=_Group,
     help="Frozen vision-language encoders + tiny reasoning heads for meme classification.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 
 
-
 @app.callback()
 def _global(
     threads: int | None = typer.Option(
         None, envvar="MEMETRM_THREADS",
-        help="torch intra-op threads; 1 is fastest for the tiny heads on a busy CPU."),
+        help="torch intra-op CPU threads; 1 is fastest for the tiny heads on a busy CPU."),
 ) -> None:
     if threads:
         import torch
@@ -39,12 +51,7 @@ for _mod in COMMAND_MODULES:
 
 
 def main() -> None:
-    """Run the CLI; user errors become one red line and exit code 2, not a traceback."""
-    try:
-        app()
-    except MemetrmError as e:
-        console.print(f"[bold red]error:[/] {e}")
-        sys.exit(2)
+    app()
 
 
 if __name__ == "__main__":

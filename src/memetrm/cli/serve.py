@@ -12,6 +12,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from memetrm.cli.options import Device
 from memetrm.data.images import open_image
 from memetrm.data.validation import parse_jsonl_line
 from memetrm.errors import DataError, MemetrmError
@@ -134,11 +135,6 @@ def predict_batch(predictor: Any, source: Path, output: Path, batch_size: int = 
     return scored, errors, skipped
 
 
-def _fail(e: MemetrmError) -> typer.Exit:
-    console.print(f"[red]error:[/red] {e}")
-    return typer.Exit(2)
-
-
 def predict(
     model: Path = typer.Option(..., "--model", help="model directory from `memetrm train --save`"),
     image: Path | None = typer.Option(None, "--image", help="one meme image"),
@@ -151,6 +147,7 @@ def predict(
                                        help="results jsonl (appended, resumable)"),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     as_json: bool = typer.Option(False, "--json", help="print the prediction as JSON"),
+    device: Device = None,
 ) -> None:
     """Score one meme (--image) or a folder/jsonl (--input ... --output results.jsonl)."""
     from memetrm.serving.predictor import Predictor
@@ -159,21 +156,18 @@ def predict(
         raise typer.BadParameter("give exactly one of --image or --input")
     if input is not None and output is None:
         raise typer.BadParameter("--input needs --output")
-    try:
-        predictor = Predictor(model)
-        if input is not None:
-            try:
-                scored, errors, skipped = predict_batch(predictor, input, output, batch_size)
-            except KeyboardInterrupt:
-                console.print(f"interrupted: finished batches are in {output}; "
-                              "rerun the same command to resume")
-                raise typer.Exit(130) from None
-            console.print(f"{scored} scored, {errors} errors, {skipped} already done -> {output}")
-            return
-        texts = {k: v for k, v in {"text": text, "caption": caption}.items() if v is not None}
-        result = predictor.predict([open_image(image)], [texts])[0]
-    except MemetrmError as e:
-        raise _fail(e) from e
+    predictor = Predictor(model, device=device or "auto")
+    if input is not None:
+        try:
+            scored, errors, skipped = predict_batch(predictor, input, output, batch_size)
+        except KeyboardInterrupt:
+            console.print(f"interrupted: finished batches are in {output}; "
+                          "rerun the same command to resume")
+            raise typer.Exit(130) from None
+        console.print(f"{scored} scored, {errors} errors, {skipped} already done -> {output}")
+        return
+    texts = {k: v for k, v in {"text": text, "caption": caption}.items() if v is not None}
+    result = predictor.predict([open_image(image)], [texts])[0]
     if as_json:
         typer.echo(json.dumps({"image": str(image), **result}))
         return
@@ -195,6 +189,7 @@ def serve(
     timeout: float = typer.Option(60.0, "--timeout", help="seconds per prediction before 504"),
     max_concurrency: int = typer.Option(64, "--max-concurrency",
                                         help="connections above this get 503"),
+    device: Device = None,
 ) -> None:
     """Serve the model over HTTP (POST /v1/predict) with a web page at /."""
     import uvicorn
@@ -202,10 +197,7 @@ def serve(
     from memetrm.serving.app import Limits, create_app
 
     limits = Limits(int(max_upload_mb * 1024 * 1024), max_text_chars, timeout_s=timeout)
-    try:
-        app = create_app(model, limits)
-    except MemetrmError as e:
-        raise _fail(e) from e
+    app = create_app(model, limits, device=device or "auto")
     uvicorn.run(app, host=host, port=port, limit_concurrency=max_concurrency,
                 timeout_keep_alive=5)
 

@@ -60,6 +60,12 @@ class MemeDataset(ABC):
             )
         return self._load(split)
 
+    def roles(self, train: str | None = None, dev: str | None = None,
+              test: str | None = None) -> dict[str, str]:
+        """Split names for training, selection (dev) and the final report (test)."""
+        return {"train": train or self.train_split, "dev": dev or self.dev_split,
+                "test": test or self.test_split}
+
     @property
     def identity(self) -> str:
         return self.name or str(self.root.resolve())

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
+
+from memetrm.devices import resolve_device
 from memetrm.encoders.base import Encoder
 from memetrm.errors import ConfigError
 
@@ -38,7 +41,7 @@ def _split(name: str) -> tuple[str, str]:
     return family, rest
 
 
-def create_encoder(name: str = DEFAULT_ENCODER, device: str = "cpu") -> Encoder:
+def create_encoder(name: str = DEFAULT_ENCODER, device: str | torch.device = "auto") -> Encoder:
     """``hf-clip:openai/clip-vit-base-patch32`` -> family ``hf-clip`` with arg ``openai/...``.
 
     Only the first colon splits family from arguments; open-clip parses ``arch:pretrained``.
@@ -46,7 +49,7 @@ def create_encoder(name: str = DEFAULT_ENCODER, device: str = "cpu") -> Encoder:
     family, rest = _split(name)
     enc = _ENCODERS[family](rest) if rest else _ENCODERS[family]()
     enc.name = name
-    return enc.to(device)
+    return enc.to(resolve_device(device))
 
 
 def encoder_version(name: str) -> str:
@@ -54,4 +57,4 @@ def encoder_version(name: str) -> str:
     family, rest = _split(name)
     if family in _VERSIONS:
         return _VERSIONS[family](rest)
-    return create_encoder(name).version
+    return create_encoder(name, device="cpu").version

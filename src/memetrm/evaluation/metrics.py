@@ -5,25 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
 METRICS = ("auroc", "accuracy", "f1", "precision", "recall")
-
-
-def auroc(y: np.ndarray, p: np.ndarray) -> float:
-    return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
-
-
-def compute_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
-    """AUROC is threshold-free; the others use the threshold chosen on dev."""
-    pred = (p >= threshold).astype(int)
-    return {
-        "auroc": auroc(y, p),
-        "accuracy": float(accuracy_score(y, pred)),
-        "f1": float(f1_score(y, pred, zero_division=0)),
-        "precision": float(precision_score(y, pred, zero_division=0)),
-        "recall": float(recall_score(y, pred, zero_division=0)),
-    }
 
 
 def batched_metrics(y: np.ndarray, p: np.ndarray, thresholds: np.ndarray | float
@@ -33,7 +16,7 @@ def batched_metrics(y: np.ndarray, p: np.ndarray, thresholds: np.ndarray | float
     The bootstrap (R resamples) and the threshold search (R candidate thresholds) need
     thousands of evaluations; one vectorised pass replaces thousands of sklearn calls.
     AUROC is the Mann-Whitney statistic on average ranks (ties as sklearn); a unit test checks
-    every metric against sklearn.
+    every metric against sklearn. ``compute_metrics`` is the one-row case.
     """
     from scipy.stats import rankdata
 
@@ -63,6 +46,17 @@ def choose_threshold(y_dev: np.ndarray, p_dev: np.ndarray, metric: str = "f1") -
     scores = batched_metrics(np.broadcast_to(y_dev, (rows, len(y_dev))),
                              np.broadcast_to(p_dev, (rows, len(p_dev))), cands)[metric]
     return float(cands[int(np.argmax(scores))])  # first maximum: the lowest such threshold
+
+
+def compute_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    """AUROC is threshold-free; the others use the threshold chosen on dev."""
+    row = batched_metrics(np.asarray(y)[None], np.asarray(p)[None], threshold)
+    return {m: float(v[0]) for m, v in row.items()}
+
+
+def auroc(y: np.ndarray, p: np.ndarray) -> float:
+    """NaN when ``y`` has one class only (AUROC is undefined there)."""
+    return compute_metrics(y, p, 0.5)["auroc"]
 
 
 def bootstrap_ci(

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from memetrm.data import get_dataset, open_image, select_fields
 from memetrm.data.records import MemeRecord
 from memetrm.data.registry import MissingImagePolicy
+from memetrm.devices import autocast, resolve_device
 from memetrm.encoders import Encoder, create_encoder, encoder_version
 from memetrm.errors import DataError
 from memetrm.features.cache import FeatureCache, content_hash, entry_key
@@ -51,15 +52,16 @@ def default_workers() -> int:
 
 def encode_field(encoder: Encoder, records: Sequence[MemeRecord], field: str, tokens: bool,
                  batch_size: int = 32, num_workers: int | None = None,
-                 desc: str = "") -> dict[str, torch.Tensor]:
+                 desc: str = "", precision: str = "auto") -> dict[str, torch.Tensor]:
     """Encode one field of all records into preallocated tensors (memory = output size).
 
-    Token features are stored in fp16: they are 10-50x larger than pooled ones.
+    The encoder runs under autocast on an accelerator (``precision``); pooled features are
+    stored in fp32 and token features in fp16 (they are 10-50x larger), whatever the device.
     """
     n = len(records)
     pooled = torch.empty(n, encoder.dims(field))
     tok = mask = None
-    with make_progress() as progress:
+    with make_progress() as progress, autocast(encoder.device, precision):
         task = progress.add_task(desc or f"encode {field}", total=n)
 
         def store(idx: torch.Tensor, out) -> None:
@@ -79,11 +81,13 @@ def encode_field(encoder: Encoder, records: Sequence[MemeRecord], field: str, to
             workers = default_workers() if num_workers is None else num_workers
             loader = DataLoader(_ImageDataset(records, encoder.image_transform()),
                                 batch_size=batch_size, num_workers=workers, collate_fn=_collate,
-                                persistent_workers=False, prefetch_factor=4 if workers else None)
+                                persistent_workers=False, prefetch_factor=4 if workers else None,
+                                pin_memory=encoder.device.type == "cuda")
             for idx, pixels, errors in loader:
                 if errors:
                     raise DataError("; ".join(errors))
-                store(idx, encoder.encode_images(pixels, tokens=tokens))
+                store(idx, encoder.encode_images(pixels.to(encoder.device, non_blocking=True),
+                                                 tokens=tokens))
         else:
             for i in range(0, n, batch_size):
                 chunk = records[i:i + batch_size]
@@ -106,12 +110,15 @@ def load_features(
     cache_dir: str | Path | None = None,
     batch_size: int = 32,
     num_workers: int | None = None,
+    device: str = "auto",
+    precision: str = "auto",
 ) -> FeatureSet:
     """Features of one split, from the cache when it is warm, else extracted and cached.
 
-    The encoder is built only on a miss, so a warm run does no model work at all.
-    ``meta["encoded"]`` lists the fields that needed a forward pass.
+    The encoder is built only on a miss (on ``device``), so a warm run does no model work at
+    all. ``meta["encoded"]`` lists the fields that needed a forward pass.
     """
+    dev = resolve_device(device)
     ds = get_dataset(dataset, data_root)
     selection = select_fields(ds.records(split), fields, on_missing_image,
                               warn=lambda m: console.print(f"[yellow]{ds.identity}/{split}: {m}"))
@@ -134,13 +141,14 @@ def load_features(
             hit = {field: tok_hit[field]} if tok_hit else None
         if hit is None:
             t0 = time.perf_counter()
-            enc = enc or create_encoder(encoder)
+            enc = enc or create_encoder(encoder, device=dev)
             hit = encode_field(enc, records, field, tokens, batch_size, num_workers,
-                               desc=f"{ds.identity}/{split} {field}")
+                               desc=f"{ds.identity}/{split} {field}", precision=precision)
             seconds += time.perf_counter() - t0
             cache.save(key, hit, {"encoder": encoder, "encoder_version": version,
                                   "dataset": ds.identity, "split": split, "field": field,
-                                  "tokens": tokens, "ids": ids})
+                                  "tokens": tokens, "ids": ids, "device": str(dev),
+                                  "precision": precision})
             encoded.append(field)
         tensors.update(hit)
     labels = torch.tensor([float("nan") if r.label is None else float(r.label) for r in records])

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from memetrm.heads.base import Batch
+from memetrm.layers import Batch
 
 
 @dataclass
@@ -38,14 +39,20 @@ class FeatureSet:
         return {k.removesuffix(".tokens"): v.shape[-1] for k, v in self.tensors.items()
                 if k.endswith(".tokens")}
 
-    def batch(self, idx: torch.Tensor | slice | None = None) -> Batch:
+    def batch(self, idx: torch.Tensor | slice | None = None,
+              device: torch.device | str | None = None) -> Batch:
+        """Rows ``idx`` (all by default) as a batch on ``device``; floats become fp32 there."""
         idx = slice(None) if idx is None else idx
-        out = {k: v[idx].float() if v.is_floating_point() else v[idx] for k, v in self.tensors.items()}
-        out["label"] = self.labels[idx]
+        out = {k: v[idx].to(device, non_blocking=True) for k, v in self.tensors.items()}
+        out = {k: v.float() if v.is_floating_point() else v for k, v in out.items()}
+        out["label"] = self.labels[idx].to(device)
         return out
 
     def batches(self, batch_size: int, shuffle: bool = False,
-                generator: torch.Generator | None = None):
+                generator: torch.Generator | None = None, device: torch.device | str | None = None,
+                drop_last: bool = False) -> Iterator[Batch]:
+        """Mini-batches in order (or shuffled by ``generator``); ``drop_last`` skips a ragged tail."""
         order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
-        for i in range(0, len(self), batch_size):
-            yield self.batch(order[i:i + batch_size])
+        stop = len(self) - len(self) % batch_size if drop_last and len(self) >= batch_size else len(self)
+        for i in range(0, stop, batch_size):
+            yield self.batch(order[i:i + batch_size], device)

@@ -11,7 +11,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from memetrm.heads.base import Batch, Head, HeadConfig, mlp
+from memetrm.errors import ConfigError
+from memetrm.heads.base import Head, HeadConfig
+from memetrm.heads.registry import register_head
+from memetrm.layers import Batch, masked_mean, mlp
 
 
 @dataclass
@@ -41,13 +44,10 @@ class CrossBlock(nn.Module):
         return self.norm2(q + self.ff(q))
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    m = mask.unsqueeze(-1).to(x.dtype)
-    return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
-
-
+@register_head("cross-attention")
 class CrossAttentionHead(Head):
-    name = "cross-attention"
+    """Each field's tokens cross-attend to the other fields' tokens; pooled, then an MLP."""
+
     config_class = CrossAttentionConfig
     needs_tokens = True
 
@@ -55,7 +55,7 @@ class CrossAttentionHead(Head):
                  token_dims: dict[str, int] | None = None):
         super().__init__(cfg, input_dims, token_dims)
         if len(self.fields) < 2:
-            raise ValueError("cross-attention needs at least two fields")
+            raise ConfigError("cross-attention needs at least two fields")
         tdims = token_dims or input_dims
         d = cfg.d_model
         self.proj = nn.ModuleDict({f: nn.Linear(tdims[f], d) for f in self.fields})

@@ -20,7 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from memetrm.errors import ConfigError
-from memetrm.heads.base import Batch, Head, HeadConfig, mlp
+from memetrm.heads.base import Head, HeadConfig
+from memetrm.heads.registry import register_head
+from memetrm.layers import Batch, mlp
 
 FUSIONS = ("align", "cross")
 
@@ -34,8 +36,11 @@ class HateCLIPperConfig(HeadConfig):
     dropout: float = 0.2
 
 
+@register_head("hateclipper-align", fusion="align")
+@register_head("hateclipper-cross", fusion="cross", map_dim=32)
 class HateCLIPperHead(Head):
-    name = "hateclipper"
+    """Hate-CLIPper: MLP over image-text interaction features (element-wise or outer product)."""
+
     config_class = HateCLIPperConfig
 
     def __init__(self, cfg: HateCLIPperConfig, input_dims: dict[str, int],

@@ -1,22 +1,23 @@
 """Hyperbolic prototype head: classify by Lorentz distance to one learned point per class.
 
-The fused embedding is lifted onto the hyperboloid with MERU's recipe (scale by a learned
-alpha <= 1, exp map at the origin, learned curvature in log space) and the logit is the
-scaled difference of its distances to the "harmless" and "hateful" prototypes. The prototypes
-are tangent vectors mapped by the same exp map, so they are on the manifold by construction.
-Clamps live in ``forward`` (not in a training hook) so any generic trainer respects them.
+The fused embedding is lifted onto the hyperboloid with MERU's recipe (``LorentzLift``: a learned
+alpha <= 1, then the exp map at the origin; ``Curvature``: learned in log space) and the logit is
+the scaled difference of its distances to the "harmless" and "hateful" prototypes. The
+prototypes are tangent vectors mapped by the same exp map, so they are on the manifold by
+construction.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from memetrm.alignment import lorentz as L
-from memetrm.heads.base import Batch, Head, HeadConfig, concat_fields, mlp
+from memetrm.heads.base import Head, HeadConfig
+from memetrm.heads.registry import register_head
+from memetrm.layers import Batch, Curvature, LorentzLift, concat_fields, mlp
+from memetrm.layers import lorentz as L
 
 
 @dataclass
@@ -29,8 +30,10 @@ class HyperbolicConfig(HeadConfig):
     learn_curv: bool = True
 
 
+@register_head("hyperbolic")
 class HyperbolicHead(Head):
-    name = "hyperbolic"
+    """Distances to a hateful and a harmless prototype on a learned-curvature hyperboloid (MERU)."""
+
     config_class = HyperbolicConfig
 
     def __init__(self, cfg: HyperbolicConfig, input_dims: dict[str, int],
@@ -39,26 +42,22 @@ class HyperbolicHead(Head):
         d = cfg.embed_dim
         self.input_dropout = nn.Dropout(cfg.dropout)
         self.fuse = mlp(sum(input_dims.values()), cfg.hidden, cfg.layers, cfg.dropout, out_dim=d)
-        self.log_curv = nn.Parameter(torch.tensor(cfg.curv_init).log(),
-                                     requires_grad=cfg.learn_curv)
-        self.curv_bounds = (math.log(cfg.curv_init / 10), math.log(cfg.curv_init * 10))
-        self.log_alpha = nn.Parameter(torch.tensor(d**-0.5).log())
+        self.curvature = Curvature(cfg.curv_init, cfg.learn_curv)
+        self.lift = LorentzLift(d)
         # small distinct starting points: equal prototypes would give every input logit 0
         self.prototypes = nn.Parameter(0.1 * torch.randn(2, d))
         self.log_scale = nn.Parameter(torch.zeros(()))
         self.bias = nn.Parameter(torch.zeros(()))
 
-    @property
-    def curv(self) -> torch.Tensor:
-        return self.log_curv.clamp(*self.curv_bounds).exp()
+    def no_weight_decay(self) -> set[str]:
+        return {"prototypes"}
 
     def embed(self, batch: Batch) -> torch.Tensor:
         """Space components of the fused embedding on the hyperboloid (fp32)."""
-        z = self.fuse(self.input_dropout(concat_fields(batch, self.fields).float()))
-        return L.exp_map0(z * self.log_alpha.clamp(max=0.0).exp(), self.curv)
+        return self.lift(self.fuse(self.input_dropout(concat_fields(batch, self.fields).float())),
+                         self.curvature())
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        x = self.embed(batch)
-        protos = L.exp_map0(self.prototypes, self.curv)
-        d = L.pairwise_dist(x, protos, self.curv)  # (B, 2): harmless, hateful
+        x, curv = self.embed(batch), self.curvature()
+        d = L.pairwise_dist(x, L.exp_map0(self.prototypes, curv), curv)  # (B, 2): harmless, hateful
         return self.log_scale.exp() * (d[:, 0] - d[:, 1]) + self.bias

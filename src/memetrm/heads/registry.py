@@ -1,40 +1,50 @@
-"""``create_head(name, input_dims, **cfg)`` and safetensors + JSON checkpoints."""
+"""``@register_head`` beside each head class, ``create_head(name, input_dims, **cfg)``, and
+safetensors + JSON model directories (``save_pretrained`` / ``from_pretrained``)."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from safetensors.torch import load_file, save_file
-
+from memetrm.checkpoint import load_config, load_weights, save_checkpoint
 from memetrm.errors import ConfigError
-from memetrm.heads.base import Head
-from memetrm.utils import atomic_write_dir
+from memetrm.heads.base import Head, HeadConfig
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
+H = TypeVar("H", bound=type[Head])
 
 
 @dataclass
 class HeadEntry:
     cls: type[Head]
+    #: head options this name implies over the config class's defaults
     preset: dict[str, Any] = field(default_factory=dict)
-    #: training-config overrides this preset implies (e.g. the paper's lr and epochs)
+    #: training-config overrides this name implies (e.g. the paper's lr and epochs)
     train: dict[str, Any] = field(default_factory=dict)
-    #: part of ``--heads all``; aliases and costly variants of a listed head are not
+    #: part of ``--heads all``; costly variants of a listed head are not
     in_all: bool = True
+
+    @property
+    def description(self) -> str:
+        return self.cls.description or (self.cls.__doc__ or "").strip().split("\n")[0]
 
 
 _HEADS: dict[str, HeadEntry] = {}
 
 
-def register_head(name: str, cls: type[Head], train: dict[str, Any] | None = None,
-                  in_all: bool = True, **preset: Any) -> None:
-    """Register a head class under a name; presets (``trm-seed``) reuse a class with defaults."""
-    _HEADS[name] = HeadEntry(cls, preset, train or {}, in_all)
+def register_head(name: str, *, train: dict[str, Any] | None = None, in_all: bool = True,
+                  **preset: Any) -> Callable[[H], H]:
+    """Class decorator: register a head under ``name``; stack it to add presets of one class."""
+
+    def deco(cls: H) -> H:
+        if name in _HEADS:
+            raise ValueError(f"head {name!r} is already registered (by {_HEADS[name].cls.__name__})")
+        _HEADS[name] = HeadEntry(cls, preset, dict(train or {}), in_all)
+        return cls
+
+    return deco
 
 
 def list_heads(all_only: bool = False) -> list[str]:
@@ -48,46 +58,45 @@ def head_entry(name: str) -> HeadEntry:
     return _HEADS[name]
 
 
+def head_config(name: str, **cfg: Any) -> HeadConfig:
+    """The head's config: class defaults < the name's preset < ``cfg``; unknown keys are named."""
+    entry = head_entry(name)
+    known = {f.name for f in dataclasses.fields(entry.cls.config_class)}
+    unknown = set(cfg) - known
+    if unknown:
+        raise ConfigError(f"head {name!r} has no option(s) {sorted(unknown)}; options: {sorted(known)}")
+    return entry.cls.config_class(**{**entry.preset, **cfg})
+
+
 def create_head(name: str, input_dims: dict[str, int], token_dims: dict[str, int] | None = None,
                 **cfg: Any) -> Head:
-    entry = head_entry(name)
-    fields = {f.name for f in dataclasses.fields(entry.cls.config_class)}
-    unknown = set(cfg) - fields
-    if unknown:
-        raise ConfigError(f"head {name!r} has no option(s) {sorted(unknown)}; options: {sorted(fields)}")
-    config = entry.cls.config_class(**{**entry.preset, **cfg})
-    head = entry.cls(config, input_dims, token_dims)
-    head.registry_name = name
+    """Build a registered head for features of the given widths, e.g. ``create_head("mlp",
+    {"image": 1280, "text": 384}, hidden=256)``; ``memetrm list`` shows the names."""
+    head = head_entry(name).cls(head_config(name, **cfg), input_dims, token_dims)
+    head.name = name
     return head
 
 
 def save_pretrained(head: Head, path: str | Path, **meta: Any) -> Path:
     """Write ``model.safetensors`` + ``config.json`` atomically; ``meta`` carries threshold etc."""
-    config = {
-        "head": getattr(head, "registry_name", head.name),
-        "config": dataclasses.asdict(head.cfg),
-        "input_dims": head.input_dims,
-        "token_dims": head.token_dims,
-        **meta,
-    }
-    state = {k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}
-    with atomic_write_dir(Path(path)) as tmp:
-        save_file(state, str(tmp / WEIGHTS_NAME))
-        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2))
-    return Path(path)
-
-
-def load_config(path: str | Path) -> dict[str, Any]:
-    cfg_path = Path(path) / CONFIG_NAME
-    if not cfg_path.is_file():
-        raise ConfigError(f"no {CONFIG_NAME} in {path}: not a memetrm checkpoint")
-    return json.loads(cfg_path.read_text())
+    if not head.name:
+        raise ConfigError("only heads built by create_head (with a registered name) can be saved")
+    config = {"head": head.name, "config": dataclasses.asdict(head.cfg),
+              "input_dims": head.input_dims, "token_dims": head.token_dims, **meta}
+    return save_checkpoint(path, head, config)
 
 
 def from_pretrained(path: str | Path) -> tuple[Head, dict[str, Any]]:
     """Rebuild a head from its JSON config and safetensors weights (no pickle involved)."""
     config = load_config(path)
-    head = create_head(config["head"], config["input_dims"], config.get("token_dims") or None,
-                       **config["config"])
-    head.load_state_dict(load_file(str(Path(path) / WEIGHTS_NAME)))
+    try:
+        head = create_head(config["head"], config["input_dims"], config.get("token_dims") or None,
+                           **config["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"{path}: config.json does not describe a memetrm head ({e!r})") from e
+    try:
+        head.load_state_dict(load_weights(path))
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise ConfigError(f"{path}: weights do not fit the config ({first})") from e
     return head.eval(), config

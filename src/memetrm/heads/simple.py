@@ -7,25 +7,20 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from memetrm.heads.base import Batch, FieldNorm, Head, HeadConfig, mlp
+from memetrm.heads.base import Head, HeadConfig
+from memetrm.heads.registry import register_head
+from memetrm.layers import Batch, FieldNorm, mlp
 
 
-@dataclass
-class LinearConfig(HeadConfig):
-    dropout: float = 0.0
-
-
+@register_head("linear")
 class LinearHead(Head):
-    """Logistic regression on the concatenated (LayerNorm'd) embeddings."""
+    """Logistic regression on the concatenated, per-field LayerNorm'd embeddings."""
 
-    name = "linear"
-    config_class = LinearConfig
-
-    def __init__(self, cfg: LinearConfig, input_dims: dict[str, int],
+    def __init__(self, cfg: HeadConfig, input_dims: dict[str, int],
                  token_dims: dict[str, int] | None = None):
         super().__init__(cfg, input_dims, token_dims)
         self.norm = FieldNorm(input_dims)
-        self.net = mlp(self.norm.out_dim, 0, 0, cfg.dropout, norm=False)
+        self.net = nn.Linear(self.norm.out_dim, 1)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.net(self.norm(batch)).squeeze(-1)
@@ -38,10 +33,10 @@ class MLPConfig(HeadConfig):
     dropout: float = 0.2
 
 
+@register_head("mlp")
 class MLPHead(Head):
     """Concat of modality embeddings -> MLP, as in seed 000's CLIP + MLP baseline."""
 
-    name = "mlp"
     config_class = MLPConfig
 
     def __init__(self, cfg: MLPConfig, input_dims: dict[str, int],

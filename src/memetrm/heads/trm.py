@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from memetrm.errors import ConfigError
-from memetrm.evaluation.metrics import auroc
-from memetrm.heads.base import Batch, Head, HeadConfig, StepFn, concat_fields
-from memetrm.heads.cross_attention import masked_mean
+from memetrm.heads.base import Head, HeadConfig
+from memetrm.heads.registry import register_head
+from memetrm.layers import Batch, FieldNorm, MetricFn, StepFn, masked_mean
 
 #: Thresholds ``calibrate`` tries; 1.0 never halts (sigmoid(q) > 1 is impossible) = full depth.
 HALT_GRID = np.round(np.arange(0.05, 1.0001, 0.01), 2)
@@ -102,10 +102,17 @@ class AttentionBlock(nn.Module):
         return self.norm2(h + self.ffn(h))
 
 
-class TRMHead(Head):
-    """TRM on the concatenated pooled embeddings of all fields."""
+# The seed's recipe (n=3, T=3 from its write-up, n_sup=8 from its config) and its training
+# options; hidden stays at 128 rather than the seed's 512 so a 30-epoch run fits on a CPU.
+SEED_TRAIN = {"lr": 1e-4, "weight_decay": 0.05, "epochs": 30}
 
-    name = "trm"
+
+@register_head("trm", train=SEED_TRAIN)
+@register_head("trm-act", train=SEED_TRAIN, act=True)
+@register_head("trm-paper", train=SEED_TRAIN, in_all=False, n=6, T=3, n_sup=16)
+class TRMHead(Head):
+    """Tiny Recursive Model over the pooled fields: latent and deep recursion, deep supervision."""
+
     config_class = TRMConfig
 
     def __init__(self, cfg: TRMConfig, input_dims: dict[str, int],
@@ -113,13 +120,13 @@ class TRMHead(Head):
         super().__init__(cfg, input_dims, token_dims)
         for key in ("hidden", "layers", "n", "T", "n_sup"):
             if getattr(cfg, key) < 1:
-                raise ConfigError(f"{self.name}: {key} must be >= 1, got {getattr(cfg, key)}")
+                raise ConfigError(f"{type(self).__name__}: {key} must be >= 1, got {getattr(cfg, key)}")
         d = cfg.hidden
         self._build_input()
-        # Learned, but with T > 1 the first supervision step reaches them only through no-grad
-        # passes, so they then act as the paper's fixed random init (std 1 = post-norm scale).
-        self.y_init = nn.Parameter(torch.randn(d))
-        self.z_init = nn.Parameter(torch.randn(d))
+        # Fixed random starting states, as in the reference implementation (truncated normal,
+        # std 1 = the post-norm scale); saved with the weights so a reload predicts the same.
+        self.register_buffer("y_init", nn.init.trunc_normal_(torch.empty(d), std=1.0, a=-2, b=2))
+        self.register_buffer("z_init", nn.init.trunc_normal_(torch.empty(d), std=1.0, a=-2, b=2))
         self.blocks = nn.ModuleList(self._make_block() for _ in range(cfg.layers))
         self.out = nn.Linear(d, 1)
         self.q_head = nn.Linear(d, 1) if cfg.act else None
@@ -129,18 +136,15 @@ class TRMHead(Head):
     # --- variant hooks (overridden by the token-sequence head) ---------------------------------
 
     def _build_input(self) -> None:
-        # one LayerNorm per field: encoders' embeddings come at very different scales, and a
-        # norm over the concatenation would let the larger one drown the other
-        self.norms = nn.ModuleDict({f: nn.LayerNorm(d) for f, d in self.input_dims.items()})
-        self.proj = nn.Linear(sum(self.input_dims.values()), self.cfg.hidden)
+        self.norm = FieldNorm(self.input_dims)
+        self.proj = nn.Linear(self.norm.out_dim, self.cfg.hidden)
 
     def _make_block(self) -> nn.Module:
         return MLPBlock(self.cfg.hidden, self.cfg.expansion, self.cfg.dropout)
 
     def embed(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x`` and its token mask (None for pooled input)."""
-        normed = {f: self.norms[f](batch[f].float()) for f in self.fields}
-        return self.proj(concat_fields(normed, self.fields)), None
+        return self.proj(self.norm(batch)), None
 
     def _pool(self, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return y
@@ -240,7 +244,8 @@ class TRMHead(Head):
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
         trace, halts = self.unroll(batch)
         if halts is None:
-            steps = torch.full((trace.shape[0],), self.cfg.n_sup, dtype=torch.long)
+            steps = torch.full((trace.shape[0],), self.cfg.n_sup, dtype=torch.long,
+                               device=trace.device)
         else:
             steps = self.halting_steps(halts, self.halt_threshold.item())
         return {"prob": self.prob_at(trace, steps), "trace": trace, "steps": steps}
@@ -249,21 +254,22 @@ class TRMHead(Head):
         """(B, n_sup) hateful probability after every supervision step, always at full depth."""
         return self.unroll(batch)[0]
 
-    def calibrate(self, dev_batch: Batch) -> dict[str, Any]:
+    def calibrate(self, dev_batch: Batch, metric: MetricFn) -> dict[str, Any]:
         """Pick the halting threshold with the fewest mean dev steps that keeps dev AUROC.
 
-        Only the dev split is seen; without ACT there is nothing to choose. A single-class dev
-        set has no AUROC (NaN), so no threshold qualifies and the head keeps full depth.
+        Only the dev split is seen; without ACT there is nothing to choose. ``metric`` is the
+        engine's AUROC; a single-class dev set has none (NaN), so no threshold qualifies and the
+        head keeps full depth.
         """
         if self.q_head is None:
             return {}
-        labels = dev_batch["label"].cpu().numpy()
+        labels = dev_batch["label"]
         trace, halts = self.unroll(dev_batch)
-        full = auroc(labels, trace[:, -1].numpy())
+        full = metric(labels, trace[:, -1])
         best = (float(self.cfg.n_sup), 1.0, full)  # (mean steps, threshold, auroc)
         for thr in HALT_GRID[::-1]:  # high to low: ties keep the more conservative threshold
             steps = self.halting_steps(halts, float(thr))
-            score = auroc(labels, self.prob_at(trace, steps).numpy())
+            score = metric(labels, self.prob_at(trace, steps))
             mean_steps = steps.float().mean().item()
             if score >= full - HALT_AUROC_TOLERANCE and mean_steps < best[0]:
                 best = (mean_steps, float(thr), score)
@@ -274,6 +280,7 @@ class TRMHead(Head):
                 "dev_auroc_full": full, "n_sup": self.cfg.n_sup}
 
 
+@register_head("trm-att", in_all=False)
 class TRMAttHead(TRMHead):
     """TRM-Att over the concatenated token sequences of all fields.
 
@@ -282,7 +289,6 @@ class TRMAttHead(TRMHead):
     attention and of the mean-pooled answer the classifier reads.
     """
 
-    name = "trm-att"
     config_class = TRMAttConfig
     needs_tokens = True
 

@@ -206,9 +206,10 @@ _OPENAPI_BODY = {
 }
 
 
-def create_app(model: str | Path | Predictor, limits: Limits | None = None) -> FastAPI:
+def create_app(model: str | Path | Predictor, limits: Limits | None = None,
+               device: str = "auto") -> FastAPI:
     """The model (a directory or a ready ``Predictor``) is loaded here, once, before serving."""
-    predictor = model if isinstance(model, Predictor) else Predictor(model)
+    predictor = model if isinstance(model, Predictor) else Predictor(model, device=device)
     limits = limits or Limits()
     if "text" in predictor.fields:
         predictor.ocr.load()

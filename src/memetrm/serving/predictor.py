@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from PIL import Image
 
+from memetrm.checkpoint import weights_path
+from memetrm.devices import resolve_device
 from memetrm.encoders import Encoder, create_encoder
 from memetrm.errors import DataError
 from memetrm.heads import from_pretrained
@@ -32,7 +34,7 @@ class Prepared:
 
 def _model_id(model_dir: Path, config: dict[str, Any]) -> str:
     """``<dir name>@<weights sha256[:12]>``: names exactly which weights produced a score."""
-    digest = hashlib.sha256((model_dir / "model.safetensors").read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256(weights_path(model_dir).read_bytes()).hexdigest()[:12]
     return f"{config.get('name') or model_dir.resolve().name}@{digest}"
 
 
@@ -45,15 +47,16 @@ class Predictor:
     """
 
     def __init__(self, model_dir: str | Path, *, encoder: Encoder | None = None,
-                 ocr: OCR | None = None, device: str = "cpu") -> None:
+                 ocr: OCR | None = None, device: str = "auto") -> None:
         self.model_dir = Path(model_dir)
+        self.device = resolve_device(device)
         self.head, self.config = from_pretrained(self.model_dir)
-        self.head.to(device)
+        self.head.to(self.device)
         self.fields: list[str] = list(self.config.get("fields") or self.head.fields)
         self.tokens: bool = bool(self.config.get("tokens", self.head.needs_tokens))
         self.threshold: float = float(self.config.get("threshold", 0.5))
         self.encoder = encoder or create_encoder(self.config.get("encoder", "minilm-effnet"),
-                                                 device=device)
+                                                 device=self.device)
         self.ocr = ocr or OCR()
         self.model_id = _model_id(self.model_dir, self.config)
         self._transform = self.encoder.image_transform()
@@ -100,12 +103,13 @@ class Predictor:
         for field in self.fields:
             if field == "image":
                 pixels = torch.stack([self._transform(p.image) for p in items])
-                out = self.encoder.encode_images(pixels, tokens=self.tokens)
+                out = self.encoder.encode_images(pixels.to(self.device), tokens=self.tokens)
             else:
                 out = self.encoder.encode_texts([p.texts[field] for p in items], tokens=self.tokens)
-            batch[field] = out.pooled
+            batch[field] = out.pooled.float().to(self.device)
             if self.tokens:
-                batch[f"{field}.tokens"], batch[f"{field}.mask"] = out.tokens, out.mask
+                batch[f"{field}.tokens"] = out.tokens.float().to(self.device)
+                batch[f"{field}.mask"] = out.mask.to(self.device)
         return batch
 
     def run(self, items: Sequence[Prepared]) -> list[dict[str, Any]]:

@@ -1,15 +1,19 @@
-"""The one training engine every head goes through.
+"""The one training engine: every head and every alignment objective trains through ``fit``.
 
-AdamW with linear warmup + cosine decay, early stopping and checkpoint selection on dev AUROC,
-optional EMA (evaluated instead of the live weights). Heads with deep supervision take several
-optimizer steps per batch through the ``step`` callback of ``Head.training_step``.
+AdamW with parameter groups (no weight decay on tensors with fewer than 2 dimensions or on what
+a model names in ``no_weight_decay``), linear warmup + cosine decay, early stopping and
+checkpoint selection on a dev score (AUROC by default), optional EMA (evaluated instead of the
+live weights). Models with deep supervision take several optimizer steps per batch through the
+``step`` callback of ``training_step``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,56 +21,107 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from memetrm.devices import resolve_device
+from memetrm.errors import ConfigError
 from memetrm.evaluation.metrics import auroc
 from memetrm.features.featureset import FeatureSet
-from memetrm.heads.base import Head
+from memetrm.layers import Trainable
+
+#: ``score(model, dev, device) -> float``: higher is better; picks the epoch to keep.
+ScoreFn = Callable[[Trainable, FeatureSet, torch.device], float]
 
 
 @dataclass
 class TrainConfig:
+    """Optimisation settings shared by every model the engine trains."""
+
     epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_ratio: float = 0.05
+    #: max gradient norm; 0 disables clipping
     grad_clip: float = 1.0
-    #: epochs without dev-AUROC improvement before stopping (0 = never stop early)
+    #: epochs without dev improvement before stopping (0 = never stop early)
     patience: int = 8
     #: EMA decay (TRM uses 0.999); None disables it
     ema: float | None = None
     seed: int = 0
     #: dev metric for the decision threshold: "f1" or "accuracy"
     threshold_metric: str = "f1"
-    #: torch CPU threads while training; heads are tiny, so more threads only add
-    #: synchronisation (3x slower with 2 threads on a loaded 2-core machine). None = leave as is
-    threads: int | None = 1
+    #: torch CPU threads while training; None leaves the process setting (``--threads``) alone
+    threads: int | None = None
+    #: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps
+    device: str = "auto"
+    #: skip a ragged last batch (contrastive objectives need negatives in every batch)
+    drop_last: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name in ("lr", "weight_decay", "warmup_ratio", "grad_clip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ConfigError(f"train.{name} must be a number >= 0, got {value!r}")
 
 
 @dataclass
 class FitResult:
-    head: Head  # the model to evaluate: the EMA copy when EMA is on, best dev epoch loaded
+    #: the model to evaluate: the EMA copy when EMA is on, with the best dev epoch loaded
+    head: Trainable
     best_epoch: int
-    dev_auroc: float
+    dev_score: float
     history: list[dict[str, float]] = field(default_factory=list)
     calibration: dict[str, Any] = field(default_factory=dict)
-    live_head: Head | None = None  # the raw trained weights (differs from ``head`` under EMA)
+    #: the raw trained weights (differs from ``head`` under EMA)
+    live_head: Trainable | None = None
+
+    @property
+    def dev_auroc(self) -> float:
+        return self.dev_score
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay for weight matrices only (nanoGPT's ``configure_optimizers`` rule),
+    never for biases, norm gains, embeddings of one vector, scalars, or what the model names."""
+    named = model.no_weight_decay() if isinstance(model, Trainable) else set()
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or name in named else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
 
 
 @torch.no_grad()
-def predict(head: Head, fs: FeatureSet, batch_size: int = 512) -> dict[str, torch.Tensor]:
-    """Concatenated ``head.predict`` outputs over a feature set, in eval mode."""
+def predict(head: Any, fs: FeatureSet, batch_size: int = 512,
+            device: str | torch.device | None = None) -> dict[str, torch.Tensor]:
+    """Concatenated ``head.predict`` outputs over a feature set, in eval mode, on the CPU."""
+    device = next(head.parameters()).device if device is None else resolve_device(device)
     was_training = head.training
     head.eval()
     outs: dict[str, list[torch.Tensor]] = {}
-    for b in fs.batches(batch_size):
+    for b in fs.batches(batch_size, device=device):
         for k, v in head.predict(b).items():
             outs.setdefault(k, []).append(v.detach().cpu())
     head.train(was_training)
     return {k: torch.cat(v) for k, v in outs.items()}
 
 
+def tensor_auroc(labels: torch.Tensor, scores: torch.Tensor) -> float:
+    """AUROC of tensors on any device (the metric models get for dev-only calibration)."""
+    return auroc(labels.detach().cpu().numpy(), scores.detach().float().cpu().numpy())
+
+
+def auroc_score(model: Trainable, dev: FeatureSet, device: torch.device) -> float:
+    """Dev AUROC of a head's probabilities: the default selection score."""
+    return tensor_auroc(dev.labels, predict(model, dev, device=device)["prob"])
+
+
 @contextlib.contextmanager
-def torch_threads(n: int | None):
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Use ``n`` CPU threads inside the block (None: leave as is), then restore the count."""
     before = torch.get_num_threads()
     if n:
         torch.set_num_threads(n)
@@ -76,57 +131,85 @@ def torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def fit(head: Head, train: FeatureSet, dev: FeatureSet, cfg: TrainConfig,
-        on_epoch=None) -> FitResult:
+def fit(model: Trainable, train: FeatureSet, dev: FeatureSet | None, cfg: TrainConfig,
+        score: ScoreFn = auroc_score,
+        on_epoch: Callable[[dict[str, float]], None] | None = None) -> FitResult:
+    """Train ``model`` on ``train``; keep the epoch with the best ``score`` on ``dev``.
+
+    Without a dev set the last epoch is kept and nothing is calibrated.
+    """
+    device = resolve_device(cfg.device)
     with torch_threads(cfg.threads):
-        return _fit(head, train, dev, cfg, on_epoch)
+        return _fit(model.to(device), train, dev, cfg, score, on_epoch, device)
 
 
-def _fit(head: Head, train: FeatureSet, dev: FeatureSet, cfg: TrainConfig,
-         on_epoch=None) -> FitResult:
+def _fit(model: Trainable, train: FeatureSet, dev: FeatureSet | None, cfg: TrainConfig,
+         score: ScoreFn, on_epoch: Callable[[dict[str, float]], None] | None,
+         device: torch.device) -> FitResult:
     from transformers import get_cosine_schedule_with_warmup  # heavy import: only when training
 
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(train) / cfg.batch_size) * head.optimizer_steps_per_batch
-    total = max(1, cfg.epochs * steps_per_epoch)
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    n_batches = (len(train) // cfg.batch_size if cfg.drop_last and len(train) >= cfg.batch_size
+                 else math.ceil(len(train) / cfg.batch_size))
+    total = max(1, cfg.epochs * n_batches * model.optimizer_steps_per_batch)
     sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
-    ema = (AveragedModel(head, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
            if cfg.ema else None)
-    eval_model: Head = ema.module if ema else head
+    eval_model: Trainable = ema.module if ema else model
 
     def step(loss: torch.Tensor) -> None:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(head.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()
         if ema is not None:
-            ema.update_parameters(head)
+            ema.update_parameters(model)
 
-    y_dev = dev.labels.numpy()
-    best, best_epoch, best_state, bad = -math.inf, -1, None, 0
-    history = []
+    best, best_epoch, bad = -math.inf, -1, 0
+    best_state = live_state = None
+    history: list[dict[str, float]] = []
     for epoch in range(cfg.epochs):
-        head.train()
-        losses = [head.training_step(b, step) for b in train.batches(cfg.batch_size, True, gen)]
-        score = auroc(y_dev, predict(eval_model, dev)["prob"].numpy())
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "dev_auroc": score})
+        model.train()
+        losses = [model.training_step(b, step)
+                  for b in train.batches(cfg.batch_size, True, gen, device, cfg.drop_last)]
+        row = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else math.nan}
+        if dev is not None:
+            eval_model.eval()
+            row["dev_score"] = score(eval_model, dev, device)
+        history.append(row)
         if on_epoch:
-            on_epoch(history[-1])
-        if score > best:
-            best, best_epoch, bad = score, epoch, 0
+            on_epoch(row)
+        if dev is None:
+            continue
+        if row["dev_score"] > best:
+            best, best_epoch, bad = row["dev_score"], epoch, 0
             best_state = copy.deepcopy(eval_model.state_dict())
-            live_state = copy.deepcopy(head.state_dict())
+            live_state = copy.deepcopy(model.state_dict())
         else:
             bad += 1
             if cfg.patience and bad >= cfg.patience:
                 break
     if best_state is not None:
         eval_model.load_state_dict(best_state)
-        head.load_state_dict(live_state)
+        model.load_state_dict(live_state)
     eval_model.eval()
-    calibration = eval_model.calibrate(dev.batch())
-    return FitResult(eval_model, best_epoch, best, history, calibration, live_head=head)
+    calibration = eval_model.calibrate(dev.batch(device=device), tensor_auroc) if dev else {}
+    if dev is None:
+        best_epoch = len(history) - 1
+    return FitResult(eval_model, best_epoch, best, history, calibration, live_head=model)
+
+
+def resolve_train_config(*layers: dict[str, Any]) -> TrainConfig:
+    """``TrainConfig`` defaults < each mapping in turn; unknown keys are named."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update(layer)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(merged) - known
+    if unknown:
+        raise ConfigError(f"unknown train option(s) {sorted(unknown)}; known: {sorted(known)}")
+    return TrainConfig(**merged)

@@ -1,14 +1,21 @@
-"""An experiment: features for train/dev/test, N seeds of one head, metrics with CIs."""
+"""An experiment: features for train/dev/test, N seeds of one head, metrics with CIs.
+
+``run`` is three steps: ``train_seeds`` (fit each seed, choose its threshold on dev),
+``summarize_seeds`` (metrics per split with bootstrap CIs) and ``save_best`` (the checkpoint of
+the seed with the best dev score).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from memetrm.config import RunConfig
 from memetrm.data import get_dataset
@@ -16,93 +23,132 @@ from memetrm.errors import ConfigError
 from memetrm.evaluation import bootstrap_ci, choose_threshold, compute_metrics, summarize
 from memetrm.evaluation.metrics import auroc
 from memetrm.features import FeatureSet, load_features
-from memetrm.heads import create_head, head_entry, save_pretrained
+from memetrm.heads import Head, create_head, head_config, head_entry, save_pretrained
 from memetrm.progress import console
-from memetrm.training.engine import TrainConfig, fit, predict
+from memetrm.training.engine import FitResult, TrainConfig, fit, predict, resolve_train_config
 from memetrm.utils import atomic_write_text, seed_everything
 
 
-def resolve_train_config(cfg: RunConfig) -> TrainConfig:
-    """TrainConfig defaults < the head preset's training overrides < the user's."""
-    merged = {**head_entry(cfg.head).train, **cfg.train}
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    if set(merged) - known:
-        raise ConfigError(f"unknown train option(s) {sorted(set(merged) - known)}; known: {sorted(known)}")
-    return TrainConfig(**merged)
+def run_train_config(cfg: RunConfig) -> TrainConfig:
+    """``TrainConfig`` defaults < the head preset's training options < the run's ``train``."""
+    return resolve_train_config(head_entry(cfg.head).train, {"device": cfg.device}, cfg.train)
+
+
+def resolved_config(cfg: RunConfig) -> dict[str, Any]:
+    """The run config with every default filled in: what ``--print-config`` shows and results record."""
+    out = dataclasses.asdict(cfg)
+    out["head_cfg"] = dataclasses.asdict(head_config(cfg.head, **cfg.head_cfg))
+    out["train"] = dataclasses.asdict(run_train_config(cfg))
+    return out
 
 
 def load_run_features(cfg: RunConfig) -> tuple[dict[str, FeatureSet], list[str], dict[str, str]]:
+    """Features of every split the run needs, the fields used, and the train/dev/test roles."""
     ds = get_dataset(cfg.dataset, cfg.data_root)
     fields = cfg.fields or list(ds.default_fields)
-    roles = {"train": cfg.train_split or ds.train_split, "dev": cfg.dev_split or ds.dev_split,
-             "test": cfg.test_split or ds.test_split}
+    roles = ds.roles(cfg.train_split, cfg.dev_split, cfg.test_split)
     tokens = head_entry(cfg.head).cls.needs_tokens
     splits = list(dict.fromkeys([*roles.values(), *cfg.eval_splits]))
     feats = {
         s: load_features(cfg.dataset, s, cfg.encoder, fields, tokens=tokens,
                          data_root=cfg.data_root, on_missing_image=cfg.on_missing_image,
-                         cache_dir=cfg.cache_dir)
+                         cache_dir=cfg.cache_dir, device=cfg.device, precision=cfg.precision)
         for s in splits
     }
     return feats, fields, roles
 
 
-def run(cfg: RunConfig) -> dict[str, Any]:
-    """Train ``cfg.seeds`` seeds; select epoch and threshold on dev; report every split."""
-    t0 = time.perf_counter()
-    feats, fields, roles = load_run_features(cfg)
-    extract_seconds = sum(f.meta["extract_seconds"] for f in feats.values())
-    tcfg_base = resolve_train_config(cfg)
+@dataclass
+class SeedRun:
+    seed: int
+    fit: FitResult
+    #: decision threshold chosen on dev
+    threshold: float
+    #: ``predict`` outputs for every evaluated split
+    outputs: dict[str, dict[str, torch.Tensor]]
+    seconds: float
+
+
+def train_seeds(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str, str],
+                tcfg: TrainConfig) -> list[SeedRun]:
+    """Fit one head per seed; its epoch and threshold are chosen on dev, never on test."""
     train_fs, dev_fs = feats[roles["train"]], feats[roles["dev"]]
     eval_splits = [s for s in feats if s != roles["train"]]
-
-    seeds_out: list[dict[str, Any]] = []
-    train_seconds = 0.0
-    best_dev, best_head, best_thr = -np.inf, None, 0.5
+    runs = []
     for seed in range(cfg.seeds):
         seed_everything(seed)
-        tcfg = dataclasses.replace(tcfg_base, seed=seed)
         head = create_head(cfg.head, train_fs.input_dims, train_fs.token_dims or None, **cfg.head_cfg)
-        ts = time.perf_counter()
-        result = fit(head, train_fs, dev_fs, tcfg)
-        train_seconds += time.perf_counter() - ts
+        t0 = time.perf_counter()
+        result = fit(head, train_fs, dev_fs, dataclasses.replace(tcfg, seed=seed))
+        seconds = time.perf_counter() - t0
         outs = {s: predict(result.head, feats[s]) for s in eval_splits}
         thr = choose_threshold(dev_fs.labels.numpy(), outs[roles["dev"]]["prob"].numpy(),
                                tcfg.threshold_metric)
-        seeds_out.append({"seed": seed, "threshold": thr, "best_epoch": result.best_epoch,
-                          "calibration": result.calibration, "outputs": outs})
-        console.print(f"  seed {seed}: best epoch {result.best_epoch}, dev AUROC {result.dev_auroc:.4f}")
-        if result.dev_auroc > best_dev:
-            best_dev, best_head, best_thr = result.dev_auroc, result.head, thr
+        runs.append(SeedRun(seed, result, thr, outs, seconds))
+        console.print(f"  seed {seed}: best epoch {result.best_epoch}, "
+                      f"dev AUROC {result.dev_score:.4f}, threshold {thr:.3f}")
+    return runs
 
-    n_params = sum(p.numel() for p in best_head.parameters() if p.requires_grad)
-    thresholds = [s["threshold"] for s in seeds_out]
+
+def summarize_seeds(cfg: RunConfig, feats: dict[str, FeatureSet],
+                    runs: list[SeedRun]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per evaluated split: metrics (mean, std, bootstrap CI) and the per-example predictions."""
+    thresholds = [r.threshold for r in runs]
     splits_out, predictions = {}, {}
-    for s in eval_splits:
+    for s in runs[0].outputs:
         y = feats[s].labels.numpy()
-        probs = [so["outputs"][s]["prob"].numpy() for so in seeds_out]
+        probs = [r.outputs[s]["prob"].numpy() for r in runs]
         per_seed = [compute_metrics(y, p, t) for p, t in zip(probs, thresholds, strict=True)]
         ci = bootstrap_ci(y, probs, thresholds, n_boot=cfg.bootstrap) if cfg.bootstrap else None
         splits_out[s] = summarize(per_seed, ci)
-        extra = _depth_stats(y, [so["outputs"][s] for so in seeds_out])
-        if extra:
-            splits_out[s]["depth"] = extra
-        predictions[s] = {
-            "ids": feats[s].ids, "labels": y.tolist(), "probs": [p.tolist() for p in probs],
-            "trace": (seeds_out[0]["outputs"][s]["trace"].tolist()
-                      if "trace" in seeds_out[0]["outputs"][s] else None),
-        }
+        depth = _depth_stats(y, [r.outputs[s] for r in runs])
+        if depth:
+            splits_out[s]["depth"] = depth
+        trace = runs[0].outputs[s].get("trace")
+        predictions[s] = {"ids": feats[s].ids, "labels": y.tolist(),
+                          "probs": [p.tolist() for p in probs],
+                          "trace": trace.tolist() if trace is not None else None}
+    return splits_out, predictions
+
+
+def best_run(runs: list[SeedRun]) -> SeedRun:
+    """The seed with the best dev score (the first one on ties)."""
+    return max(runs, key=lambda r: r.fit.dev_score)
+
+
+def save_best(cfg: RunConfig, runs: list[SeedRun], fields: list[str], tokens: bool,
+              config: dict[str, Any]) -> Path:
+    best = best_run(runs)
+    head: Head = best.fit.head  # type: ignore[assignment]
+    return save_pretrained(head, cfg.save, encoder=cfg.encoder, fields=fields, tokens=tokens,
+                           threshold=best.threshold, dataset=cfg.dataset,
+                           dev_auroc=best.fit.dev_score, seed=best.seed, run_config=config)
+
+
+def run(cfg: RunConfig) -> dict[str, Any]:
+    """Train ``cfg.seeds`` seeds; select epoch and threshold on dev; report every split."""
+    t0 = time.perf_counter()
+    config = resolved_config(cfg)
+    tcfg = run_train_config(cfg)
+    feats, fields, roles = load_run_features(cfg)
+    for role in ("train", "dev"):
+        if torch.isnan(feats[roles[role]].labels).any():
+            raise ConfigError(f"{cfg.dataset}/{roles[role]} ({role} split) has unlabelled records")
+    runs = train_seeds(cfg, feats, roles, tcfg)
+    splits_out, predictions = summarize_seeds(cfg, feats, runs)
+    best = best_run(runs)
+    train_seconds = sum(r.seconds for r in runs)
     results = {
         "dataset": cfg.dataset, "encoder": cfg.encoder, "head": cfg.head, "seeds": cfg.seeds,
         "fields": fields, "roles": roles, "splits": splits_out,
-        "thresholds": thresholds, "best_epochs": [s["best_epoch"] for s in seeds_out],
-        "calibration": [s["calibration"] for s in seeds_out],
-        "params": n_params, "train_config": dataclasses.asdict(tcfg_base),
-        "head_config": dataclasses.asdict(best_head.cfg),
+        "thresholds": [r.threshold for r in runs], "best_epochs": [r.fit.best_epoch for r in runs],
+        "best_seed": best.seed, "calibration": [r.fit.calibration for r in runs],
+        "params": sum(p.numel() for p in best.fit.head.parameters() if p.requires_grad),
+        "config": config,
         "skipped_missing_images": sorted({i for f in feats.values()
                                           for i in f.meta["skipped_missing_images"]}),
-        "extract_seconds": extract_seconds, "train_seconds": train_seconds,
-        "train_seconds_per_seed": train_seconds / cfg.seeds,
+        "extract_seconds": sum(f.meta["extract_seconds"] for f in feats.values()),
+        "train_seconds": train_seconds, "train_seconds_per_seed": train_seconds / cfg.seeds,
         "total_seconds": time.perf_counter() - t0,
     }
     if cfg.out_dir:
@@ -110,9 +156,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         atomic_write_text(out / "results.json", json.dumps(results, indent=2))
         atomic_write_text(out / "predictions.json", json.dumps(predictions))
     if cfg.save:
-        save_pretrained(best_head, cfg.save, encoder=cfg.encoder, fields=fields,
-                        tokens=bool(train_fs.token_dims), threshold=best_thr,
-                        dataset=cfg.dataset, dev_auroc=best_dev)
+        save_best(cfg, runs, fields, bool(feats[roles["train"]].token_dims), config)
     return results
 
 

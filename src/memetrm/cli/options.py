@@ -1,0 +1,32 @@
+"""Option types shared by the commands, so each is declared (and documented) once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from memetrm.devices import DEVICE_HELP
+
+DataRoot = Annotated[str | None, typer.Option(
+    "--data-root", envvar="MEMETRM_DATA",
+    help="Folder holding the named datasets (default ../shared/data).")]
+Dataset = Annotated[str | None, typer.Option(
+    help="Registered dataset name or a jsonl folder path [default: multioff].")]
+Encoder = Annotated[str | None, typer.Option(help="Encoder name [default: minilm-effnet].")]
+Fields = Annotated[str | None, typer.Option(
+    help="Comma-separated fields to encode, e.g. text,caption (default: the dataset's).")]
+MissingImages = Annotated[str | None, typer.Option(
+    "--on-missing-image", help="error (default) or skip; skipped ids are counted and reported.")]
+CacheDir = Annotated[str | None, typer.Option(
+    envvar="MEMETRM_CACHE", help="Feature cache folder (default ~/.cache/memetrm).")]
+Device = Annotated[str | None, typer.Option(help=f"Where to run: {DEVICE_HELP} [default: auto]")]
+Precision = Annotated[str | None, typer.Option(
+    help="Encoder precision on an accelerator: auto, fp32, fp16 or bf16 [default: auto]; "
+         "cached features stay fp32.")]
+Model = Annotated[Path, typer.Option("--model", help="A model directory from `train --save`.")]
+
+
+def split_csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None

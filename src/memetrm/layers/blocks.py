@@ -1,0 +1,122 @@
+"""Building blocks shared by heads and alignment objectives: field norms, MLPs, pooling, MERU lift.
+
+Tensors in, tensors out; nothing here knows about datasets, encoders or training.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from memetrm.layers import lorentz as L
+
+#: ``batch[field]`` pooled (B, D), ``batch[f"{field}.tokens"]`` (B, L, D), ``batch[f"{field}.mask"]``
+#: (B, L) and ``batch["label"]`` (B,) float labels during training.
+Batch = dict[str, torch.Tensor]
+#: Given a loss, the engine zeroes grads, backpropagates, clips, steps the optimizer and
+#: scheduler and updates the EMA. A model calls it once per optimizer step it wants.
+StepFn = Callable[[torch.Tensor], None]
+#: ``metric(labels, scores) -> float`` on CPU tensors; handed in so models need no metrics code.
+MetricFn = Callable[[torch.Tensor, torch.Tensor], float]
+
+
+class Trainable(nn.Module):
+    """What the training engine needs of any model it trains (heads and alignment objectives)."""
+
+    #: how many times ``training_step`` calls ``step``; the LR schedule counts on it
+    optimizer_steps_per_batch: int = 1
+
+    def training_step(self, batch: Batch, step: StepFn) -> float:
+        """One batch of training: compute the loss(es) and call ``step`` on each."""
+        raise NotImplementedError
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names exempt from weight decay beyond the default (every tensor with < 2 dims).
+
+        Named here: 2-D parameters that are positions or scales rather than weights
+        (prototypes, for instance); decaying them pulls the model toward a degenerate point.
+        """
+        return set()
+
+    def calibrate(self, dev_batch: Batch, metric: MetricFn) -> dict[str, Any]:
+        """Post-training choices made on the dev split only (e.g. a halting threshold)."""
+        return {}
+
+
+def concat_fields(batch: Batch, fields: list[str]) -> torch.Tensor:
+    return torch.cat([batch[f] for f in fields], dim=-1)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the real tokens of (B, L, D) ``x``; an all-padding row gives zeros, not NaN."""
+    m = mask.unsqueeze(-1).to(x.dtype)
+    return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+class FieldNorm(nn.Module):
+    """LayerNorm each field before concatenating.
+
+    Frozen towers differ in scale and width (1280-d CNN activations vs 384-d unit-norm text);
+    one LayerNorm over the concat lets the larger tower drown the other.
+    """
+
+    def __init__(self, input_dims: dict[str, int]):
+        super().__init__()
+        self.fields = list(input_dims)
+        self.norms = nn.ModuleDict({f: nn.LayerNorm(d) for f, d in input_dims.items()})
+        self.out_dim = sum(input_dims.values())
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return torch.cat([self.norms[f](batch[f].float()) for f in self.fields], dim=-1)
+
+
+def mlp(in_dim: int, hidden: int, layers: int, dropout: float, out_dim: int = 1,
+        norm: bool = True) -> nn.Sequential:
+    """(LayerNorm'd) MLP to ``out_dim``; ``layers=0`` is a single linear map."""
+    mods: list[nn.Module] = [nn.LayerNorm(in_dim)] if norm else []
+    d = in_dim
+    for _ in range(layers):
+        mods += [nn.Linear(d, hidden), nn.GELU(), nn.Dropout(dropout)]
+        d = hidden
+    mods.append(nn.Linear(d, out_dim))
+    return nn.Sequential(*mods)
+
+
+@torch.no_grad()
+def clamp_(param: torch.Tensor, lo: float | None = None, hi: float | None = None) -> torch.Tensor:
+    """Project a log-space parameter back into range in place, as MERU does, and return it.
+
+    Called in ``forward`` so every trainer respects the bounds; unlike a differentiable clamp,
+    a parameter that overshoots gets its gradient back on the next step.
+    """
+    return param.clamp_(lo, hi)
+
+
+class Curvature(nn.Module):
+    """Hyperboloid curvature ``c``, learned in log space within [c0 / 10, 10 c0] (MERU)."""
+
+    def __init__(self, curv_init: float = 1.0, learn: bool = True):
+        super().__init__()
+        self.log_curv = nn.Parameter(torch.tensor(float(curv_init)).log(), requires_grad=learn)
+        self.bounds = (math.log(curv_init / 10), math.log(curv_init * 10))
+
+    def forward(self) -> torch.Tensor:
+        return clamp_(self.log_curv, *self.bounds).exp()
+
+
+class LorentzLift(nn.Module):
+    """MERU's lift of a Euclidean vector onto the hyperboloid: scale by a learned alpha <= 1, then
+    the exponential map at the origin. ``alpha = 1/sqrt(d)`` at init keeps the map's input norm
+    near 1 instead of ``sqrt(d)``.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.log_alpha = nn.Parameter(torch.tensor(dim**-0.5).log())
+
+    def forward(self, z: torch.Tensor, curv: torch.Tensor) -> torch.Tensor:
+        return L.exp_map0(z.float() * clamp_(self.log_alpha, hi=0.0).exp(), curv)
