@@ -79,7 +79,7 @@ def zero_shot_metrics(model: AlignModel, img_emb: torch.Tensor, prompt_emb: torc
     if k == 2 and 0 < y.sum() < len(y):
         from sklearn.metrics import roc_auc_score
 
-        out["auroc"] = float(roc_auc_score(y.numpy(), (sim[:, 1] - sim[:, 0]).numpy()))
+        out["auroc"] = float(roc_auc_score(y.cpu().numpy(), (sim[:, 1] - sim[:, 0]).cpu().numpy()))
     return out
 
 
@@ -103,8 +103,8 @@ def specificity(model: AlignModel, txt_emb: torch.Tensor, img_emb: torch.Tensor,
     from scipy.stats import spearmanr
 
     curv = model.curv.item()
-    d_txt = L.dist_to_origin(txt_emb, curv).numpy()
-    d_img = L.dist_to_origin(img_emb, curv).numpy()
+    d_txt = L.dist_to_origin(txt_emb, curv).cpu().numpy()
+    d_img = L.dist_to_origin(img_emb, curv).cpu().numpy()
     words = [len(t.split()) for t in texts]
     # undefined (None) when every text has the same length
     rho = float(spearmanr(words, d_txt).statistic) if len(set(words)) > 1 else None

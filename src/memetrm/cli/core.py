@@ -105,48 +105,13 @@ def register(app: typer.Typer) -> None:
             console.print(f"{ds.identity}/{split}: {len(fs)} records, {state} "
                           f"({time.perf_counter() - t0:.1f}s)")
 
-    @app.command()
     def train(
+        ctx: typer.Context,
         dataset: Dataset = None,
         encoder: Encoder = None,
         head: Annotated[str | None, typer.Option(
-            help=f"One of: {', '.join(list_heads())} [default: mlp].")] = None,
-        seeds: Annotated[int | None, typer.Option(help="Seeds to train [default: 5].")] = None,
-        json_out: Annotated[Path | None, typer.Option("--json", help="Write results JSON here.")] = None,
-        fields: Fields = None,
-        data_root: DataRoot = None,
-        cache_dir: CacheDir = None,
-        on_missing_image: MissingImages = None,
-        device: Device = None,
-        precision: Precision = None,
-        config: ConfigFile = None,
-        set_: Overrides = None,
-        out_dir: Annotated[str | None, typer.Option(help="Keep results + predictions here.")] = None,
-        save: Annotated[str | None, typer.Option(help="Save the best-dev checkpoint here.")] = None,
-        print_config: PrintConfig = False,
-    ) -> None:
-        """Train a head on cached features over N seeds; select on dev; report every split."""
-        t0 = time.perf_counter()
-        cfg = load_run_config(config, set_, dataset=dataset, encoder=encoder, head=head,
-                              seeds=seeds, fields=split_csv(fields), data_root=data_root,
-                              cache_dir=cache_dir, on_missing_image=on_missing_image,
-                              device=device, precision=precision, out_dir=out_dir, save=save)
-        if print_config:
-            _print_config(cfg)
-            return
-        _check_devices(cfg)
-        results = run(cfg)
-        results["wall_seconds"] = time.perf_counter() - t0
-        console.print(_summary_table([results]))
-        if json_out:
-            atomic_write_text(json_out, json.dumps(results, indent=2))
-            console.print(f"wrote {json_out}")
-
-    @app.command()
-    def compare(
-        dataset: Dataset = None,
-        encoder: Encoder = None,
-        heads: Annotated[str, typer.Option(help="Comma-separated heads, or 'all'.")] = "all",
+            "--head", "--heads", help=f"A head, several (comma-separated) or 'all' "
+            f"[default: mlp for train, all for compare]. Heads: {', '.join(list_heads())}.")] = None,
         seeds: Annotated[int | None, typer.Option(help="Seeds per head [default: 5].")] = None,
         fields: Fields = None,
         data_root: DataRoot = None,
@@ -156,17 +121,28 @@ def register(app: typer.Typer) -> None:
         precision: Precision = None,
         config: ConfigFile = None,
         set_: Overrides = None,
-        out_dir: Annotated[Path, typer.Option(help="One sub-folder per head.")] = Path("runs"),
+        json_out: Annotated[Path | None, typer.Option(
+            "--json", help="Write results JSON here (a list when several heads run).")] = None,
+        out_dir: Annotated[Path | None, typer.Option(
+            help="Keep results + predictions here (one sub-folder per head when several run).")
+        ] = None,
+        save: Annotated[str | None, typer.Option(help="Save the best-dev checkpoint here.")] = None,
         report: Annotated[Path | None, typer.Option(help="Write a markdown report here.")] = None,
         print_config: PrintConfig = False,
     ) -> None:
-        """Train and evaluate several heads with the same features, seeds and protocol."""
-        names = list_heads(all_only=True) if heads == "all" else split_csv(heads) or []
-        cfgs = [load_run_config(config, set_, dataset=dataset, encoder=encoder, head=name,
-                                seeds=seeds, fields=split_csv(fields), data_root=data_root,
-                                cache_dir=cache_dir, on_missing_image=on_missing_image,
-                                device=device, precision=precision, out_dir=str(out_dir / name))
-                for name in names]
+        """Train heads on cached features over N seeds; select on dev; report every split."""
+        spec = head or ("all" if ctx.info_name == "compare" else None)
+        names = list_heads(all_only=True) if spec == "all" else split_csv(spec) or [None]
+        if report and not out_dir:
+            out_dir = Path("runs")
+        if save and len(names) > 1:
+            raise ConfigError("--save keeps one model: name one head")
+        cfgs = [load_run_config(
+            config, set_, dataset=dataset, encoder=encoder, head=name, seeds=seeds,
+            fields=split_csv(fields), data_root=data_root, cache_dir=cache_dir,
+            on_missing_image=on_missing_image, device=device, precision=precision, save=save,
+            out_dir=str(out_dir / name if len(names) > 1 else out_dir) if out_dir else None)
+            for name in names]
         if print_config:
             for cfg in cfgs:
                 _print_config(cfg)
@@ -178,12 +154,20 @@ def register(app: typer.Typer) -> None:
             console.rule(f"{cfg.dataset}: {cfg.head}")
             results.append(run(cfg))
         console.print(_summary_table(results))
+        if json_out:
+            atomic_write_text(json_out, json.dumps(results[0] if len(results) == 1 else results,
+                                                   indent=2))
+            console.print(f"wrote {json_out}")
         if report:
             from memetrm.evaluation.report import write_report  # matplotlib: import on use
 
             write_report([[Path(c.out_dir) for c in cfgs]], report,
                          title=f"memetrm: {cfgs[0].dataset}")
             console.print(f"wrote {report}")
+
+    app.command("train")(train)
+    app.command("compare", help="Train and compare several heads with the same features, seeds "
+                                "and protocol (train with --heads, all by default).")(train)
 
     @app.command()
     def evaluate(

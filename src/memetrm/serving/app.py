@@ -174,26 +174,19 @@ def _check_image_bytes(data: bytes, declared: str | None) -> None:
         raise HTTPException(415, f"the upload is not an image of an allowed type {ALLOWED_TYPES}")
 
 
+def _body_schema(image: dict[str, str]) -> dict[str, Any]:
+    return {"schema": {"type": "object", "required": ["image"], "properties": {
+        "image": {"type": "string", **image},
+        "text": {"type": "string", "description": "meme text; omitted -> OCR"},
+    }}}
+
+
 _OPENAPI_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "multipart/form-data": {"schema": {
-                "type": "object",
-                "required": ["image"],
-                "properties": {
-                    "image": {"type": "string", "format": "binary"},
-                    "text": {"type": "string", "description": "meme text; omitted -> OCR"},
-                },
-            }},
-            "application/json": {"schema": {
-                "type": "object",
-                "required": ["image"],
-                "properties": {
-                    "image": {"type": "string", "description": "base64 (a data: URL is fine)"},
-                    "text": {"type": "string", "description": "meme text; omitted -> OCR"},
-                },
-            }},
+            "multipart/form-data": _body_schema({"format": "binary"}),
+            "application/json": _body_schema({"description": "base64 (a data: URL is fine)"}),
         },
     },
     "responses": {
