@@ -27,7 +27,7 @@ system-deps:
 
 # Main job: MultiOFF, offline encoder, every head x 5 seeds, table + report (markdown + ROC).
 run: install
-	$(BIN)/memetrm compare --dataset multioff --heads all --seeds 5 --data-root $(DATA) \
+	$(BIN)/memetrm --threads 1 compare --dataset multioff --heads all --seeds 5 --data-root $(DATA) \
 	  --on-missing-image skip --out-dir $(OUT)/multioff --report $(OUT)/multioff/report.md
 
 test: install system-deps

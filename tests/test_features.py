@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from memetrm.errors import DataError
 from memetrm.features import load_features
@@ -88,3 +89,26 @@ def test_pooled_request_reuses_token_entry(tiny_jsonl_dataset: Path, tmp_path: P
     assert pooled.meta["encoded"] == [] and FakeEncoder.calls == calls
     assert set(pooled.tensors) == {"image", "text"}
     assert (pooled.tensors["image"] == with_tokens.tensors["image"]).all()
+
+
+@pytest.mark.parametrize("device, precision", [
+    ("cpu", "bf16"),
+    pytest.param("cuda", "auto", marks=[pytest.mark.cuda, pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a CUDA GPU; none here")]),
+])
+def test_mixed_precision_extraction_keeps_the_cache_layout(tiny_jsonl_dataset: Path, tmp_path: Path,
+                                                           device: str, precision: str) -> None:
+    """Features made under autocast (on any device) are fp32 pooled / fp16 tokens, same shapes."""
+    ref = load_features(str(tiny_jsonl_dataset), "train", "test-fake", ["image", "text"], tokens=True,
+                        cache_dir=tmp_path / "a", num_workers=0, device="cpu", precision="fp32")
+    mixed = load_features(str(tiny_jsonl_dataset), "train", "test-fake", ["image", "text"],
+                          tokens=True, cache_dir=tmp_path / "b", num_workers=0, device=device,
+                          precision=precision)
+    assert mixed.ids == ref.ids
+    for key, t in ref.tensors.items():
+        assert mixed.tensors[key].dtype == t.dtype and mixed.tensors[key].shape == t.shape, key
+        assert mixed.tensors[key].device.type == "cpu"
+        if t.is_floating_point():
+            assert torch.allclose(mixed.tensors[key].float(), t.float(), rtol=1e-2, atol=1e-2), key
+    assert ref.tensors["image"].dtype == torch.float32
+    assert ref.tensors["image.tokens"].dtype == torch.float16
