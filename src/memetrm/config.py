@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
+from memetrm.data.registry import MISSING_IMAGE_POLICIES
+from memetrm.data.validation import BAD_LINE_POLICIES
 from memetrm.errors import ConfigError
-
-MISSING_IMAGE_POLICIES = ("error", "skip")
 
 
 @dataclass
@@ -32,7 +32,12 @@ class RunConfig:
     seeds: int = 5
     data_root: str | None = None
     cache_dir: str | None = None
+    #: error (default) or skip: records whose image file is missing
     on_missing_image: str = "error"
+    #: error (default: one error lists the bad lines) or skip (left out, counted)
+    on_bad_line: str = "error"
+    #: follow image paths that leave the dataset folder
+    allow_outside_images: bool = False
     train_split: str | None = None
     dev_split: str | None = None
     test_split: str | None = None
@@ -53,9 +58,10 @@ class RunConfig:
             raise ConfigError(f"seeds must be a positive integer, got {self.seeds!r}")
         if not isinstance(self.bootstrap, int) or self.bootstrap < 0:
             raise ConfigError(f"bootstrap must be an integer >= 0, got {self.bootstrap!r}")
-        if self.on_missing_image not in MISSING_IMAGE_POLICIES:
-            raise ConfigError(f"on_missing_image must be one of {MISSING_IMAGE_POLICIES}, "
-                              f"got {self.on_missing_image!r}")
+        for name, allowed in (("on_missing_image", MISSING_IMAGE_POLICIES),
+                              ("on_bad_line", BAD_LINE_POLICIES)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         for name in ("head_cfg", "train"):
             if not isinstance(getattr(self, name), dict):
                 raise ConfigError(f"{name} must be a mapping, got {getattr(self, name)!r}")

@@ -12,6 +12,8 @@ import yaml
 from rich.table import Table
 
 from memetrm.cli.options import (
+    AllowOutside,
+    BadLine,
     CacheDir,
     DataRoot,
     Dataset,
@@ -30,8 +32,9 @@ from memetrm.encoders import DEFAULT_ENCODER, list_encoders
 from memetrm.errors import ConfigError
 from memetrm.evaluation import compute_metrics
 from memetrm.features import load_features
-from memetrm.heads import from_pretrained, list_heads
+from memetrm.heads import list_heads
 from memetrm.progress import console
+from memetrm.serving.predictor import load_model
 from memetrm.training.engine import predict
 from memetrm.training.runner import resolved_config, run
 from memetrm.utils import atomic_write_text
@@ -84,6 +87,8 @@ def register(app: typer.Typer) -> None:
         data_root: DataRoot = None,
         cache_dir: CacheDir = None,
         on_missing_image: MissingImages = None,
+        on_bad_line: BadLine = None,
+        allow_outside_images: AllowOutside = False,
         batch_size: int = 32,
         num_workers: Annotated[int | None, typer.Option(help="Image-decoding workers.")] = None,
         device: Device = None,
@@ -91,16 +96,19 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Compute features once per (split, encoder, field) and cache them."""
         cfg = load_run_config(None, None, dataset=dataset, encoder=encoder,
-                              on_missing_image=on_missing_image, device=device,
+                              on_missing_image=on_missing_image, on_bad_line=on_bad_line,
+                              allow_outside_images=allow_outside_images or None, device=device,
                               precision=precision)
         _check_devices(cfg)
-        ds = get_dataset(cfg.dataset, data_root)
+        ds = get_dataset(cfg.dataset, data_root, on_bad_line=cfg.on_bad_line,
+                         allow_outside_images=cfg.allow_outside_images)
         field_list = split_csv(fields) or list(ds.default_fields)
         for split in split_csv(splits) or ds.splits():
             t0 = time.perf_counter()
             fs = load_features(cfg.dataset, split, cfg.encoder, field_list, tokens, data_root,
                                cfg.on_missing_image, cache_dir, batch_size, num_workers,
-                               cfg.device, cfg.precision)
+                               cfg.device, cfg.precision, cfg.on_bad_line,
+                               cfg.allow_outside_images)
             state = f"encoded {', '.join(fs.meta['encoded'])}" if fs.meta["encoded"] else "cached"
             console.print(f"{ds.identity}/{split}: {len(fs)} records, {state} "
                           f"({time.perf_counter() - t0:.1f}s)")
@@ -117,6 +125,8 @@ def register(app: typer.Typer) -> None:
         data_root: DataRoot = None,
         cache_dir: CacheDir = None,
         on_missing_image: MissingImages = None,
+        on_bad_line: BadLine = None,
+        allow_outside_images: AllowOutside = False,
         device: Device = None,
         precision: Precision = None,
         config: ConfigFile = None,
@@ -140,7 +150,9 @@ def register(app: typer.Typer) -> None:
         cfgs = [load_run_config(
             config, set_, dataset=dataset, encoder=encoder, head=name, seeds=seeds,
             fields=split_csv(fields), data_root=data_root, cache_dir=cache_dir,
-            on_missing_image=on_missing_image, device=device, precision=precision, save=save,
+            on_missing_image=on_missing_image, on_bad_line=on_bad_line,
+            allow_outside_images=allow_outside_images or None, device=device, precision=precision,
+            save=save,
             out_dir=str(out_dir / name if len(names) > 1 else out_dir) if out_dir else None)
             for name in names]
         if print_config:
@@ -182,14 +194,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score a saved checkpoint on one split at its dev-chosen threshold."""
         dev = resolve_device(device)
-        head, meta = from_pretrained(model)
+        head, meta, threshold = load_model(model, dev)
         fs = load_features(dataset or RunConfig.dataset, split, meta["encoder"], meta["fields"],
                            meta.get("tokens", False), data_root, on_missing_image or "error",
                            cache_dir, device=str(dev))
         y = fs.labels.numpy()
         if (y != y).any():
             raise ConfigError(f"{dataset}/{split} has unlabelled records; cannot evaluate")
-        metrics = compute_metrics(y, predict(head.to(dev), fs)["prob"].numpy(), meta["threshold"])
+        metrics = compute_metrics(y, predict(head, fs)["prob"].numpy(), threshold)
         console.print_json(data=metrics)
         if json_out:
             atomic_write_text(json_out, json.dumps(metrics, indent=2))

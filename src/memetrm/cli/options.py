@@ -19,6 +19,11 @@ Fields = Annotated[str | None, typer.Option(
     help="Comma-separated fields to encode, e.g. text,caption (default: the dataset's).")]
 MissingImages = Annotated[str | None, typer.Option(
     "--on-missing-image", help="error (default) or skip; skipped ids are counted and reported.")]
+BadLine = Annotated[str | None, typer.Option(
+    "--on-bad-line", help="error (default: one error lists every bad line, the first 20 shown) "
+                          "or skip (bad lines are left out and counted).")]
+AllowOutside = Annotated[bool, typer.Option(
+    "--allow-outside-images", help="Follow image paths that leave the dataset folder.")]
 CacheDir = Annotated[str | None, typer.Option(
     envvar="MEMETRM_CACHE", help="Feature cache folder (default ~/.cache/memetrm).")]
 Device = Annotated[str | None, typer.Option(help=f"Where to run: {DEVICE_HELP} [default: auto]")]

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from memetrm.cli.options import Device
 from memetrm.data.images import open_image
-from memetrm.data.validation import parse_jsonl_line
+from memetrm.data.validation import BOM, decode_line, parse_jsonl_line
 from memetrm.errors import DataError, MemetrmError
 from memetrm.progress import console, make_progress
 
@@ -27,7 +27,7 @@ class InputItem:
 
     id: str
     image: Path | None = None
-    texts: dict[str, str] = field(default_factory=dict)
+    texts: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
 
 
@@ -44,12 +44,13 @@ def iter_inputs(source: Path) -> Iterator[InputItem]:
         return
     if not source.is_file():
         raise DataError(f"{source}: no such file or folder")
-    with open(source, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
+    with open(source, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
             where = f"{source}:{lineno}"
             try:
+                line = decode_line(raw.removeprefix(BOM) if lineno == 1 else raw, where)
+                if not line.strip():
+                    continue
                 obj = parse_jsonl_line(line, where)
                 if "id" not in obj:
                     raise DataError(f"{where}: missing 'id'")
@@ -57,8 +58,7 @@ def iter_inputs(source: Path) -> Iterator[InputItem]:
                 yield InputItem(f"line {lineno}", error=str(e))
                 continue
             img = obj.get("img")
-            texts = {k: v for k, v in obj.items()
-                     if k not in ("id", "img", "label") and isinstance(v, str)}
+            texts = {k: v for k, v in obj.items() if k not in ("id", "img", "label")}
             yield InputItem(str(obj["id"]), source.parent / img if img else None, texts)
 
 
@@ -102,37 +102,67 @@ def _score_chunk(predictor: Any, chunk: list[InputItem]) -> list[dict[str, Any]]
             where.append(i)
         except MemetrmError as e:
             out[i] = {"id": item.id, "error": str(e)}
-    for i, result in zip(where, predictor.run(ready), strict=True):
-        out[i] = {"id": chunk[i].id, **result}
+    for i, result in zip(where, predictor.run_each(ready), strict=True):
+        if isinstance(result, MemetrmError):
+            out[i] = {"id": chunk[i].id, "error": str(result)}
+        elif isinstance(result, Exception):
+            out[i] = {"id": chunk[i].id, "error": f"scoring failed: {type(result).__name__}: {result}"}
+        else:
+            out[i] = {"id": chunk[i].id, **result}
     return out  # type: ignore[return-value]
 
 
+@dataclass
+class BatchSummary:
+    """What a batch run did; ``scored + errors + already_done + duplicates`` = input items."""
+
+    scored: int = 0
+    errors: int = 0
+    already_done: int = 0
+    duplicates: int = 0
+
+    def __str__(self) -> str:
+        return (f"{self.scored} scored, {self.errors} errors, {self.already_done} already done, "
+                f"{self.duplicates} duplicate ids skipped")
+
+
 def predict_batch(predictor: Any, source: Path, output: Path, batch_size: int = 16,
-                  progress: bool = True) -> tuple[int, int, int]:
+                  progress: bool = True) -> BatchSummary:
     """Stream ``source`` into ``output`` (jsonl), skipping ids already there.
 
     Memory stays flat: items are read lazily and written (append + flush) per batch, so an
-    interrupted run resumes where it stopped. Returns (scored now, errors now, skipped).
+    interrupted run resumes where it stopped. A repeated id is scored once and counted.
     """
     done = read_done_ids(output)
-    total = skipped = 0
+    summary = BatchSummary()
+    total = 0
     for it in iter_inputs(source):  # a cheap first pass (no decoding) sizes the progress bar
         total += 1
-        skipped += it.id in done
-    pending = (it for it in iter_inputs(source) if it.id not in done)
-    scored = errors = 0
+        summary.already_done += it.id in done
+    seen: set[str] = set()
+
+    def fresh(items: Iterator[InputItem]) -> Iterator[InputItem]:
+        for it in items:
+            if it.id in done:
+                continue
+            if it.id in seen:
+                summary.duplicates += 1
+                continue
+            seen.add(it.id)
+            yield it
+
+    pending = fresh(iter_inputs(source))
     output.parent.mkdir(parents=True, exist_ok=True)
     with open(output, "a", encoding="utf-8") as f, make_progress(disable=not progress) as bar:
-        task = bar.add_task("predict", total=total, completed=skipped)
+        task = bar.add_task("predict", total=total, completed=summary.already_done)
         while chunk := list(islice(pending, batch_size)):
             for rec in _score_chunk(predictor, chunk):
-                f.write(json.dumps(rec) + "\n")
-                errors += "error" in rec
-                scored += "error" not in rec
-                done.add(rec["id"])
+                f.write(json.dumps(rec, allow_nan=False) + "\n")
+                summary.errors += "error" in rec
+                summary.scored += "error" not in rec
             f.flush()
             bar.advance(task, len(chunk))
-    return scored, errors, skipped
+    return summary
 
 
 def predict(
@@ -156,15 +186,18 @@ def predict(
         raise typer.BadParameter("give exactly one of --image or --input")
     if input is not None and output is None:
         raise typer.BadParameter("--input needs --output")
+    for path in (image, input):
+        if path is not None and not path.exists():  # checked before the model loads
+            raise DataError(f"{path}: no such file or folder")
     predictor = Predictor(model, device=device or "auto")
     if input is not None:
         try:
-            scored, errors, skipped = predict_batch(predictor, input, output, batch_size)
+            summary = predict_batch(predictor, input, output, batch_size)
         except KeyboardInterrupt:
             console.print(f"interrupted: finished batches are in {output}; "
                           "rerun the same command to resume")
             raise typer.Exit(130) from None
-        console.print(f"{scored} scored, {errors} errors, {skipped} already done -> {output}")
+        console.print(f"{summary} -> {output}")
         return
     texts = {k: v for k, v in {"text": text, "caption": caption}.items() if v is not None}
     result = predictor.predict([open_image(image)], [texts])[0]
@@ -187,19 +220,26 @@ def serve(
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb"),
     max_text_chars: int = typer.Option(2000, "--max-text-chars"),
     timeout: float = typer.Option(60.0, "--timeout", help="seconds per prediction before 504"),
-    max_concurrency: int = typer.Option(64, "--max-concurrency",
-                                        help="connections above this get 503"),
+    max_connections: int = typer.Option(256, "--max-connections",
+                                        help="open connections above this get 503"),
+    max_pending: int = typer.Option(64, "--max-pending",
+                                    help="predictions in progress above this get 503 at once"),
+    header_timeout: float = typer.Option(10.0, "--header-timeout",
+                                         help="seconds a client may take to send its headers"),
+    docs: bool = typer.Option(False, "--docs", help="serve /docs (Swagger UI, from its CDN)"),
     device: Device = None,
 ) -> None:
     """Serve the model over HTTP (POST /v1/predict) with a web page at /."""
     import uvicorn
 
     from memetrm.serving.app import Limits, create_app
+    from memetrm.serving.protocol import protocol_with_header_timeout
 
-    limits = Limits(int(max_upload_mb * 1024 * 1024), max_text_chars, timeout_s=timeout)
-    app = create_app(model, limits, device=device or "auto")
-    uvicorn.run(app, host=host, port=port, limit_concurrency=max_concurrency,
-                timeout_keep_alive=5)
+    limits = Limits(int(max_upload_mb * 1024 * 1024), max_text_chars, timeout_s=timeout,
+                    max_pending=max_pending)
+    app = create_app(model, limits, device=device or "auto", docs=docs)
+    uvicorn.run(app, host=host, port=port, limit_concurrency=max_connections,
+                timeout_keep_alive=5, http=protocol_with_header_timeout(header_timeout))
 
 
 def register(app: typer.Typer) -> None:

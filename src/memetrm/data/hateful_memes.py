@@ -6,7 +6,13 @@ from functools import cached_property
 
 from memetrm.data.records import MemeRecord
 from memetrm.data.registry import MemeDataset, register_dataset
-from memetrm.data.validation import check_text, check_unique_ids, parse_label, read_jsonl
+from memetrm.data.validation import (
+    BadLines,
+    check_text,
+    check_unique_ids,
+    parse_label,
+    read_jsonl,
+)
 from memetrm.errors import DataError
 
 CAPTIONS_FILE = "captions.jsonl"
@@ -33,42 +39,49 @@ class JsonlFolder(MemeDataset):
         if not path.exists():
             return {}
         out: dict[str, str] = {}
-        for lineno, obj in read_jsonl(path):
-            where = f"{path}:{lineno}"
-            caps = obj.get("captions", obj.get("caption"))
-            if isinstance(caps, list) and caps:
-                caps = caps[0]
-            out[str(obj.get("id"))] = check_text(caps, where, "captions")
+        bad = BadLines(path, self.on_bad_line)
+        for lineno, obj in read_jsonl(path, bad):
+            with bad.check():
+                caps = obj.get("captions", obj.get("caption"))
+                if isinstance(caps, list) and caps:
+                    caps = caps[0]
+                out[str(obj.get("id"))] = check_text(caps, f"{path}:{lineno}", "captions")
+        bad.finish(self.warn)
         return out
 
     @property
     def default_fields(self) -> tuple[str, ...]:
-        first = self.records(self.splits()[0])[:20]
-        if any(r.image is not None and r.image.is_file() for r in first):
+        """``image`` + ``text`` when the rows name images (missing files then follow
+        ``on_missing_image``, never a silent switch to text only), else the text fields."""
+        first = self.train_split if self.train_split in self.splits() else self.splits()[0]
+        if any(r.image is not None for r in self.records(first)):
             return ("image", "text")
         return ("text", "caption") if self.captions else ("text",)
 
     def _load(self, split: str) -> list[MemeRecord]:
         path = self.root / f"{split}.jsonl"
         records: list[MemeRecord] = []
-        for lineno, obj in read_jsonl(path):
+        bad = BadLines(path, self.on_bad_line)
+        for lineno, obj in read_jsonl(path, bad):
             where = f"{path}:{lineno}"
-            if "id" not in obj:
-                raise DataError(f"{where}: missing 'id'")
-            rid = str(obj["id"])
-            texts = {"text": check_text(obj.get("text"), f"{where} (id {rid})")}
-            if rid in self.captions:
-                texts["caption"] = self.captions[rid]
-            img = obj.get("img")
-            records.append(
-                MemeRecord(
+            with bad.check():
+                if "id" not in obj:
+                    raise DataError(f"{where}: missing 'id'")
+                rid = str(obj["id"])
+                texts = {"text": check_text(obj.get("text"), f"{where} (id {rid})")}
+                if rid in self.captions:
+                    texts["caption"] = self.captions[rid]
+                img = obj.get("img")
+                if img is not None and not isinstance(img, str):
+                    raise DataError(f"{where} (id {rid}): 'img' must be a path string")
+                records.append(MemeRecord(
                     id=rid,
                     label=parse_label(obj.get("label"), f"{where} (id {rid})"),
                     texts=texts,
-                    image=(self.root / img) if img else None,
+                    image=self.image_path(img, f"{where} (id {rid})") if img else None,
                     source=where,
-                )
-            )
+                ))
+        bad.finish(self.warn)
         check_unique_ids([r.id for r in records], [r.source for r in records])
         return records
 

@@ -12,15 +12,22 @@ from memetrm.errors import DataError
 
 #: Pixel budget per image. Memes are small; anything far beyond 40 MP is a bomb or a mistake.
 MAX_PIXELS = 40_000_000
+#: Longest side and aspect ratio: a 4,000,000 x 10 strip is under the pixel budget, yet resizing
+#: its short side to an encoder's 256 would build a 100-billion-pixel image.
+MAX_SIDE = 16_384
+MAX_ASPECT = 30.0
 
 
 def open_image(source: str | Path | bytes, *, name: str | None = None,
-               max_pixels: int = MAX_PIXELS) -> Image.Image:
+               max_pixels: int = MAX_PIXELS, max_side: int = MAX_SIDE,
+               max_aspect: float = MAX_ASPECT, reduce_to: int | None = None) -> Image.Image:
     """Decode an image fully into RGB, or raise ``DataError`` naming it.
 
-    The size check happens on the header, before any pixel is decoded, so a decompression
-    bomb costs nothing. ``load()`` forces a full decode so truncated files fail here, not
-    later inside a worker.
+    Size, side and aspect checks happen on the header, before any pixel is decoded, so a
+    decompression bomb or a degenerate strip costs nothing. ``load()`` forces a full decode so
+    truncated files fail here, not later inside a worker. ``reduce_to`` bounds the longest side
+    of what is returned cheaply (JPEG decodes at a reduced scale; other formats are reduced by
+    an integer box factor), so later steps (OCR, resizing) cost what a normal meme costs.
     """
     label = name or (str(source) if not isinstance(source, bytes) else "<upload>")
     if isinstance(source, bytes):
@@ -41,7 +48,14 @@ def open_image(source: str | Path | bytes, *, name: str | None = None,
                     f"{label}: image is {w}x{h} = {w * h:,} pixels, above the limit of "
                     f"{max_pixels:,} (possible decompression bomb)"
                 )
+            if max(w, h) > max_side or max(w, h) > max_aspect * max(1, min(w, h)):
+                raise DataError(f"{label}: image is {w}x{h}, beyond the limits of {max_side:,} "
+                                f"pixels a side and an aspect ratio of {max_aspect:g}:1")
+            if reduce_to and max(w, h) > reduce_to:
+                img.draft("RGB", (reduce_to, reduce_to))  # JPEG only: a no-op for other formats
             img.load()
+            if reduce_to and max(img.size) >= 2 * reduce_to:
+                img = img.reduce(max(img.size) // reduce_to)
             return img.convert("RGB")
     except DataError:
         raise

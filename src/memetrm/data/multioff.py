@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
+import io
 
 from memetrm.data.records import MemeRecord
 from memetrm.data.registry import MemeDataset, register_dataset
-from memetrm.data.validation import check_text, check_unique_ids
+from memetrm.data.validation import BadLines, check_text, check_unique_ids, read_text
 from memetrm.errors import DataError
 
 #: As published, including the truncated "Non-offensiv".
@@ -29,14 +30,15 @@ class MultiOFF(MemeDataset):
 
     def _load(self, split: str) -> list[MemeRecord]:
         path = self.root / f"{split}.csv"
+        reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+        need = {"image_name", "sentence", "label"}
+        if not need <= set(reader.fieldnames or []):
+            raise DataError(f"{path}: expected columns {sorted(need)}, got {reader.fieldnames}")
         records = []
-        with open(path, encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f)
-            need = {"image_name", "sentence", "label"}
-            if not need <= set(reader.fieldnames or []):
-                raise DataError(f"{path}: expected columns {sorted(need)}, got {reader.fieldnames}")
-            for lineno, row in enumerate(reader, start=2):
-                where = f"{path}:{lineno}"
+        bad = BadLines(path, self.on_bad_line)
+        for row in reader:
+            where = f"{path}:{reader.line_num}"
+            with bad.check():
                 name = (row["image_name"] or "").strip()
                 if not name:
                     raise DataError(f"{where}: empty image_name")
@@ -44,14 +46,13 @@ class MultiOFF(MemeDataset):
                 if raw not in LABELS:
                     raise DataError(f"{where} (id {name}): label {row['label']!r} is not one of "
                                     "'offensive' / 'Non-offensiv'")
-                records.append(
-                    MemeRecord(
-                        id=name,
-                        label=LABELS[raw],
-                        texts={"text": check_text(row["sentence"], f"{where} (id {name})")},
-                        image=self.root / "images" / name,
-                        source=where,
-                    )
-                )
+                records.append(MemeRecord(
+                    id=name,
+                    label=LABELS[raw],
+                    texts={"text": check_text(row["sentence"], f"{where} (id {name})")},
+                    image=self.image_path(f"images/{name}", f"{where} (id {name})"),
+                    source=where,
+                ))
+        bad.finish(self.warn)
         check_unique_ids([r.id for r in records], [r.source for r in records])
         return records

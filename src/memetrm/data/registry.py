@@ -7,15 +7,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from memetrm.data.records import MemeRecord
 from memetrm.errors import ConfigError, DataError
+from memetrm.progress import console
 
 DEFAULT_DATA_ROOT = Path("../shared/data")
 _DATASETS: dict[str, type[MemeDataset]] = {}
 
 MissingImagePolicy = Literal["error", "skip"]
+MISSING_IMAGE_POLICIES = ("error", "skip")
 
 
 def resolve_data_root(data_root: str | Path | None = None) -> Path:
@@ -35,8 +37,14 @@ class MemeDataset(ABC):
     dev_split = "dev"
     test_split = "test"
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, on_bad_line: str = "error", allow_outside_images: bool = False,
+                 warn: Callable[[str], None] | None = None):
         self.root = Path(root)
+        #: ``error`` lists every bad line in one error; ``skip`` leaves them out, counted
+        self.on_bad_line = on_bad_line
+        #: image paths must resolve inside ``root`` unless this is set
+        self.allow_outside_images = allow_outside_images
+        self.warn = warn or (lambda m: console.print(f"[yellow]warning:[/] {m}", soft_wrap=True))
         if not self.root.is_dir():
             raise DataError(
                 f"dataset '{self.name or root}' not found: looked in {self.root.resolve()}. "
@@ -55,10 +63,18 @@ class MemeDataset(ABC):
 
     def records(self, split: str) -> list[MemeRecord]:
         if split not in self.splits():
-            raise DataError(
-                f"{self.name}: no split {split!r} in {self.root} (have: {', '.join(self.splits())})"
-            )
+            raise DataError(f"{self.identity}: no split {split!r} in {self.root} "
+                            f"(have: {', '.join(self.splits()) or 'none'})")
         return self._load(split)
+
+    def image_path(self, value: str, where: str) -> Path:
+        """``value`` relative to the dataset folder; a path that leaves it is refused unless
+        ``allow_outside_images`` (a jsonl file should not make us read arbitrary files)."""
+        path = self.root / value
+        if not self.allow_outside_images and not path.resolve().is_relative_to(self.root.resolve()):
+            raise DataError(f"{where}: image path {value!r} points outside the dataset folder "
+                            f"{self.root}; pass --allow-outside-images to allow it")
+        return path
 
     def roles(self, train: str | None = None, dev: str | None = None,
               test: str | None = None) -> dict[str, str]:
@@ -80,16 +96,20 @@ def list_datasets() -> list[str]:
     return sorted(_DATASETS)
 
 
-def get_dataset(name_or_path: str, data_root: str | Path | None = None) -> MemeDataset:
-    """A registered name resolves under the data root; anything else is a jsonl folder path."""
+def get_dataset(name_or_path: str, data_root: str | Path | None = None,
+                **options: Any) -> MemeDataset:
+    """A registered name resolves under the data root; anything else is a jsonl folder path.
+
+    ``options`` (``on_bad_line``, ``allow_outside_images``, ``warn``) go to the dataset.
+    """
     if name_or_path in _DATASETS:
         cls = _DATASETS[name_or_path]
-        return cls(resolve_data_root(data_root) / cls.subdir)
+        return cls(resolve_data_root(data_root) / cls.subdir, **options)
     path = Path(name_or_path)
     if path.is_dir():
         from memetrm.data.hateful_memes import JsonlFolder
 
-        return JsonlFolder(path)
+        return JsonlFolder(path, **options)
     raise ConfigError(
         f"unknown dataset {name_or_path!r}: not one of {list_datasets()} and not a folder"
     )
@@ -112,6 +132,9 @@ def select_fields(
     Missing images raise by default, naming the ids; with ``skip`` they are dropped and
     counted, never silently.
     """
+    if on_missing_image not in MISSING_IMAGE_POLICIES:
+        raise ConfigError(f"on_missing_image must be one of {MISSING_IMAGE_POLICIES}, "
+                          f"got {on_missing_image!r}")
     missing_text = [
         f"{r.source or r.id} (field '{f}')"
         for r in records

@@ -76,6 +76,8 @@ def bootstrap_ci(
     idx = rng.integers(0, len(y), (n_boot, len(y)))
     yb = y[idx]
     keep = (yb.min(1) == 0) & (yb.max(1) == 1)  # AUROC needs both classes
+    if not keep.any():
+        return {m: (float("nan"), float("nan")) for m in METRICS}
     per_seed = [batched_metrics(yb[keep], p[idx[keep]], t)
                 for p, t in zip(probs, thresholds, strict=True)]
     lo, hi = 100 * alpha / 2, 100 * (1 - alpha / 2)

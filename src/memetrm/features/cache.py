@@ -65,9 +65,12 @@ class FeatureCache:
             meta = json.loads(meta_path.read_text())
             if meta.get("ids") != ids:
                 return None
-            return load_file(str(data_path))
+            tensors = load_file(str(data_path))
         except (OSError, ValueError, SafetensorError):
             return None  # unreadable entry: recompute and overwrite
+        if any(t.shape[0] != len(ids) for t in tensors.values()):
+            return None  # rows do not match the ids: a damaged entry, recomputed
+        return tensors
 
     def save(self, key: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         with atomic_write_dir(self.path(key)) as tmp:

@@ -18,7 +18,7 @@ from memetrm.encoders import Encoder, create_encoder, encoder_version
 from memetrm.errors import DataError
 from memetrm.features.cache import FeatureCache, content_hash, entry_key
 from memetrm.features.featureset import FeatureSet
-from memetrm.progress import console, make_progress
+from memetrm.progress import make_progress
 
 
 class _ImageDataset(Dataset):
@@ -112,6 +112,8 @@ def load_features(
     num_workers: int | None = None,
     device: str = "auto",
     precision: str = "auto",
+    on_bad_line: str = "error",
+    allow_outside_images: bool = False,
 ) -> FeatureSet:
     """Features of one split, from the cache when it is warm, else extracted and cached.
 
@@ -119,9 +121,10 @@ def load_features(
     all. ``meta["encoded"]`` lists the fields that needed a forward pass.
     """
     dev = resolve_device(device)
-    ds = get_dataset(dataset, data_root)
+    ds = get_dataset(dataset, data_root, on_bad_line=on_bad_line,
+                     allow_outside_images=allow_outside_images)
     selection = select_fields(ds.records(split), fields, on_missing_image,
-                              warn=lambda m: console.print(f"[yellow]{ds.identity}/{split}: {m}"))
+                              warn=lambda m: ds.warn(f"{ds.identity}/{split}: {m}"))
     records = selection.records
     if not records:
         raise DataError(f"{ds.identity}/{split}: no records left to encode")

@@ -72,7 +72,12 @@ def create_head(name: str, input_dims: dict[str, int], token_dims: dict[str, int
                 **cfg: Any) -> Head:
     """Build a registered head for features of the given widths, e.g. ``create_head("mlp",
     {"image": 1280, "text": 384}, hidden=256)``; ``memetrm list`` shows the names."""
-    head = head_entry(name).cls(head_config(name, **cfg), input_dims, token_dims)
+    config = head_config(name, **cfg)
+    try:
+        head = head_entry(name).cls(config, input_dims, token_dims)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ConfigError(f"head {name!r} cannot be built with {config} for inputs {input_dims} "
+                          f"({str(e).splitlines()[0]})") from e
     head.name = name
     return head
 
@@ -92,8 +97,9 @@ def from_pretrained(path: str | Path) -> tuple[Head, dict[str, Any]]:
     try:
         head = create_head(config["head"], config["input_dims"], config.get("token_dims") or None,
                            **config["config"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ConfigError(f"{path}: config.json does not describe a memetrm head ({e!r})") from e
+    except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as e:
+        raise ConfigError(f"{path}: config.json does not describe a usable memetrm head "
+                          f"({e})") from e
     try:
         head.load_state_dict(load_weights(path))
     except RuntimeError as e:

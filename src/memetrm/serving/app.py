@@ -11,19 +11,20 @@ import asyncio
 import base64
 import binascii
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from memetrm.data.images import MAX_PIXELS, open_image
-from memetrm.errors import DataError
-from memetrm.serving.predictor import Predictor, Prepared
+from memetrm.errors import DataError, MemetrmError
+from memetrm.serving.predictor import ModelOutputError, Predictor, Prepared
 
 STATIC_DIR = Path(__file__).parent / "static"
 #: magic bytes -> MIME type of the image formats accepted
@@ -42,8 +43,13 @@ class Limits:
     max_upload_bytes: int = 10 * 1024 * 1024
     max_text_chars: int = 2000
     max_pixels: int = MAX_PIXELS
-    #: seconds for decode + OCR + model; a slower request gets 504 (its thread still finishes)
+    #: seconds for reading the body + decode + OCR + model; a slower request gets 504 and any
+    #: stage it had not started yet is skipped
     timeout_s: float = 60.0
+    #: predictions accepted at once (being read, decoded, queued or scored); more get 503 at once
+    max_pending: int = 64
+    #: longest image side kept after decoding: enough for the encoders and OCR
+    reduce_to: int = 2048
 
 
 class Prediction(BaseModel):
@@ -63,6 +69,36 @@ class ModelInfo(BaseModel):
     tokens: bool
     threshold: float
     dataset: str | None
+
+
+#: The page loads nothing from elsewhere; its script and styles are inline.
+PAGE_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' "
+            "'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; "
+            "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+#: ``--docs`` loads Swagger UI from its CDN.
+DOCS_CSP = PAGE_CSP.replace("script-src 'self'", "script-src 'self' https://cdn.jsdelivr.net") \
+    .replace("style-src 'self'", "style-src 'self' https://cdn.jsdelivr.net")
+
+
+class SecurityHeaders:
+    """ASGI middleware: CSP, no framing, no MIME sniffing, no referrer, on every response."""
+
+    def __init__(self, app: ASGIApp, csp: str) -> None:
+        self.app = app
+        self.headers = [(b"content-security-policy", csp.encode()), (b"x-frame-options", b"DENY"),
+                        (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(msg: Message) -> None:
+            if msg["type"] == "http.response.start":
+                msg = {**msg, "headers": [*msg.get("headers", []), *self.headers]}
+            await send(msg)
+
+        await self.app(scope, receive, with_headers)
 
 
 class BodyTooLarge(Exception):
@@ -125,6 +161,7 @@ class MicroBatcher:
     """
 
     def __init__(self, predictor: Predictor, max_batch: int = 16) -> None:
+        # a failing batch is rescored item by item (``run_each``): one bad item fails alone
         self.predictor, self.max_batch = predictor, max_batch
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -149,10 +186,7 @@ class MicroBatcher:
             batch = [(item, fut) for item, fut in batch if not fut.done()]  # timed out: skip
             if not batch:
                 continue
-            try:
-                results = await run_in_threadpool(self.predictor.run, [i for i, _ in batch])
-            except Exception as e:  # a model failure fails this batch, not the server
-                results = [e] * len(batch)
+            results = await run_in_threadpool(self.predictor.run_each, [i for i, _ in batch])
             for (_, fut), res in zip(batch, results, strict=True):
                 if not fut.done():
                     (fut.set_exception if isinstance(res, Exception) else fut.set_result)(res)
@@ -162,6 +196,28 @@ def sniff_image_type(data: bytes) -> str | None:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
     return next((mime for magic, mime in IMAGE_MAGIC.items() if data.startswith(magic)), None)
+
+
+def check_texts(texts: dict[str, Any], fields: list[str], max_chars: int) -> dict[str, str]:
+    """The text fields the model reads, each a valid Unicode string within the length limit;
+    checked before the item joins a batch, so a bad one fails only its own request."""
+    out = {}
+    for key in fields:
+        value = texts.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise HTTPException(422, f"field {key!r} must be a string, got {type(value).__name__}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise HTTPException(422, f"field {key!r} is not valid Unicode (a lone surrogate at "
+                                     f"position {e.start})") from e
+        if len(value) > max_chars:
+            raise HTTPException(422, f"field {key!r} is {len(value):,} characters, above the limit "
+                                     f"of {max_chars:,}")
+        out[key] = value
+    return out
 
 
 def _check_image_bytes(data: bytes, declared: str | None) -> None:
@@ -200,19 +256,25 @@ _OPENAPI_BODY = {
 
 
 def create_app(model: str | Path | Predictor, limits: Limits | None = None,
-               device: str = "auto") -> FastAPI:
-    """The model (a directory or a ready ``Predictor``) is loaded here, once, before serving."""
+               device: str = "auto", docs: bool = False) -> FastAPI:
+    """The model (a directory or a ready ``Predictor``) is loaded here, once, before serving.
+
+    ``docs`` turns on FastAPI's ``/docs`` page, whose JavaScript comes from a CDN; the schema
+    itself is always at ``/openapi.json``.
+    """
     predictor = model if isinstance(model, Predictor) else Predictor(model, device=device)
     limits = limits or Limits()
     if "text" in predictor.fields:
         predictor.ocr.load()
     app = FastAPI(title="memetrm", version="1",
-                  summary=f"Hateful-meme classifier {predictor.model_id}")
+                  summary=f"Hateful-meme classifier {predictor.model_id}",
+                  docs_url="/docs" if docs else None, redoc_url=None)
     app.state.predictor, app.state.limits = predictor, limits
     batcher = MicroBatcher(predictor)
     app.add_middleware(BodyLimit, max_bytes=limits.max_upload_bytes)
+    app.add_middleware(SecurityHeaders, csp=DOCS_CSP if docs else PAGE_CSP)
 
-    async def read_body(request: Request) -> tuple[bytes, str | None, dict[str, str]]:
+    async def read_body(request: Request) -> tuple[bytes, str | None, dict[str, Any]]:
         """(image bytes, declared image type, text fields) from a multipart or JSON body."""
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == "multipart/form-data":
@@ -221,7 +283,7 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
             upload = form.get("image")
             if upload is None or isinstance(upload, str):
                 raise HTTPException(422, "multipart field 'image' (a file) is required")
-            texts = {k: v for k, v in form.items() if isinstance(v, str)}
+            texts = {k: v for k, v in form.items() if k != "image"}
             return await upload.read(), upload.content_type, texts
         if ctype == "application/json":
             raw = await request.body()
@@ -240,26 +302,27 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
                 data = base64.b64decode(b64, validate=True)
             except (binascii.Error, ValueError) as e:
                 raise HTTPException(400, f"'image' is not valid base64: {e}") from e
-            texts = {k: v for k, v in obj.items() if k != "image" and isinstance(v, str)}
-            return data, None, texts
+            return data, None, {k: v for k, v in obj.items() if k != "image"}
         raise HTTPException(415, "send multipart/form-data (image file + text) or application/json "
                                  f"(base64 image + text), not {ctype or 'no content type'!r}")
+
+    pending = asyncio.Semaphore(limits.max_pending)
 
     @app.post("/v1/predict", response_model=Prediction, openapi_extra=_OPENAPI_BODY)
     async def predict(request: Request) -> dict[str, Any]:
         """Score one meme; without ``text`` the meme text is read off the image by OCR."""
-        data, declared, texts = await read_body(request)
-        _check_image_bytes(data, declared)
-        texts = {k: v for k, v in texts.items() if k in predictor.text_fields}
-        for k, v in texts.items():
-            if len(v) > limits.max_text_chars:
-                raise HTTPException(422, f"field {k!r} is {len(v):,} characters, above the limit "
-                                         f"of {limits.max_text_chars:,}")
+        if pending.locked():
+            raise HTTPException(503, f"server busy: {limits.max_pending} predictions in progress; "
+                                     "retry shortly", headers={"Retry-After": "1"})
+        deadline = time.monotonic() + limits.timeout_s
 
-        def prepare() -> Prepared:
+        def prepare(data: bytes, texts: dict[str, str]) -> Prepared:
             """Decode and OCR in a worker thread, concurrently with other requests."""
+            if time.monotonic() > deadline:  # timed out while queued for a thread: skip the work
+                raise HTTPException(504, "the request timed out before its image was decoded")
             try:
-                image = open_image(data, name="upload", max_pixels=limits.max_pixels)
+                image = open_image(data, name="upload", max_pixels=limits.max_pixels,
+                                   reduce_to=limits.reduce_to)
             except DataError as e:
                 raise HTTPException(400, str(e)) from e
             try:
@@ -268,13 +331,23 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
                 raise HTTPException(422, str(e)) from e
 
         async def work() -> dict[str, Any]:
-            return await batcher.submit(await run_in_threadpool(prepare))
+            data, declared, texts = await read_body(request)
+            _check_image_bytes(data, declared)
+            texts = check_texts(texts, predictor.text_fields, limits.max_text_chars)
+            return await batcher.submit(await run_in_threadpool(prepare, data, texts))
 
-        try:
-            return await asyncio.wait_for(work(), limits.timeout_s)
-        except TimeoutError as e:
-            raise HTTPException(504, f"prediction exceeded the {limits.timeout_s:g} s "
-                                     "timeout") from e
+        async with pending:
+            try:
+                return await asyncio.wait_for(work(), limits.timeout_s)
+            except TimeoutError as e:
+                raise HTTPException(504, f"prediction exceeded the {limits.timeout_s:g} s "
+                                         "timeout") from e
+            except ModelOutputError as e:
+                raise HTTPException(500, str(e)) from e
+            except DataError as e:
+                raise HTTPException(422, str(e)) from e
+            except MemetrmError as e:
+                raise HTTPException(500, f"scoring failed: {e}") from e
 
     @app.get("/v1/model", response_model=ModelInfo)
     def model_info() -> dict[str, Any]:
@@ -287,5 +360,9 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204)
 
     return app

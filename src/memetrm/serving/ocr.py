@@ -29,12 +29,18 @@ _LETTERS = re.compile(r"[A-Za-z]+")
 _GLUED_PUNCT = re.compile(r"(?<=[A-Za-z])([,;:!?]|\.(?=[A-Z]))(?=[A-Za-z])")
 
 
+#: Longest side OCR reads: a blank 36 MP upload would otherwise take seconds of CPU.
+MAX_OCR_SIDE = 2048
+
+
 class OCR:
     """Lazily built, thread-safe RapidOCR engine returning one string per image."""
 
-    def __init__(self, min_score: float = MIN_SCORE, restore: bool = True) -> None:
+    def __init__(self, min_score: float = MIN_SCORE, restore: bool = True,
+                 max_side: int = MAX_OCR_SIDE) -> None:
         self.min_score = min_score
         self.restore = restore
+        self.max_side = max_side
         self._engine = None
         self._lock = threading.Lock()
 
@@ -55,6 +61,9 @@ class OCR:
     def lines(self, image: Image.Image) -> list[str]:
         """Recognised lines in reading order (top to bottom, left to right)."""
         self.load()
+        if max(image.size) > self.max_side:  # OCR time grows with pixels; meme text stays legible
+            image = image.copy()
+            image.thumbnail((self.max_side, self.max_side))
         arr = np.asarray(image.convert("RGB"))[:, :, ::-1].copy()  # RapidOCR expects BGR
         with self._lock:
             result, _ = self._engine(arr)

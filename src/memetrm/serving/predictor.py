@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,12 +16,49 @@ from PIL import Image
 from memetrm.checkpoint import weights_path
 from memetrm.devices import resolve_device
 from memetrm.encoders import Encoder, create_encoder
-from memetrm.errors import DataError
-from memetrm.heads import from_pretrained
+from memetrm.errors import ConfigError, DataError, MemetrmError
+from memetrm.heads import Head, from_pretrained
 from memetrm.serving.ocr import OCR
 
 #: what a caller may give as an item's text: the meme text, or a field -> text mapping
 TextInput = str | Mapping[str, str] | None
+
+
+class ModelOutputError(MemetrmError):
+    """The model's score for an item is not a finite number (a broken or poisoned model)."""
+
+
+def decision_threshold(config: dict[str, Any], model_dir: Path) -> float:
+    """The dev-chosen threshold saved with the model; a missing or malformed one is an error,
+    never a silent 0.5."""
+    thr = config.get("threshold")
+    if isinstance(thr, bool) or not isinstance(thr, int | float) or not 0 <= thr <= 1:
+        raise ConfigError(f"{model_dir / 'config.json'}: 'threshold' must be a number in [0, 1] "
+                          f"(the dev-chosen decision threshold), got {thr!r}")
+    return float(thr)
+
+
+def load_model(model_dir: str | Path, device: torch.device) -> tuple[Head, dict[str, Any], float]:
+    """A saved head on ``device``, its config and its decision threshold, checked to give
+    finite outputs: what every command that scores with a saved model starts from."""
+    head, config = from_pretrained(model_dir)
+    threshold = decision_threshold(config, Path(model_dir))
+    probe_head(head.to(device), Path(model_dir), bool(config.get("tokens", head.needs_tokens)))
+    return head, config, threshold
+
+
+@torch.no_grad()
+def probe_head(head: Head, model_dir: Path, tokens: bool) -> None:
+    """Refuse at load time a model whose output on a neutral input is not finite (NaN weights)."""
+    probe = {f: torch.zeros(2, d, device=next(head.parameters()).device)
+             for f, d in head.input_dims.items()}
+    if tokens:
+        for f, d in (head.token_dims or head.input_dims).items():
+            probe[f"{f}.tokens"] = torch.zeros(2, 1, d, device=probe[f].device)
+            probe[f"{f}.mask"] = torch.ones(2, 1, dtype=torch.bool, device=probe[f].device)
+    if not torch.isfinite(head.eval().predict(probe)["prob"]).all():
+        raise ConfigError(f"{model_dir}: the model's output is not finite on a probe input "
+                          "(NaN or infinite weights?); refusing to serve it")
 
 
 @dataclass
@@ -50,11 +88,9 @@ class Predictor:
                  ocr: OCR | None = None, device: str = "auto") -> None:
         self.model_dir = Path(model_dir)
         self.device = resolve_device(device)
-        self.head, self.config = from_pretrained(self.model_dir)
-        self.head.to(self.device)
+        self.head, self.config, self.threshold = load_model(self.model_dir, self.device)
         self.fields: list[str] = list(self.config.get("fields") or self.head.fields)
         self.tokens: bool = bool(self.config.get("tokens", self.head.needs_tokens))
-        self.threshold: float = float(self.config.get("threshold", 0.5))
         self.encoder = encoder or create_encoder(self.config.get("encoder", "minilm-effnet"),
                                                  device=self.device)
         self.ocr = ocr or OCR()
@@ -81,7 +117,10 @@ class Predictor:
     def prepare(self, image: Image.Image | None, text: TextInput = None) -> Prepared:
         """Validate one item and fill in a missing meme text by OCR; raises ``DataError``."""
         texts = {"text": text} if isinstance(text, str) else dict(text or {})
-        texts = {k: v for k, v in texts.items() if v is not None and v.strip()}
+        for f in self.text_fields:
+            if texts.get(f) is not None and not isinstance(texts[f], str):
+                raise DataError(f"field {f!r} must be a string, got {type(texts[f]).__name__}")
+        texts = {k: v for k, v in texts.items() if isinstance(v, str) and v.strip()}
         if "image" in self.fields and image is None:
             raise DataError("this model reads the image: an image is required")
         ocr_text = None
@@ -113,12 +152,14 @@ class Predictor:
         return batch
 
     def run(self, items: Sequence[Prepared]) -> list[dict[str, Any]]:
-        """Score prepared items in one forward pass."""
+        """Score prepared items in one forward pass; a non-finite score raises ``ModelOutputError``."""
         if not items:
             return []
         with self._lock, torch.inference_mode():
             out = self.head.predict(self._batch(items))
         probs = out["prob"].float().cpu().tolist()
+        if not all(math.isfinite(p) for p in probs):
+            raise ModelOutputError(f"model {self.model_id} produced a non-finite score")
         traces = out["trace"].float().cpu().tolist() if "trace" in out else [None] * len(items)
         results = []
         for p, prob, trace in zip(items, probs, traces, strict=True):
@@ -131,6 +172,22 @@ class Predictor:
                 "trace": trace,
             })
         return results
+
+    def run_each(self, items: Sequence[Prepared]) -> list[dict[str, Any] | Exception]:
+        """``run``, but a failing batch is retried item by item, so only the item at fault fails
+        (its exception takes its place in the list) and its batch-mates still get scores."""
+        try:
+            return list(self.run(items))
+        except Exception as e:  # isolation: any failure is retried per item below
+            if len(items) < 2:
+                return [e]
+        out: list[dict[str, Any] | Exception] = []
+        for item in items:
+            try:
+                out.extend(self.run([item]))
+            except Exception as e:
+                out.append(e)
+        return out
 
     def predict(self, images: Sequence[Image.Image | None],
                 texts: Sequence[TextInput] | None = None) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ import torch
 
 from memetrm.config import RunConfig
 from memetrm.data import get_dataset
-from memetrm.errors import ConfigError
+from memetrm.errors import DataError
 from memetrm.evaluation import bootstrap_ci, choose_threshold, compute_metrics, summarize
 from memetrm.evaluation.metrics import auroc
 from memetrm.features import FeatureSet, load_features
@@ -44,7 +44,8 @@ def resolved_config(cfg: RunConfig) -> dict[str, Any]:
 
 def load_run_features(cfg: RunConfig) -> tuple[dict[str, FeatureSet], list[str], dict[str, str]]:
     """Features of every split the run needs, the fields used, and the train/dev/test roles."""
-    ds = get_dataset(cfg.dataset, cfg.data_root)
+    ds = get_dataset(cfg.dataset, cfg.data_root, on_bad_line=cfg.on_bad_line,
+                     allow_outside_images=cfg.allow_outside_images)
     fields = cfg.fields or list(ds.default_fields)
     roles = ds.roles(cfg.train_split, cfg.dev_split, cfg.test_split)
     tokens = head_entry(cfg.head).cls.needs_tokens
@@ -52,7 +53,8 @@ def load_run_features(cfg: RunConfig) -> tuple[dict[str, FeatureSet], list[str],
     feats = {
         s: load_features(cfg.dataset, s, cfg.encoder, fields, tokens=tokens,
                          data_root=cfg.data_root, on_missing_image=cfg.on_missing_image,
-                         cache_dir=cfg.cache_dir, device=cfg.device, precision=cfg.precision)
+                         cache_dir=cfg.cache_dir, device=cfg.device, precision=cfg.precision,
+                         on_bad_line=cfg.on_bad_line, allow_outside_images=cfg.allow_outside_images)
         for s in splits
     }
     return feats, fields, roles
@@ -90,11 +92,22 @@ def train_seeds(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str, s
     return runs
 
 
+def seed_predictions(feats: dict[str, FeatureSet], runs: list[SeedRun]) -> dict[str, Any]:
+    """Per evaluated split: ids, labels and every seed's probabilities (and seed 0's trace)."""
+    out = {}
+    for s in runs[0].outputs:
+        trace = runs[0].outputs[s].get("trace")
+        out[s] = {"ids": feats[s].ids, "labels": feats[s].labels.tolist(),
+                  "probs": [r.outputs[s]["prob"].tolist() for r in runs],
+                  "trace": trace.tolist() if trace is not None else None}
+    return out
+
+
 def summarize_seeds(cfg: RunConfig, feats: dict[str, FeatureSet],
-                    runs: list[SeedRun]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Per evaluated split: metrics (mean, std, bootstrap CI) and the per-example predictions."""
+                    runs: list[SeedRun]) -> dict[str, Any]:
+    """Per evaluated split: metrics over seeds (mean, std, bootstrap CI) and halting depth."""
     thresholds = [r.threshold for r in runs]
-    splits_out, predictions = {}, {}
+    splits_out = {}
     for s in runs[0].outputs:
         y = feats[s].labels.numpy()
         probs = [r.outputs[s]["prob"].numpy() for r in runs]
@@ -104,11 +117,27 @@ def summarize_seeds(cfg: RunConfig, feats: dict[str, FeatureSet],
         depth = _depth_stats(y, [r.outputs[s] for r in runs])
         if depth:
             splits_out[s]["depth"] = depth
-        trace = runs[0].outputs[s].get("trace")
-        predictions[s] = {"ids": feats[s].ids, "labels": y.tolist(),
-                          "probs": [p.tolist() for p in probs],
-                          "trace": trace.tolist() if trace is not None else None}
-    return splits_out, predictions
+    return splits_out
+
+
+def check_splits(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str, str]) -> list[str]:
+    """Refuse, before any training, splits that cannot give the metrics asked of them; return
+    the ids shared by train and an evaluated split (reported, since they inflate scores)."""
+    for split, fs in feats.items():
+        role = next((r for r, s in roles.items() if s == split), "eval")
+        where = f"{cfg.dataset}/{split} ({role} split)"
+        unlabelled = [i for i, y in zip(fs.ids, fs.labels.tolist(), strict=True) if y != y]
+        if unlabelled:
+            raise DataError(f"{where}: {len(unlabelled)} record(s) have no label, ids: "
+                            f"{', '.join(unlabelled[:10])}; training and metrics need labels")
+        counts = [int((fs.labels == c).sum()) for c in (0, 1)]
+        if min(counts) == 0:
+            only = 1 if counts[1] else 0
+            raise DataError(f"{where}: all {len(fs)} record(s) have label {only}; training, "
+                            "AUROC and thresholds need both classes (use a larger split, or "
+                            "merge splits and cross-validate)")
+    train_ids = set(feats[roles["train"]].ids)
+    return sorted({i for s, fs in feats.items() if s != roles["train"] for i in fs.ids} & train_ids)
 
 
 def best_run(runs: list[SeedRun]) -> SeedRun:
@@ -131,11 +160,15 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     config = resolved_config(cfg)
     tcfg = run_train_config(cfg)
     feats, fields, roles = load_run_features(cfg)
-    for role in ("train", "dev"):
-        if torch.isnan(feats[roles[role]].labels).any():
-            raise ConfigError(f"{cfg.dataset}/{roles[role]} ({role} split) has unlabelled records")
+    overlap = check_splits(cfg, feats, roles)
+    if overlap:
+        console.print(f"[yellow]warning:[/] {len(overlap)} id(s) of the train split also appear in "
+                      f"an evaluated split: {', '.join(overlap[:10])}", soft_wrap=True)
     runs = train_seeds(cfg, feats, roles, tcfg)
-    splits_out, predictions = summarize_seeds(cfg, feats, runs)
+    if cfg.out_dir:  # written first: a metric error later must not lose the predictions
+        atomic_write_text(Path(cfg.out_dir) / "predictions.json",
+                          json.dumps(seed_predictions(feats, runs)))
+    splits_out = summarize_seeds(cfg, feats, runs)
     best = best_run(runs)
     train_seconds = sum(r.seconds for r in runs)
     results = {
@@ -145,6 +178,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         "best_seed": best.seed, "calibration": [r.fit.calibration for r in runs],
         "params": sum(p.numel() for p in best.fit.head.parameters() if p.requires_grad),
         "config": config,
+        "train_overlap_ids": overlap,
         "skipped_missing_images": sorted({i for f in feats.values()
                                           for i in f.meta["skipped_missing_images"]}),
         "extract_seconds": sum(f.meta["extract_seconds"] for f in feats.values()),
@@ -152,9 +186,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         "total_seconds": time.perf_counter() - t0,
     }
     if cfg.out_dir:
-        out = Path(cfg.out_dir)
-        atomic_write_text(out / "results.json", json.dumps(results, indent=2))
-        atomic_write_text(out / "predictions.json", json.dumps(predictions))
+        atomic_write_text(Path(cfg.out_dir) / "results.json", json.dumps(results, indent=2))
     if cfg.save:
         save_best(cfg, runs, fields, bool(feats[roles["train"]].token_dims), config)
     return results
