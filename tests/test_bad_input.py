@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ from . import fakes  # noqa: F401  (registers the test-fake encoder)
 from .conftest import make_image
 
 runner = CliRunner()
+#: when set, each case appends its exit code and first error line here (jsonl)
+CASE_LOG = os.environ.get("MEMETRM_CASE_LOG")
 
 
 def rows(n: int, prefix: str, **extra) -> list[dict]:
@@ -54,6 +57,12 @@ def assert_clear_error(res, *needles: str) -> None:
     assert "Traceback" not in res.output and "error:" in res.output
     for n in needles:
         assert n in res.output, (n, res.output)
+    if CASE_LOG:  # the table of cases and messages, for the docs
+        first = next(line for line in res.output.splitlines() if line.startswith("error:"))
+        with open(CASE_LOG, "a") as f:
+            f.write(json.dumps({"case": os.environ["PYTEST_CURRENT_TEST"].split("::")[-1]
+                                .removesuffix(" (call)"), "exit": res.exit_code,
+                                "message": first}) + "\n")
 
 
 def test_valid_folder_trains(folder: Path) -> None:
