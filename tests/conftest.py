@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,7 @@ def tiny_jsonl_dataset(tmp_path: Path) -> Path:
         for i in range(n):
             rid = f"{split}{i:03d}"
             label = i % 2
-            make_image(root / "img" / f"{rid}.png", seed=hash(rid) % 2**31)
+            make_image(root / "img" / f"{rid}.png", seed=zlib.crc32(rid.encode()))
             rows.append({"id": rid, "img": f"img/{rid}.png", "label": label,
                          "text": f"{words[i % 8]} meme number {i} {'bad' if label else 'good'}"})
             caps.append({"id": rid, "captions": [f"a picture of a {words[(i + 3) % 8]}", "x"]})
@@ -58,3 +59,14 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "multioff").is_dir() or not (SHARED_DATA / "hateful_memes").is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA.resolve()} (set MEMETRM_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def trace_head(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Registers the traced test head as ``test-trace`` for one test only."""
+    from memetrm.heads import registry
+
+    from .fakes import TraceHead
+
+    monkeypatch.setitem(registry._HEADS, "test-trace", registry.HeadEntry(TraceHead))
+    return "test-trace"

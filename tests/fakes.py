@@ -1,12 +1,18 @@
-"""A tiny deterministic encoder registered for tests: no weights, counts forward passes."""
+"""Test doubles: a tiny deterministic encoder (registered as ``test-fake``: no weights, counts
+forward passes) and a traced head (registered per test by the ``trace_head`` fixture)."""
 
 from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
 
 import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
 from memetrm.encoders import Encoder, EncoderOutput, register_encoder
+from memetrm.heads import Head, HeadConfig
+from memetrm.layers import Batch, concat_fields
 
 
 class FakeEncoder(Encoder):
@@ -32,7 +38,8 @@ class FakeEncoder(Encoder):
 
     def encode_texts(self, texts: list[str], tokens: bool = False) -> EncoderOutput:
         FakeEncoder.calls["text"] += 1
-        vecs = torch.tensor([[len(t), t.count("bad"), t.count("a"), hash(t) % 7, 1.0] for t in texts])
+        vecs = torch.tensor([[len(t), t.count("bad"), t.count("a"), zlib.crc32(t.encode()) % 7, 1.0]
+                             for t in texts])
         toks = vecs.unsqueeze(1).repeat(1, 3, 1)
         return EncoderOutput(vecs, toks, torch.ones(toks.shape[:2], dtype=torch.bool))
 
@@ -44,3 +51,33 @@ def _to_tensor(img: Image.Image) -> torch.Tensor:
 @register_encoder("test-fake", version=lambda _arg: "fake-1")
 def _create() -> Encoder:
     return FakeEncoder()
+
+
+@dataclass
+class TraceConfig(HeadConfig):
+    steps: int = 3
+
+
+class TraceHead(Head):
+    """A stand-in reasoning head: a linear score refined over ``steps``, each step traced.
+
+    Registered only inside tests that ask for the ``trace_head`` fixture, so it never leaks
+    into ``list_heads()``.
+    """
+
+    config_class = TraceConfig
+
+    def __init__(self, cfg: TraceConfig, input_dims: dict[str, int],
+                 token_dims: dict[str, int] | None = None):
+        super().__init__(cfg, input_dims, token_dims)
+        self.lin = torch.nn.Linear(sum(input_dims.values()), 1)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.lin(concat_fields(batch, self.fields)).squeeze(-1)
+
+    @torch.no_grad()
+    def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
+        logit = self(batch)
+        trace = torch.stack([torch.sigmoid(logit * (s + 1) / self.cfg.steps)
+                             for s in range(self.cfg.steps)], dim=1)
+        return {"prob": trace[:, -1], "trace": trace}

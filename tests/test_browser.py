@@ -13,10 +13,10 @@ import pytest
 import torch
 import uvicorn
 
-from memetrm.heads import create_head, register_head, save_pretrained
+from memetrm.heads import create_head, save_pretrained
 from memetrm.serving.app import create_app
 from memetrm.serving.predictor import Predictor
-from tests.test_predictor import TraceHead, text_image
+from tests.test_predictor import text_image
 from tests.test_serving import FakeEncoder, FakeOCR
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -25,7 +25,6 @@ pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(),
                        reason="needs Debian chromium: apt-get install -y chromium"),
 ]
-register_head("test-trace", TraceHead)
 
 
 def free_port() -> int:
@@ -35,10 +34,10 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
+def server(tmp_path: Path, trace_head: str) -> Iterator[str]:
     """A uvicorn server in a thread (fake encoder, traced head); stopped after the test."""
     torch.manual_seed(0)
-    save_pretrained(create_head("test-trace", {"image": 3, "text": 2}, steps=5), tmp_path / "m",
+    save_pretrained(create_head(trace_head, {"image": 3, "text": 2}, steps=5), tmp_path / "m",
                     encoder="fake", fields=["image", "text"], tokens=False, threshold=0.5)
     app = create_app(Predictor(tmp_path / "m", encoder=FakeEncoder(), ocr=FakeOCR()))
     port = free_port()

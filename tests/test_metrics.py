@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
 from memetrm.evaluation import bootstrap_ci, choose_threshold, compute_metrics, summarize
 from memetrm.evaluation.metrics import batched_metrics
-from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
 
 def test_metrics_match_sklearn_row_by_row() -> None:

@@ -3,54 +3,26 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
-import typer
 from PIL import Image, ImageDraw, ImageFont
 from typer.testing import CliRunner
 
 from memetrm.cli import serve as serve_cli
+from memetrm.cli.main import app
 from memetrm.encoders import Encoder, create_encoder
 from memetrm.errors import DataError
-from memetrm.heads import Head, HeadConfig, create_head, register_head, save_pretrained
-from memetrm.heads.base import Batch, concat_fields
+from memetrm.heads import create_head, save_pretrained
 from memetrm.serving import predictor as predictor_mod
 from memetrm.serving.predictor import Predictor
 
 DIMS = {"image": 1280, "text": 384}
 
 
-@dataclass
-class TraceConfig(HeadConfig):
-    steps: int = 3
-
-
-class TraceHead(Head):
-    """A stand-in reasoning head: a linear score refined over ``steps``, each step traced."""
-
-    name = "test-trace"
-    config_class = TraceConfig
-
-    def __init__(self, cfg: TraceConfig, input_dims: dict[str, int],
-                 token_dims: dict[str, int] | None = None):
-        super().__init__(cfg, input_dims, token_dims)
-        self.lin = torch.nn.Linear(sum(input_dims.values()), 1)
-
-    def forward(self, batch: Batch) -> torch.Tensor:
-        return self.lin(concat_fields(batch, self.fields)).squeeze(-1)
-
-    @torch.no_grad()
-    def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
-        logit = self(batch)
-        trace = torch.stack([torch.sigmoid(logit * (s + 1) / self.cfg.steps)
-                             for s in range(self.cfg.steps)], dim=1)
-        return {"prob": trace[:, -1], "trace": trace}
-
-
-register_head("test-trace", TraceHead)
+def counts(summary: serve_cli.BatchSummary) -> tuple[int, int, int]:
+    return summary.scored, summary.errors, summary.already_done
 
 
 def text_image(path: Path, text: str) -> Path:
@@ -114,7 +86,8 @@ def test_caption_model_needs_caption(tmp_path: Path, encoder: Encoder, meme: Pat
     assert 0 < res["prob"] < 1
 
 
-def test_token_head_and_trace_passthrough(tmp_path: Path, encoder: Encoder, meme: Path) -> None:
+def test_token_head_and_trace_passthrough(tmp_path: Path, encoder: Encoder, meme: Path,
+                                          trace_head: str) -> None:
     img = Image.open(meme).convert("RGB")
     save_pretrained(create_head("cross-attention", DIMS, DIMS, d_model=32, heads=2),
                     tmp_path / "xattn", encoder="minilm-effnet", fields=["image", "text"],
@@ -122,7 +95,7 @@ def test_token_head_and_trace_passthrough(tmp_path: Path, encoder: Encoder, meme
     [res] = Predictor(tmp_path / "xattn", encoder=encoder).predict([img], ["hello"])
     assert 0 < res["prob"] < 1
 
-    save_pretrained(create_head("test-trace", DIMS, steps=4), tmp_path / "trace",
+    save_pretrained(create_head(trace_head, DIMS, steps=4), tmp_path / "trace",
                     encoder="minilm-effnet", fields=["image", "text"], tokens=False,
                     threshold=0.5)
     [res] = Predictor(tmp_path / "trace", encoder=encoder).predict([img], ["hello"])
@@ -146,7 +119,8 @@ def _jsonl_inputs(root: Path) -> Path:
 def test_batch_records_errors_and_resumes(tmp_path: Path, predictor: Predictor,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     src, out = _jsonl_inputs(tmp_path), tmp_path / "out" / "results.jsonl"
-    assert serve_cli.predict_batch(predictor, src, out, batch_size=2, progress=False) == (2, 3, 0)
+    assert counts(serve_cli.predict_batch(predictor, src, out, batch_size=2, progress=False)) == (
+        2, 3, 0)
     first = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in first] == ["a", "b", "gone", "bad", "line 5"]
     assert "ocr_text" in first[1] and "morning" in first[1]["ocr_text"].lower()
@@ -161,12 +135,12 @@ def test_batch_records_errors_and_resumes(tmp_path: Path, predictor: Predictor,
     real_prepare = predictor.prepare
     monkeypatch.setattr(predictor, "prepare",
                         lambda image, texts: prepared.append(texts) or real_prepare(image, texts))
-    assert serve_cli.predict_batch(predictor, src, out, progress=False) == (1, 3, 1)
+    assert counts(serve_cli.predict_batch(predictor, src, out, progress=False)) == (1, 3, 1)
     assert prepared == [{}]  # only the torn "b" (no text: OCR) was redone, not "a"
     again = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in again] == ["a", "b", "gone", "bad", "line 5"]
     assert again[0] == first[0] and again[1]["prob"] == pytest.approx(first[1]["prob"])
-    assert serve_cli.predict_batch(predictor, src, out, progress=False) == (0, 0, 5)
+    assert counts(serve_cli.predict_batch(predictor, src, out, progress=False)) == (0, 0, 5)
 
 
 def test_batch_folder_input(tmp_path: Path, predictor: Predictor) -> None:
@@ -174,7 +148,8 @@ def test_batch_folder_input(tmp_path: Path, predictor: Predictor) -> None:
         text_image(tmp_path / "memes" / name, "NO WAY")
     (tmp_path / "memes" / "notes.txt").write_text("not an image")
     out = tmp_path / "r.jsonl"
-    assert serve_cli.predict_batch(predictor, tmp_path / "memes", out, progress=False) == (2, 0, 0)
+    assert counts(serve_cli.predict_batch(predictor, tmp_path / "memes", out,
+                                          progress=False)) == (2, 0, 0)
     ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
     assert ids == ["sub/y.jpg", "x.png"]
 
@@ -182,8 +157,6 @@ def test_batch_folder_input(tmp_path: Path, predictor: Predictor) -> None:
 def test_cli_predict_single_image(model_dir: Path, encoder: Encoder, meme: Path,
                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(predictor_mod, "create_encoder", lambda *a, **k: encoder)
-    app = typer.Typer()
-    serve_cli.register(app)
     runner = CliRunner()
     r = runner.invoke(app, ["predict", "--model", str(model_dir), "--image", str(meme), "--json"])
     assert r.exit_code == 0, r.output
@@ -196,4 +169,4 @@ def test_cli_predict_single_image(model_dir: Path, encoder: Encoder, meme: Path,
 
     r = runner.invoke(app, ["predict", "--model", str(model_dir), "--image",
                             str(meme.with_name("nope.png"))])
-    assert r.exit_code == 2 and "not found" in r.output
+    assert r.exit_code == 2 and "nope.png: no such file" in r.output
