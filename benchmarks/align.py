@@ -2,7 +2,8 @@
 
     python benchmarks/align.py [--data-root ../shared/data] [--openclipart DIR] [--out runs/align]
 
-Rewrites only the block between the results markers of the doc, so the prose around it stays.
+Keeps the numbers in docs/data/alignment.json and rewrites only the generated block of the
+doc, so the prose around it stays.
 Prepares the Open Clip Art folder first if it is missing (needs ``apt-get install
 openclipart-svg``).
 """
@@ -10,18 +11,20 @@ openclipart-svg``).
 from __future__ import annotations
 
 import argparse
+import json
 import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from memetrm.alignment import AlignConfig, run_alignment
+from memetrm.alignment import AlignConfig, align_train_config, run_alignment
 from memetrm.data.openclipart import DEFAULT_OUT, prepare_openclipart
+from memetrm.evaluation.report import replace_block
 from memetrm.utils import atomic_write_text
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "alignment.md"
-START, END = "<!-- results:start -->", "<!-- results:end -->"
+DOC, DATA = Path("docs/alignment.md"), Path("docs/data/alignment.json")
 OBJECTIVES = ("clip", "meru", "itm")
 
 
@@ -29,12 +32,11 @@ def fmt(x: float) -> str:
     return f"{x:.3f}"
 
 
-def results_block(runs: list[dict], command: str, seconds: float) -> str:
-    lines = [START, "",
-             f"Produced by `{command}` in {seconds / 60:.1f} min on CPU "
-             f"({platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
-             "threads); encoder `minilm-effnet`, seed 0, 30 epochs, epoch chosen on the dev "
-             "split by mean R@k, numbers on the test split.", "",
+def results_block(data: dict) -> str:
+    runs = data["runs"]
+    lines = [f"Produced by `{data['command']}` in {data['seconds'] / 60:.1f} min on CPU "
+             f"({data['machine']}); encoder `minilm-effnet`, seed 0, {data['epochs']} epochs, "
+             "epoch chosen on the dev split by mean R@k, numbers on the test split.", "",
              "### Retrieval (test split; chance = k/N)", "",
              "| dataset | objective | N | i→t R@1 | R@5 | R@10 | t→i R@1 | R@5 | R@10 "
              "| chance R@1 / R@5 / R@10 |",
@@ -70,8 +72,13 @@ def results_block(runs: list[dict], command: str, seconds: float) -> str:
                 f"| {m['name']} | {fmt(m['curvature'])} | {'–' if rho is None else fmt(rho)} | "
                 f"{fmt(s['mean_text_dist'])} | {fmt(s['mean_image_dist'])} | "
                 f"`{m['run_dir']}/specificity.png` |")
-    lines += ["", END]
     return "\n".join(lines)
+
+
+def render(data: Path = DATA) -> None:
+    """The results section of docs/alignment.md, from the JSON the last run wrote."""
+    if data.is_file():
+        replace_block(DOC, "alignment", results_block(json.loads(data.read_text())))
 
 
 def main() -> None:
@@ -80,7 +87,6 @@ def main() -> None:
     ap.add_argument("--openclipart", type=Path, default=DEFAULT_OUT.expanduser())
     ap.add_argument("--out", type=Path, default=Path("runs/align"))
     ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--doc", type=Path, default=DOC)
     args = ap.parse_args()
     t0 = time.perf_counter()
     if not (args.openclipart / "train.jsonl").is_file():
@@ -91,21 +97,21 @@ def main() -> None:
         for objective in OBJECTIVES:
             run_dir = args.out / f"{name.lower().replace(' ', '-')}-{objective}"
             print(f"== {name} / {objective} -> {run_dir}", flush=True)
-            cfg = AlignConfig(objective=objective, epochs=args.epochs)
-            m = run_alignment(dataset, run_dir, cfg, data_root=args.data_root,
-                              on_missing_image="skip")
+            m = run_alignment(dataset, run_dir, AlignConfig(objective=objective),
+                              data_root=args.data_root, on_missing_image="skip",
+                              tcfg=align_train_config(epochs=args.epochs))
             runs.append({**m, "name": name, "run_dir": str(run_dir)})
             r = m["retrieval"]
             print(f"   i2t R@1 {r['i2t_R@1']:.3f}  t2i R@1 {r['t2i_R@1']:.3f}  "
                   f"(chance {r['chance_R@1']:.3f})"
                   + (f"  zero-shot acc {m['zero_shot']['accuracy']:.3f}" if "zero_shot" in m
                      else ""), flush=True)
-    block = results_block(runs, "python benchmarks/align.py", time.perf_counter() - t0)
-    doc = args.doc.read_text()
-    head, _, rest = doc.partition(START)
-    _, _, tail = rest.partition(END)
-    atomic_write_text(args.doc, head + block + tail)
-    print(block)
+    atomic_write_text(DATA, json.dumps({
+        "command": "python benchmarks/align.py " + " ".join(sys.argv[1:]),
+        "seconds": time.perf_counter() - t0, "epochs": args.epochs,
+        "machine": f"{platform.machine()}, torch {torch.__version__}, "
+                   f"{torch.get_num_threads()} threads", "runs": runs}, indent=2))
+    render()
 
 
 if __name__ == "__main__":

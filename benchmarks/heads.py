@@ -1,31 +1,35 @@
-"""Head benchmark: every head on MultiOFF and Hateful Memes (text + caption), 5 seeds each.
+"""Head benchmark: every head of ``--heads all`` on MultiOFF and Hateful Memes (text + caption).
 
 Selection (epoch, threshold, ACT halting threshold, logistic-regression C) uses the dev split
-only. Writes docs/results.md with tables, ROC curves and TRM reasoning traces.
+only. Each run's summary (metrics only: no ids, labels or predictions) is kept in
+``docs/data/heads/<dataset>/<head>.json``; ``docs/results.md`` and the README's results table
+are rendered from those files alone, so ``make docs`` rebuilds them without training.
 
-    python benchmarks/heads.py --data-root ../shared/data --seeds 5 --out docs/results.md
+    python benchmarks/heads.py --data-root ../shared/data --seeds 5   # train, plot, render
+    python benchmarks/heads.py --render-only                          # docs from docs/data
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 
 from memetrm.config import RunConfig
 from memetrm.evaluation.metrics import auroc
-from memetrm.evaluation.report import write_report
+from memetrm.evaluation.report import dataset_markdown, fmt, markdown_table, replace_block, write_plots
 from memetrm.heads import list_heads
 from memetrm.progress import console
 from memetrm.training.runner import load_run_features, run
+from memetrm.utils import atomic_write_text
 
-HEADS = ["linear", "mlp", "cross-attention", "hateclipper-align", "hateclipper-cross",
-         "hyperbolic", "trm", "trm-act"]
+DATA = Path("docs/data/heads")
+DOC, README, ASSETS = Path("docs/results.md"), Path("README.md"), Path("docs/results_assets")
 DATASETS = {
     "multioff": {"on_missing_image": "skip"},
     "hateful_memes": {"fields": ["text", "caption"], "eval_splits": ["dev_unseen"],
@@ -36,6 +40,8 @@ DATASETS = {
 #: Memes they run 10 epochs x 3 seeds instead of 30 x 5.
 _HM_BUDGET = {"seeds": 3, "train": {"epochs": 10}}
 BUDGET = {("hateful_memes", h): _HM_BUDGET for h in ("trm", "trm-act", "cross-attention")}
+#: keys of results.json that list example ids; the committed summaries keep only their count
+ID_KEYS = ("train_overlap_ids",)
 
 
 def run_config(ds: str, head: str, seeds: int, data_root: str | None, out: Path) -> RunConfig:
@@ -46,8 +52,11 @@ def run_config(ds: str, head: str, seeds: int, data_root: str | None, out: Path)
                      data_root=data_root, out_dir=str(out), train=train, **extra)
 
 
-def logreg_reference(cfg: RunConfig) -> str:
+def logreg_reference(cfg: RunConfig) -> dict[str, Any]:
     """sklearn logistic regression on the same pooled features; C chosen on dev AUROC."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
     feats, fields, roles = load_run_features(cfg)
 
     def xy(split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -56,68 +65,117 @@ def logreg_reference(cfg: RunConfig) -> str:
 
     (xtr, ytr), (xdev, ydev), (xte, yte) = (xy(roles[r]) for r in ("train", "dev", "test"))
     scaler = StandardScaler().fit(xtr)
-    best = max(
-        ((auroc(ydev, m.predict_proba(scaler.transform(xdev))[:, 1]), c, m)
-         for c in (0.001, 0.01, 0.1, 1.0)
-         for m in [LogisticRegression(C=c, max_iter=3000).fit(scaler.transform(xtr), ytr)]),
-        key=lambda t: t[0],
-    )
-    test = auroc(yte, best[2].predict_proba(scaler.transform(xte))[:, 1])
-    return (f"| {cfg.dataset} | logistic regression (C={best[1]} chosen on dev) "
-            f"| {best[0]:.3f} | {test:.3f} |")
+    fits = [(c, LogisticRegression(C=c, max_iter=3000).fit(scaler.transform(xtr), ytr))
+            for c in (0.001, 0.01, 0.1, 1.0)]
+    dev_scores = [auroc(ydev, m.predict_proba(scaler.transform(xdev))[:, 1]) for _, m in fits]
+    best = int(np.argmax(dev_scores))
+    return {"dataset": cfg.dataset, "C": fits[best][0], "dev_auroc": dev_scores[best],
+            "test_auroc": auroc(yte, fits[best][1].predict_proba(scaler.transform(xte))[:, 1])}
+
+
+def export(run_dir: Path, ds: str) -> None:
+    results = json.loads((run_dir / "results.json").read_text())
+    summary = {k: len(v) if k in ID_KEYS else v for k, v in results.items()}
+    atomic_write_text(DATA / ds / f"{results['head']}.json", json.dumps(summary, indent=2))
+
+
+def load(ds_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """A dataset's run summaries in ``--heads all`` order, and its LR reference."""
+    order = {h: i for i, h in enumerate(list_heads())}
+    runs = [json.loads(p.read_text()) for p in ds_dir.glob("*.json") if p.stem != "_reference"]
+    ref = ds_dir / "_reference.json"
+    return (sorted(runs, key=lambda r: order.get(r["head"], len(order))),
+            json.loads(ref.read_text()) if ref.is_file() else None)
+
+
+def best_on_dev(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return max(runs, key=lambda r: r["splits"][r["roles"]["dev"]]["auroc"]["mean"])
+
+
+def test_auroc(runs: list[dict[str, Any]], head: str, ci: bool = False) -> str:
+    r = next((r for r in runs if r["head"] == head), None)
+    return fmt(r["splits"][r["roles"]["test"]]["auroc"], ci=ci) if r else "not run"
+
+
+def readme_table(groups: dict[str, tuple[list[dict], dict | None]]) -> str:
+    rows = []
+    for runs, ref in groups.values():
+        best = best_on_dev(runs)
+        dev = best["splits"][best["roles"]["dev"]]["auroc"]["mean"]
+        rows.append([f"{best['dataset']} `{best['roles']['test']}` ({' + '.join(best['fields'])})",
+                     f"{best['head']} (dev {dev:.3f})", test_auroc(runs, best["head"], ci=True),
+                     test_auroc(runs, "mlp"), test_auroc(runs, "trm"),
+                     f"{ref['test_auroc']:.3f}" if ref else "not run"])
+    header = ["dataset (test split)", "best head on dev", "its test AUROC [95% CI]", "MLP",
+              "TRM", "LR on the same features"]
+    return markdown_table(header, rows)
+
+
+def render(data: Path = DATA) -> None:
+    """docs/results.md and the README's results table, from the summaries in ``data`` only."""
+    groups = {d.name: load(d) for d in sorted(data.iterdir()) if d.is_dir()} if data.is_dir() else {}
+    groups = {k: v for k, v in groups.items() if v[0]}
+    if not groups:
+        console.print(f"[yellow]no run summaries in {data}: run benchmarks/heads.py first")
+        return
+    refs = [markdown_table(["dataset", "model", "dev AUROC", "test AUROC"], [
+        [ref["dataset"], f"logistic regression (C={ref['C']} chosen on dev)",
+         f"{ref['dev_auroc']:.3f}", f"{ref['test_auroc']:.3f}"]
+        for _, ref in groups.values() if ref])]
+    body = [
+        "# memetrm head benchmark", "",
+        "Produced by `make results` (`python benchmarks/heads.py --data-root ../shared/data "
+        "--seeds 5`); rendered from `docs/data/heads/` by `make docs`. Encoder: `minilm-effnet` "
+        "(offline default: EfficientNet-Lite0 + all-MiniLM-L6-v2, frozen). Hateful Memes has no "
+        "images here: its image modality is the generated caption, encoded by the text tower as "
+        "its own field. CPU budget: on Hateful Memes every head trains with batch 256, and the "
+        "TRM and cross-attention heads run 10 epochs x 3 seeds instead of 30 x 5 (`BUDGET` in "
+        "the script).", "",
+        "## Reference: logistic regression on the same frozen features", "", *refs, "",
+        "## Heads", "",
+        *(dataset_markdown(runs, ASSETS, ASSETS.name) for runs, _ in groups.values()),
+    ]
+    atomic_write_text(DOC, "\n".join(body))
+    replace_block(README, "results", readme_table(groups))
+    console.print(f"wrote {DOC} and the results table of {README}")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--heads", default=",".join(HEADS))
+    ap.add_argument("--heads", default="all", help="comma-separated, or all")
     ap.add_argument("--datasets", default=",".join(DATASETS))
     ap.add_argument("--runs", default="runs/bench", help="Where per-head results are kept.")
-    ap.add_argument("--out", default="docs/results.md")
     ap.add_argument("--report-only", action="store_true",
-                    help="Skip training; rebuild the report from the runs already in --runs.")
+                    help="Skip training; plot and export the runs already in --runs.")
+    ap.add_argument("--render-only", action="store_true",
+                    help="Only render the docs from docs/data/heads.")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads; tiny heads gain nothing from more and lose under load")
     args = ap.parse_args()
+    if args.render_only:
+        render()
+        return 0
     torch.set_num_threads(args.threads)
-    heads = args.heads.split(",")
+    heads = list_heads(all_only=True) if args.heads == "all" else args.heads.split(",")
     unknown = set(heads) - set(list_heads())
     if unknown:
         ap.error(f"unknown heads {sorted(unknown)}")
-    groups, refs = [], []
     for ds in args.datasets.split(","):
         dirs = []
         for head in heads:
-            console.rule(f"{ds}: {head}")
             out = Path(args.runs) / ds / head
             if not args.report_only:
+                console.rule(f"{ds}: {head}")
                 run(run_config(ds, head, args.seeds, args.data_root, out))
             dirs.append(out)
-        groups.append(dirs)
-        refs.append(logreg_reference(run_config(ds, "linear", 1, args.data_root, Path())))
-    preamble = "\n".join([
-        "Produced by `make results` (`python benchmarks/heads.py --data-root ../shared/data "
-        f"--seeds {args.seeds} --out {args.out}`). Encoder: `minilm-effnet` (offline default: "
-        "EfficientNet-Lite0 + all-MiniLM-L6-v2, frozen). Hateful Memes has no images here: its "
-        "image modality is the generated caption, encoded by the text tower as its own field. "
-        "CPU budget: on Hateful Memes every head trains with batch 256, and the TRM and "
-        "cross-attention heads run 10 epochs x 3 seeds instead of 30 x 5 (BUDGET in the script).",
-        "",
-        "## Reference: logistic regression on the same frozen features (this run)",
-        "",
-        "| dataset | model | dev AUROC | test AUROC |",
-        "|---|---|---|---|",
-        *refs,
-        "",
-        "References quoted in the issue: MultiOFF LR test AUROC ≈ 0.70, F1 ≈ 0.58 (dataset "
-        "paper's best F1 0.50); Hateful Memes LR on MiniLM text + caption ≈ 0.65 dev_seen, "
-        "≈ 0.67 test_seen.",
-        "",
-        "## Heads",
-    ])
-    write_report(groups, Path(args.out), title="memetrm head benchmark", preamble=preamble)
-    console.print(f"wrote {args.out}")
+        write_plots(dirs, ASSETS)
+        for d in dirs:
+            export(d, ds)
+        ref = logreg_reference(run_config(ds, "linear", 1, args.data_root, Path()))
+        atomic_write_text(DATA / ds / "_reference.json", json.dumps(ref, indent=2))
+    render()
     return 0
 
 

@@ -30,13 +30,12 @@ import httpx
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from serve import make_model, meme_png, rss_mb  # noqa: E402
+from serve import DOC, free_port, make_model, meme_png, rss_mb  # noqa: E402
 
+from memetrm.evaluation.report import markdown_table, replace_block  # noqa: E402
+from memetrm.utils import atomic_write_text  # noqa: E402
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+DATA = Path("docs/data/hostile.json")
 
 
 def start_server(model: Path, port: int) -> subprocess.Popen:
@@ -115,10 +114,31 @@ def degenerate_png(url: str, pid: int) -> dict:
             "rss_before_mb": before, "rss_after_mb": after, "rss_growth_mb": after - before}
 
 
+def render(data: Path = DATA) -> None:
+    """The hostile-client table in docs/serving.md, from the JSON the last run wrote."""
+    if not data.is_file():
+        return
+    r = json.loads(data.read_text())
+    p, s, d = r["poisoned"], r["slow_clients"], r["degenerate_png"]
+    rows = [
+        ["poisoned batches: bursts of good requests + one lone-surrogate text",
+         f"{p['good_failed']} of {p['bursts'] * p['good_per_burst']} good requests failed; "
+         f"the bad one got {', '.join(map(str, sorted(set(p['bad_status']))))}"],
+        [f"{s['clients']} slow clients trickling headers for {s['seconds']:g} s",
+         f"{s['ok_within_1s']} of {s['probes']} `/health` probes answered 200 within 1 s "
+         f"({100 * s['share_ok']:.0f}%)"],
+        [f"a 4,000,000 x 10 PNG ({d['png_bytes']:,} bytes)",
+         f"{d['status']} in {d['seconds']:.2f} s; server RSS {d['rss_before_mb']:.0f} -> "
+         f"{d['rss_after_mb']:.0f} MB"],
+    ]
+    replace_block(DOC, "hostile", f"`{r['command']}` (server: `memetrm serve`, model "
+                  f"`{Path(r['model']).name}`):\n\n" + markdown_table(["attack", "result"], rows))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=None)
-    ap.add_argument("--json", type=Path, default=Path("runs/hostile.json"))
+    ap.add_argument("--json", type=Path, default=DATA, help="where the numbers are kept")
     ap.add_argument("--slow-clients", type=int, default=64)
     ap.add_argument("--slow-seconds", type=float, default=15.0)
     args = ap.parse_args()
@@ -138,8 +158,10 @@ def main() -> int:
         finally:
             proc.terminate()
             proc.wait(10)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2))
+    results["command"] = "python benchmarks/hostile.py " + " ".join(sys.argv[1:])
+    atomic_write_text(args.json, json.dumps(results, indent=2))
+    if args.json == DATA:
+        render()
     p, s, d = results["poisoned"], results["slow_clients"], results["degenerate_png"]
     print(f"poisoned bursts: {p['good_failed']} of {p['bursts'] * p['good_per_burst']} good "
           f"requests failed; the bad one got {p['bad_status']}")

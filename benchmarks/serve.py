@@ -5,13 +5,15 @@ freshly initialised MLP head on minilm-effnet: the encoder dominates the cost, t
 then for each client count reports throughput, p50/p95/p99 latency, and the server's RSS
 before and after.
 
-    python benchmarks/serve.py [--model DIR] [--clients 1 8] [--duration 20] [--ocr]
+    python benchmarks/serve.py [--model DIR] [--clients 1 8 32] [--duration 20] [--ocr]
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
+import os
 import socket
 import subprocess
 import sys
@@ -23,6 +25,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from memetrm.evaluation.report import markdown_table, replace_block
+from memetrm.utils import atomic_write_text
 
 SERVER = """
 import sys, uvicorn
@@ -51,6 +56,12 @@ def meme_png() -> bytes:
     buf = io.BytesIO()
     img.save(buf, "PNG")
     return buf.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
@@ -92,19 +103,37 @@ def run_load(url: str, clients: int, duration: float, image: bytes, ocr: bool) -
                for q in (50, 95, 99)}}
 
 
+DATA, DOC = Path("docs/data/serve.json"), Path("docs/serving.md")
+
+
+def render(data: Path = DATA) -> None:
+    """The load table in docs/serving.md, from the JSON the last run wrote."""
+    if not data.is_file():
+        return
+    r = json.loads(data.read_text())
+    rows = [[str(x["clients"]), str(x["requests"]), str(x["errors"]), f"{x['rps']:.2f}",
+             *(f"{x[f'p{q}']:.0f}" for q in (50, 95, 99))] for x in r["runs"]]
+    table = markdown_table(["clients", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms"],
+                           rows, "rrrrrrr")
+    replace_block(DOC, "serve-load", "\n".join([
+        f"`{r['command']}` ({r['mode']}, {r['duration']:g} s per client count; model "
+        f"`{r['model']}`; {r['machine']}):", "", table, "",
+        f"Server RSS: {r['rss_before_mb']:.0f} MB before the load, {r['rss_after_mb']:.0f} MB "
+        f"after (peak {r['rss_peak_mb']:.0f} MB)."]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", type=Path, help="model dir (default: an untrained MLP head)")
-    ap.add_argument("--clients", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--duration", type=float, default=20.0, help="seconds per client count")
     ap.add_argument("--ocr", action="store_true", help="send no text, so every request runs OCR")
+    ap.add_argument("--json", type=Path, default=DATA, help="where the numbers are kept")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or make_model(Path(tmp) / "bench-mlp")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         proc = subprocess.Popen([sys.executable, "-c", SERVER, str(model), str(port)])
         base = f"http://127.0.0.1:{port}"
         try:
@@ -118,17 +147,20 @@ def main() -> None:
                 if proc.poll() is not None or time.perf_counter() - t0 > 300:
                     raise SystemExit("server did not start")
                 time.sleep(0.5)
-            print(f"server up in {time.perf_counter() - t0:.1f} s "
-                  f"({httpx.get(base + '/v1/model').json()['model']})")
+            model_id = httpx.get(base + "/v1/model").json()["model"]
+            print(f"server up in {time.perf_counter() - t0:.1f} s ({model_id})")
             image = meme_png()
             run_load(base + "/v1/predict", 1, 2.0, image, args.ocr)  # warm-up
             before = rss_mb(proc.pid)[0]
-            print(f"mode: {'OCR on every request' if args.ocr else 'text given (no OCR)'}, "
-                  f"{args.duration:g} s per run")
+            mode = "OCR on every request" if args.ocr else "text given, no OCR"
+            print(f"mode: {mode}, {args.duration:g} s per run")
             print(f"{'clients':>7} {'requests':>8} {'errors':>6} {'req/s':>7} "
                   f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
+            runs = []
             for n in args.clients:
-                r = run_load(base + "/v1/predict", n, args.duration, image, args.ocr)
+                r = {"clients": n, **run_load(base + "/v1/predict", n, args.duration, image,
+                                              args.ocr)}
+                runs.append(r)
                 print(f"{n:>7} {r['requests']:>8} {r['errors']:>6} {r['rps']:>7.2f} "
                       f"{r['p50']:>8.0f} {r['p95']:>8.0f} {r['p99']:>8.0f}")
             after, peak = rss_mb(proc.pid)
@@ -137,6 +169,13 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(10)
+    result = {"command": "python benchmarks/serve.py " + " ".join(sys.argv[1:]), "mode": mode,
+              "duration": args.duration, "model": model_id, "runs": runs,
+              "machine": f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}",
+              "rss_before_mb": before, "rss_after_mb": after, "rss_peak_mb": peak}
+    atomic_write_text(args.json, json.dumps(result, indent=2))
+    if args.json == DATA:
+        render()
 
 
 if __name__ == "__main__":

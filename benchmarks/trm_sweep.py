@@ -10,11 +10,16 @@ mean -- never the best test number.
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
 
 import torch
 
 from memetrm.config import RunConfig
+from memetrm.evaluation.report import markdown_table, replace_block
 from memetrm.training.runner import run
+from memetrm.utils import atomic_write_text
 
 VARIANTS: dict[str, tuple[dict, dict]] = {
     "trm (seed recipe: lr 1e-4, wd 0.05)": ({}, {}),
@@ -23,6 +28,22 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "dropout 0.2, wd 0.1": ({"dropout": 0.2}, {"weight_decay": 0.1}),
     "hidden 64, n_sup 4": ({"hidden": 64, "n_sup": 4}, {}),
 }
+
+
+DATA, DOC = Path("docs/data/trm_sweep.json"), Path("docs/trm.md")
+
+
+def render(data: Path = DATA) -> None:
+    """The sweep table in docs/trm.md, from the JSON the last run wrote."""
+    if not data.is_file():
+        return
+    r = json.loads(data.read_text())
+    best = max(r["rows"], key=lambda row: row["dev"]["mean"])["name"]
+    rows = [[row["name"] + (" (best on dev)" if row["name"] == best else ""),
+             f"{row['dev']['mean']:.3f} ± {row['dev']['std']:.3f}",
+             f"{row['test']['mean']:.3f} ± {row['test']['std']:.3f}"] for row in r["rows"]]
+    header = [f"TRM variant ({r['dataset']}, {r['seeds']} seeds)", "dev AUROC", "test AUROC"]
+    replace_block(DOC, "trm-sweep", f"`{r['command']}`:\n\n" + markdown_table(header, rows))
 
 
 def main() -> None:
@@ -37,15 +58,12 @@ def main() -> None:
         r = run(RunConfig(dataset=args.dataset, head="trm", head_cfg=head_cfg, train=train,
                           seeds=args.seeds, data_root=args.data_root, on_missing_image="skip",
                           bootstrap=0))
-        dev, test = r["splits"][r["roles"]["dev"]]["auroc"], r["splits"][r["roles"]["test"]]["auroc"]
-        rows.append((name, dev, test))
-    best = max(rows, key=lambda row: row[1]["mean"])[0]
-    print(f"| TRM variant ({args.dataset}, {args.seeds} seeds) | dev AUROC | test AUROC |")
-    print("|---|---|---|")
-    for name, dev, test in rows:
-        mark = " (best on dev)" if name == best else ""
-        print(f"| {name}{mark} | {dev['mean']:.3f} ± {dev['std']:.3f} "
-              f"| {test['mean']:.3f} ± {test['std']:.3f} |")
+        rows.append({"name": name, "dev": r["splits"][r["roles"]["dev"]]["auroc"],
+                     "test": r["splits"][r["roles"]["test"]]["auroc"]})
+    atomic_write_text(DATA, json.dumps({
+        "command": "python benchmarks/trm_sweep.py " + " ".join(sys.argv[1:]),
+        "dataset": args.dataset, "seeds": args.seeds, "rows": rows}, indent=2))
+    render()
 
 
 if __name__ == "__main__":

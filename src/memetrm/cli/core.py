@@ -48,21 +48,13 @@ PrintConfig = Annotated[bool, typer.Option(
 
 
 def _summary_table(results: list[dict]) -> Table:
+    from memetrm.evaluation.report import SUMMARY_HEADER, summary_rows
+
     table = Table(title="results (mean ± std over seeds; test AUROC 95% bootstrap CI)")
-    table.add_column("head", no_wrap=True)
-    for col in ("dev AUROC", "test AUROC", "95% CI", "test acc", "test F1", "s/seed"):
-        table.add_column(col)
-    for r in results:
-        dev, test = r["splits"][r["roles"]["dev"]], r["splits"][r["roles"]["test"]]
-        ci = test["auroc"]["ci95"]
-        table.add_row(
-            r["head"], f"{dev['auroc']['mean']:.3f} ± {dev['auroc']['std']:.3f}",
-            f"{test['auroc']['mean']:.3f} ± {test['auroc']['std']:.3f}",
-            f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "-",
-            f"{test['accuracy']['mean']:.3f} ± {test['accuracy']['std']:.3f}",
-            f"{test['f1']['mean']:.3f} ± {test['f1']['std']:.3f}",
-            f"{r['train_seconds_per_seed']:.1f}",
-        )
+    for i, col in enumerate(SUMMARY_HEADER):
+        table.add_column(col, no_wrap=i == 0, justify="right" if i in (1, 2, 3) else "left")
+    for row in summary_rows(results):
+        table.add_row(*row)
     return table
 
 

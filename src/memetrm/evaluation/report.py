@@ -25,28 +25,53 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def fmt(stat: dict[str, Any], ci: bool = False) -> str:
-    s = f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+    """``mean ± std`` (``n/a`` for the std of a single seed), with ``[lo, hi]`` if asked."""
+    std = "n/a" if len(stat.get("values", [])) == 1 else f"{stat['std']:.3f}"
+    s = f"{stat['mean']:.3f} ± {std}"
     if ci and stat.get("ci95"):
         lo, hi = stat["ci95"]
         s += f" [{lo:.3f}, {hi:.3f}]"
     return s
 
 
-def results_table(runs: list[dict[str, Any]]) -> str:
-    """One row per run: dev and test AUROC/accuracy/F1 (mean ± std, test AUROC with 95% CI)."""
-    lines = [
-        "| head | seeds | params | train s/seed | dev AUROC | dev acc | dev F1 "
-        "| test AUROC [95% CI] | test acc | test F1 |",
-        "|---|---:|---:|---:|---|---|---|---|---|---|",
-    ]
+SUMMARY_HEADER = ["head", "seeds", "params", "train s/seed", "dev AUROC", "dev acc", "dev F1",
+                  "test AUROC [95% CI]", "test acc", "test F1"]
+
+
+def summary_rows(runs: list[dict[str, Any]]) -> list[list[str]]:
+    """One row per run under ``SUMMARY_HEADER``: the console table and the markdown share it."""
+    rows = []
     for r in runs:
         dev, test = r["splits"][r["roles"]["dev"]], r["splits"][r["roles"]["test"]]
-        lines.append(
-            f"| {r['head']} | {r['seeds']} | {r['params']:,} | {r['train_seconds_per_seed']:.1f} "
-            f"| {fmt(dev['auroc'])} | {fmt(dev['accuracy'])} | {fmt(dev['f1'])} "
-            f"| {fmt(test['auroc'], ci=True)} | {fmt(test['accuracy'])} | {fmt(test['f1'])} |"
-        )
-    return "\n".join(lines)
+        rows.append([r["head"], str(r["seeds"]), f"{r['params']:,}",
+                     f"{r['train_seconds_per_seed']:.1f}", fmt(dev["auroc"]),
+                     fmt(dev["accuracy"]), fmt(dev["f1"]), fmt(test["auroc"], ci=True),
+                     fmt(test["accuracy"]), fmt(test["f1"])])
+    return rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]], align: str = "") -> str:
+    """A GitHub table; ``align`` holds one of l/r per column (default: all left)."""
+    marks = [("---:" if a == "r" else "---") for a in (align or "l" * len(header))]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in [header, marks, *rows])
+
+
+def results_table(runs: list[dict[str, Any]]) -> str:
+    """One row per run: dev and test AUROC/accuracy/F1 (mean ± std, test AUROC with 95% CI)."""
+    return markdown_table(SUMMARY_HEADER, summary_rows(runs), "lrrrllllll")
+
+
+def replace_block(path: Path, name: str, text: str) -> None:
+    """Replace what stands between ``<!-- generated:NAME start -->`` and ``... end -->`` in a
+    markdown file; hand-written prose around it stays. Missing markers are an error, so a
+    table can never silently stop being updated."""
+    start, end = f"<!-- generated:{name} start -->", f"<!-- generated:{name} end -->"
+    doc = Path(path).read_text()
+    if start not in doc or end not in doc:
+        raise ConfigError(f"{path}: no {start} ... {end} block to write {name!r} into")
+    head, _, rest = doc.partition(start)
+    _, _, tail = rest.partition(end)
+    atomic_write_text(Path(path), f"{head}{start}\n{text.strip()}\n{end}{tail}")
 
 
 def depth_table(runs: list[dict[str, Any]]) -> str | None:
@@ -105,14 +130,25 @@ def plot_traces(run: dict[str, Any], pred: dict[str, Any], path: Path) -> bool:
     return True
 
 
-def dataset_section(run_dirs: list[Path], asset_dir: Path, rel: str) -> str:
-    """Markdown for one dataset's runs; plots are written to ``asset_dir`` (linked via ``rel``)."""
+def asset_stem(run: dict[str, Any]) -> str:
+    return f"{run['dataset']}-{run['encoder']}".replace("/", "_").replace(":", "_")
+
+
+def write_plots(run_dirs: list[Path], asset_dir: Path) -> list[dict[str, Any]]:
+    """ROC and reasoning-trace PNGs for one dataset's runs (they need the predictions)."""
     loaded = [load_run(d) for d in run_dirs]
     runs, preds = [r for r, _ in loaded], [p for _, p in loaded]
-    first = runs[0]
-    name = f"{first['dataset']}-{first['encoder']}".replace("/", "_").replace(":", "_")
     asset_dir.mkdir(parents=True, exist_ok=True)
+    name = asset_stem(runs[0])
     plot_roc(runs, preds, asset_dir / f"roc-{name}.png")
+    for r, p in zip(runs, preds, strict=True):
+        plot_traces(r, p, asset_dir / f"trace-{name}-{r['head']}.png")
+    return runs
+
+
+def dataset_markdown(runs: list[dict[str, Any]], asset_dir: Path, rel: str) -> str:
+    """Markdown for one dataset's results; links the plots found in ``asset_dir``."""
+    first = runs[0]
     parts = [
         f"### {first['dataset']} — encoder `{first['encoder']}`, fields {', '.join(first['fields'])}",
         f"Train `{first['roles']['train']}`, select on `{first['roles']['dev']}` (epoch and "
@@ -122,18 +158,17 @@ def dataset_section(run_dirs: list[Path], asset_dir: Path, rel: str) -> str:
         results_table(runs),
         "",
     ]
-    if any(r["skipped_missing_images"] for r in runs):
+    if any(r.get("skipped_missing_images") for r in runs):
         skipped = sorted({i for r in runs for i in r["skipped_missing_images"]})
         parts += [f"Skipped (missing image): {', '.join(skipped)}.", ""]
     depth = depth_table(runs)
     if depth:
         parts += ["Adaptive halting (ACT): supervision steps used at inference vs full depth.", "",
                   depth, ""]
-    parts += [f"![ROC]({rel}/roc-{name}.png)", ""]
-    for r, p in zip(runs, preds, strict=True):
-        trace_png = asset_dir / f"trace-{name}-{r['head']}.png"
-        if plot_traces(r, p, trace_png):
-            parts += [f"![{r['head']} trace]({rel}/{trace_png.name})", ""]
+    name = asset_stem(first)
+    pngs = [f"roc-{name}.png", *(f"trace-{name}-{r['head']}.png" for r in runs)]
+    parts += [f"![{png.removesuffix('.png')}]({rel}/{png})\n" for png in pngs
+              if (asset_dir / png).is_file()]
     return "\n".join(parts)
 
 
@@ -144,6 +179,6 @@ def write_report(groups: list[list[Path]], out: Path, title: str = "memetrm resu
     assets = out.parent / f"{out.stem}_assets"
     body = [f"# {title}", "", preamble, ""] if preamble else [f"# {title}", ""]
     for g in groups:
-        body.append(dataset_section(g, assets, assets.name))
+        body.append(dataset_markdown(write_plots(g, assets), assets, assets.name))
     atomic_write_text(out, "\n".join(body))
     return out
