@@ -17,11 +17,15 @@ from memetrm.data.registry import MISSING_IMAGE_POLICIES
 from memetrm.data.validation import BAD_LINE_POLICIES
 from memetrm.errors import ConfigError
 
+DEFAULT_ENCODER = "minilm-effnet"
+
 
 @dataclass
 class RunConfig:
+    """One experiment: data, encoder, head and its options, training options, seeds, outputs."""
+
     dataset: str = "multioff"
-    encoder: str = "minilm-effnet"
+    encoder: str = DEFAULT_ENCODER
     head: str = "mlp"
     #: head options passed to ``create_head`` (over the head preset's defaults)
     head_cfg: dict[str, Any] = field(default_factory=dict)

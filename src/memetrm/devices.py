@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-
-import torch
+from typing import TYPE_CHECKING
 
 from memetrm.errors import ConfigError
 
+if TYPE_CHECKING:  # torch is imported on use, so ``memetrm --help`` does not pay for it
+    import torch
+
 DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def _mps_available() -> bool:
+    import torch
+
     return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     """The torch device for ``spec``; one that is not present is a clear error, not a traceback."""
+    import torch
+
     if isinstance(spec, torch.device):
         return spec
     spec = (spec or "auto").strip().lower()
@@ -54,6 +59,8 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     ``auto``: bf16 on GPUs that support it, else fp16 on accelerators, fp32 on the CPU (CPU
     autocast is slower than fp32 for these convolution/attention mixes).
     """
+    import torch
+
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; choose from {PRECISIONS}")
     if precision == "fp32" or (precision == "auto" and device.type == "cpu"):
@@ -61,12 +68,14 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     if precision == "auto":
         bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
         return torch.bfloat16 if bf16 else torch.float16
-    return _DTYPES[precision]
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
 @contextlib.contextmanager
 def autocast(device: torch.device, precision: str = "auto") -> Iterator[None]:
     """Mixed precision for inference on ``device``; a no-op at fp32."""
+    import torch
+
     dtype = autocast_dtype(device, precision)
     if dtype is None:
         yield

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from memetrm.cli.options import DataRoot, Device
-from memetrm.encoders import DEFAULT_ENCODER
+from memetrm.config import DEFAULT_ENCODER
 
 console = Console(stderr=True)
 

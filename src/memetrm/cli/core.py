@@ -25,19 +25,15 @@ from memetrm.cli.options import (
     Precision,
     split_csv,
 )
-from memetrm.config import RunConfig, load_run_config
+from memetrm.config import DEFAULT_ENCODER, RunConfig, load_run_config
 from memetrm.data import get_dataset, list_datasets
 from memetrm.devices import resolve_device
-from memetrm.encoders import DEFAULT_ENCODER, list_encoders
 from memetrm.errors import ConfigError
-from memetrm.evaluation import compute_metrics
-from memetrm.features import load_features
-from memetrm.heads import list_heads
 from memetrm.progress import console
-from memetrm.serving.predictor import load_model
-from memetrm.training.engine import predict
-from memetrm.training.runner import resolved_config, run
 from memetrm.utils import atomic_write_text
+
+# torch-backed modules are imported inside the commands, so --help and errors in the
+# arguments answer without loading them
 
 Overrides = Annotated[list[str] | None, typer.Option(
     "--set", help="Override, e.g. --set train.lr=1e-4 --set head_cfg.hidden=256.")]
@@ -65,6 +61,8 @@ def _check_devices(cfg: RunConfig) -> None:
 
 
 def _print_config(cfg: RunConfig) -> None:
+    from memetrm.training.runner import resolved_config
+
     typer.echo(yaml.safe_dump(resolved_config(cfg), sort_keys=False), nl=False)
 
 
@@ -87,6 +85,8 @@ def register(app: typer.Typer) -> None:
         precision: Precision = None,
     ) -> None:
         """Compute features once per (split, encoder, field) and cache them."""
+        from memetrm.features import load_features
+
         cfg = load_run_config(None, None, dataset=dataset, encoder=encoder,
                               on_missing_image=on_missing_image, on_bad_line=on_bad_line,
                               allow_outside_images=allow_outside_images or None, device=device,
@@ -110,8 +110,8 @@ def register(app: typer.Typer) -> None:
         dataset: Dataset = None,
         encoder: Encoder = None,
         head: Annotated[str | None, typer.Option(
-            "--head", "--heads", help=f"A head, several (comma-separated) or 'all' "
-            f"[default: mlp for train, all for compare]. Heads: {', '.join(list_heads())}.")] = None,
+            "--head", "--heads", help="A head, several (comma-separated) or 'all' "
+            "[default: mlp for train, all for compare]; `memetrm list` names them.")] = None,
         seeds: Annotated[int | None, typer.Option(help="Seeds per head [default: 5].")] = None,
         fields: Fields = None,
         data_root: DataRoot = None,
@@ -133,6 +133,9 @@ def register(app: typer.Typer) -> None:
         print_config: PrintConfig = False,
     ) -> None:
         """Train heads on cached features over N seeds; select on dev; report every split."""
+        from memetrm.heads import list_heads
+        from memetrm.training.runner import run
+
         spec = head or ("all" if ctx.info_name == "compare" else None)
         names = list_heads(all_only=True) if spec == "all" else split_csv(spec) or [None]
         if report and not out_dir:
@@ -185,6 +188,11 @@ def register(app: typer.Typer) -> None:
         json_out: Annotated[Path | None, typer.Option("--json")] = None,
     ) -> None:
         """Score a saved checkpoint on one split at its dev-chosen threshold."""
+        from memetrm.evaluation import compute_metrics
+        from memetrm.features import load_features
+        from memetrm.serving.predictor import load_model
+        from memetrm.training.engine import predict
+
         dev = resolve_device(device)
         head, meta, threshold = load_model(model, dev)
         fs = load_features(dataset or RunConfig.dataset, split, meta["encoder"], meta["fields"],
@@ -210,9 +218,46 @@ def register(app: typer.Typer) -> None:
         console.print(f"wrote {out}")
 
     @app.command("list")
-    def list_components() -> None:
-        """Registered datasets, encoders and heads."""
-        console.print(f"datasets: {', '.join(list_datasets())} (or a jsonl folder path)")
-        console.print(f"encoders: {', '.join(list_encoders())} (default {DEFAULT_ENCODER})")
-        console.print(f"heads:    {', '.join(list_heads())}")
+    def list_components(
+        what: Annotated[str, typer.Argument(help="all, datasets, encoders or heads")] = "all",
+        verbose: Annotated[bool, typer.Option(
+            "--verbose", "-v", help="Heads: description, parameters and options.")] = False,
+    ) -> None:
+        """Registered datasets, encoders and heads (``list heads -v`` for their options)."""
+        if what not in ("all", "datasets", "encoders", "heads"):
+            raise ConfigError(f"list what? {what!r}: use datasets, encoders or heads")
+        if what in ("all", "datasets"):
+            console.print(f"datasets: {', '.join(list_datasets())} (or a jsonl folder path)")
+        if what in ("all", "encoders"):
+            from memetrm.encoders import list_encoders
 
+            console.print(f"encoders: {', '.join(list_encoders())} (default {DEFAULT_ENCODER}; "
+                          "hf-clip:<hub id or path>, open-clip:<arch>:<tag or path>)")
+        if what in ("all", "heads"):
+            from memetrm.heads import list_heads
+
+            if verbose:
+                console.print(_heads_table(), soft_wrap=True)
+            else:
+                console.print(f"heads:    {', '.join(list_heads())}")
+
+
+def _heads_table() -> Table:
+    """Each head: what it is, its size on typical features, and its options with defaults."""
+    import dataclasses
+
+    from memetrm.heads import create_head, head_config, head_entry, list_heads
+
+    dims = {"image": 1280, "text": 384}  # minilm-effnet, image + text
+    table = Table(title=f"heads (parameters for {dims}; tokens of the same widths)")
+    for col in ("head", "description", "params", "options (defaults)", "training preset"):
+        table.add_column(col, overflow="fold")
+    for name in list_heads():
+        entry = head_entry(name)
+        params = sum(p.numel() for p in create_head(name, dims, dims).parameters()
+                     if p.requires_grad)
+        options = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(head_config(name)).items())
+        preset = ", ".join(f"{k}={v}" for k, v in entry.train.items()) or "-"
+        table.add_row(name + ("" if entry.in_all else " (by name)"), entry.description,
+                      f"{params:,}", options or "-", preset)
+    return table

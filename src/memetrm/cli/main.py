@@ -8,7 +8,7 @@ import typer
 from typer.core import TyperGroup
 
 from memetrm.errors import MemetrmError
-from memetrm.progress import console
+from memetrm.progress import console, quiet_third_party
 
 
 class _Group(TyperGroup):
@@ -31,12 +31,25 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from memetrm import __version__
+
+        typer.echo(f"memetrm {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _global(
     threads: int | None = typer.Option(
         None, envvar="MEMETRM_THREADS",
         help="torch intra-op CPU threads; 1 is fastest for the tiny heads on a busy CPU."),
+    verbose: bool = typer.Option(
+        False, "--verbose", help="Show third-party progress bars and warnings too."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
 ) -> None:
+    quiet_third_party(verbose)
     if threads:
         import torch
 

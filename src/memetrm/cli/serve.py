@@ -202,15 +202,19 @@ def predict(
     texts = {k: v for k, v in {"text": text, "caption": caption}.items() if v is not None}
     result = predictor.predict([open_image(image)], [texts])[0]
     if as_json:
-        typer.echo(json.dumps({"image": str(image), **result}))
+        typer.echo(json.dumps({"image": str(image), **result}, allow_nan=False))
         return
-    verdict = "[red]hateful[/red]" if result["label"] else "[green]not hateful[/green]"
-    Console().print(f"{image}: p(hateful) = [bold]{result['prob']:.3f}[/bold] -> {verdict} "
+    color = "red" if result["label"] else "green"
+    verdict = f"[{color}]{result['label_name']}[/{color}]"
+    Console().print(f"{image}: p({predictor.label_names[1]}) = [bold]{result['prob']:.3f}[/bold] "
+                    f"-> {verdict} "
                     f"(threshold {result['threshold']:.3f}, model {result['model']})")
     if result["ocr_text"] is not None:
         Console().print(f"OCR text: {result['ocr_text']!r}")
     if result["trace"]:
         Console().print("trace: " + " -> ".join(f"{p:.3f}" for p in result["trace"]))
+    if result["steps"] is not None:
+        Console().print(f"halted after {result['steps']} of {len(result['trace'])} steps")
 
 
 def serve(

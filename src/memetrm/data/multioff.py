@@ -24,6 +24,7 @@ class MultiOFF(MemeDataset):
     )
     dev_split = "val"
     default_fields = ("image", "text")
+    label_names = ("not offensive", "offensive")
 
     def splits(self) -> list[str]:
         return sorted(p.stem for p in self.root.glob("*.csv"))

@@ -36,6 +36,8 @@ class MemeDataset(ABC):
     train_split = "train"
     dev_split = "dev"
     test_split = "test"
+    #: what labels 0 and 1 mean, for messages, the model card and the web page
+    label_names: tuple[str, str] = ("not hateful", "hateful")
 
     def __init__(self, root: Path, on_bad_line: str = "error", allow_outside_images: bool = False,
                  warn: Callable[[str], None] | None = None):

@@ -6,13 +6,13 @@ from collections.abc import Callable
 
 import torch
 
+from memetrm.config import DEFAULT_ENCODER
 from memetrm.devices import resolve_device
 from memetrm.encoders.base import Encoder
 from memetrm.errors import ConfigError
 
 _ENCODERS: dict[str, Callable[..., Encoder]] = {}
 _VERSIONS: dict[str, Callable[[str], str]] = {}
-DEFAULT_ENCODER = "minilm-effnet"
 
 
 def register_encoder(

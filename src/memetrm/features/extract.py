@@ -15,10 +15,12 @@ from memetrm.data.records import MemeRecord
 from memetrm.data.registry import MissingImagePolicy
 from memetrm.devices import autocast, resolve_device
 from memetrm.encoders import Encoder, create_encoder, encoder_version
-from memetrm.errors import DataError
+from memetrm.errors import ConfigError, DataError
 from memetrm.features.cache import FeatureCache, content_hash, entry_key
 from memetrm.features.featureset import FeatureSet
 from memetrm.progress import make_progress
+from memetrm.provenance import combined_hash
+from memetrm.utils import sha256_text
 
 
 class _ImageDataset(Dataset):
@@ -123,7 +125,13 @@ def load_features(
     dev = resolve_device(device)
     ds = get_dataset(dataset, data_root, on_bad_line=on_bad_line,
                      allow_outside_images=allow_outside_images)
-    selection = select_fields(ds.records(split), fields, on_missing_image,
+    all_records = ds.records(split)
+    have = {k for r in all_records for k in r.texts} | {"image" for r in all_records if r.image}
+    lacking = [f for f in fields if f not in have]
+    if lacking:
+        raise ConfigError(f"{ds.identity}/{split} has no field(s) {lacking}; its fields are "
+                          f"{sorted(have)}")
+    selection = select_fields(all_records, fields, on_missing_image,
                               warn=lambda m: ds.warn(f"{ds.identity}/{split}: {m}"))
     records = selection.records
     if not records:
@@ -134,9 +142,10 @@ def load_features(
     enc: Encoder | None = None
     tensors: dict[str, torch.Tensor] = {}
     encoded, seconds = [], 0.0
+    hashes = {"labels": sha256_text(*(f"{r.id}:{r.label}" for r in records))}
     for field in fields:
         max_tokens = Encoder.max_text_tokens
-        data_hash = content_hash(records, field)
+        data_hash = hashes[field] = content_hash(records, field)
         key = entry_key(encoder, version, field, tokens, max_tokens, data_hash)
         hit = cache.load(key, ids)
         if hit is None and not tokens:  # a token entry holds the pooled features too
@@ -158,4 +167,5 @@ def load_features(
     return FeatureSet(ids, tensors, labels, meta={
         "dataset": ds.identity, "split": split, "encoder": encoder, "encoded": encoded,
         "extract_seconds": seconds, "skipped_missing_images": selection.skipped_missing_images,
+        "data_hash": combined_hash(hashes), "label_names": list(ds.label_names),
     })

@@ -82,13 +82,14 @@ def create_head(name: str, input_dims: dict[str, int], token_dims: dict[str, int
     return head
 
 
-def save_pretrained(head: Head, path: str | Path, **meta: Any) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` atomically; ``meta`` carries threshold etc."""
+def save_pretrained(head: Head, path: str | Path, card: str | None = None, **meta: Any) -> Path:
+    """Write ``model.safetensors`` + ``config.json`` (+ a ``README.md`` model card) atomically;
+    ``meta`` carries the threshold, encoder, fields, provenance and so on."""
     if not head.name:
         raise ConfigError("only heads built by create_head (with a registered name) can be saved")
     config = {"head": head.name, "config": dataclasses.asdict(head.cfg),
               "input_dims": head.input_dims, "token_dims": head.token_dims, **meta}
-    return save_checkpoint(path, head, config)
+    return save_checkpoint(path, head, config, {"README.md": card.encode()} if card else None)
 
 
 def from_pretrained(path: str | Path) -> tuple[Head, dict[str, Any]]:

@@ -55,10 +55,14 @@ class Limits:
 class Prediction(BaseModel):
     prob: float
     label: int
+    #: what ``label`` means for this model's dataset (e.g. ``offensive``)
+    label_name: str
     threshold: float
     ocr_text: str | None
     model: str
     trace: list[float] | None
+    #: supervision steps used by a head that halts early (None for other heads)
+    steps: int | None = None
 
 
 class ModelInfo(BaseModel):
@@ -69,6 +73,7 @@ class ModelInfo(BaseModel):
     tokens: bool
     threshold: float
     dataset: str | None
+    labels: list[str]
 
 
 #: The page loads nothing from elsewhere; its script and styles are inline.

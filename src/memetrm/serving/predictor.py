@@ -20,6 +20,7 @@ from memetrm.errors import ConfigError, DataError, MemetrmError
 from memetrm.heads import Head, from_pretrained
 from memetrm.serving.ocr import OCR
 
+DEFAULT_LABELS = ("not hateful", "hateful")
 #: what a caller may give as an item's text: the meme text, or a field -> text mapping
 TextInput = str | Mapping[str, str] | None
 
@@ -91,6 +92,8 @@ class Predictor:
         self.head, self.config, self.threshold = load_model(self.model_dir, self.device)
         self.fields: list[str] = list(self.config.get("fields") or self.head.fields)
         self.tokens: bool = bool(self.config.get("tokens", self.head.needs_tokens))
+        #: what labels 0 and 1 mean (``not offensive`` / ``offensive`` for MultiOFF models)
+        self.label_names: list[str] = list(self.config.get("labels") or DEFAULT_LABELS)
         self.encoder = encoder or create_encoder(self.config.get("encoder", "minilm-effnet"),
                                                  device=self.device)
         self.ocr = ocr or OCR()
@@ -112,6 +115,7 @@ class Predictor:
             "tokens": self.tokens,
             "threshold": self.threshold,
             "dataset": self.config.get("dataset"),
+            "labels": self.label_names,
         }
 
     def prepare(self, image: Image.Image | None, text: TextInput = None) -> Prepared:
@@ -160,16 +164,21 @@ class Predictor:
         probs = out["prob"].float().cpu().tolist()
         if not all(math.isfinite(p) for p in probs):
             raise ModelOutputError(f"model {self.model_id} produced a non-finite score")
-        traces = out["trace"].float().cpu().tolist() if "trace" in out else [None] * len(items)
+        n = len(items)
+        traces = out["trace"].float().cpu().tolist() if "trace" in out else [None] * n
+        steps = out["steps"].cpu().tolist() if "steps" in out else [None] * n
         results = []
-        for p, prob, trace in zip(items, probs, traces, strict=True):
+        for p, prob, trace, step in zip(items, probs, traces, steps, strict=True):
+            label = int(prob >= self.threshold)
             results.append({
                 "prob": prob,
-                "label": int(prob >= self.threshold),
+                "label": label,
+                "label_name": self.label_names[label],
                 "threshold": self.threshold,
                 "ocr_text": p.ocr_text,
                 "model": self.model_id,
                 "trace": trace,
+                "steps": step,
             })
         return results
 

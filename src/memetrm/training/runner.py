@@ -25,6 +25,7 @@ from memetrm.evaluation.metrics import auroc
 from memetrm.features import FeatureSet, load_features
 from memetrm.heads import Head, create_head, head_config, head_entry, save_pretrained
 from memetrm.progress import console
+from memetrm.provenance import combined_hash, provenance
 from memetrm.training.engine import FitResult, TrainConfig, fit, predict, resolve_train_config
 from memetrm.utils import atomic_write_text, seed_everything
 
@@ -145,13 +146,42 @@ def best_run(runs: list[SeedRun]) -> SeedRun:
     return max(runs, key=lambda r: r.fit.dev_score)
 
 
-def save_best(cfg: RunConfig, runs: list[SeedRun], fields: list[str], tokens: bool,
-              config: dict[str, Any]) -> Path:
+def save_best(cfg: RunConfig, runs: list[SeedRun], results: dict[str, Any],
+              labels: tuple[str, str]) -> Path:
+    """The best-dev seed's head, with everything needed to use it and a model card."""
     best = best_run(runs)
     head: Head = best.fit.head  # type: ignore[assignment]
-    return save_pretrained(head, cfg.save, encoder=cfg.encoder, fields=fields, tokens=tokens,
-                           threshold=best.threshold, dataset=cfg.dataset,
-                           dev_auroc=best.fit.dev_score, seed=best.seed, run_config=config)
+    config = {**results["config"], "train": {**results["config"]["train"], "seed": best.seed}}
+    return save_pretrained(
+        head, cfg.save, card=model_card(results, best, labels), encoder=cfg.encoder,
+        fields=results["fields"], tokens=bool(head.token_dims), threshold=best.threshold,
+        dataset=cfg.dataset, labels=list(labels), dev_auroc=best.fit.dev_score, seed=best.seed,
+        run_config=config, provenance=results["provenance"])
+
+
+def model_card(results: dict[str, Any], best: SeedRun, labels: tuple[str, str]) -> str:
+    """README.md of a saved model: data, metrics, threshold policy, intended use and limits."""
+    roles, tcfg = results["roles"], results["config"]["train"]
+    rows = [f"| {split} | {m['auroc']['mean']:.3f} ± {m['auroc']['std']:.3f} | "
+            f"{m['accuracy']['mean']:.3f} | {m['f1']['mean']:.3f} |"
+            for split, m in results["splits"].items()]
+    return "\n".join([
+        f"# memetrm model: `{results['head']}` on `{results['dataset']}`", "",
+        f"Predicts p({labels[1]}) for a meme from frozen `{results['encoder']}` features of "
+        f"{', '.join(results['fields'])}. Trained on `{roles['train']}`; the epoch and the "
+        f"decision threshold ({best.threshold:.3f}, maximising {tcfg['threshold_metric']}) "
+        f"were chosen on `{roles['dev']}` only. This is seed {best.seed}, the best of "
+        f"{results['seeds']} on dev (AUROC {best.fit.dev_score:.3f}).", "",
+        f"## Metrics over the {results['seeds']} seeds (mean ± std)", "",
+        "| split | AUROC | accuracy | F1 |", "|---|---|---|---|", *rows, "",
+        "## Intended use", "",
+        "Research on multimodal hateful-content detection, and triage that puts memes in front "
+        "of a human moderator. Not for automated enforcement without review: the score reflects "
+        "the training data's labels and their biases, and it drops on memes unlike them "
+        "(other languages, eras, communities or image styles).", "",
+        "## Provenance", "",
+        *(f"- {k}: `{v}`" for k, v in results["provenance"].items()), "",
+    ])
 
 
 def run(cfg: RunConfig) -> dict[str, Any]:
@@ -171,8 +201,14 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     splits_out = summarize_seeds(cfg, feats, runs)
     best = best_run(runs)
     train_seconds = sum(r.seconds for r in runs)
+    config["train"]["seed"] = [r.seed for r in runs]
+    labels = tuple(feats[roles["train"]].meta["label_names"])
     results = {
+        "provenance": provenance(
+            data_hash=combined_hash({s: f.meta["data_hash"] for s, f in feats.items()}),
+            seeds=[r.seed for r in runs]),
         "dataset": cfg.dataset, "encoder": cfg.encoder, "head": cfg.head, "seeds": cfg.seeds,
+        "label_names": list(labels),
         "fields": fields, "roles": roles, "splits": splits_out,
         "thresholds": [r.threshold for r in runs], "best_epochs": [r.fit.best_epoch for r in runs],
         "best_seed": best.seed, "calibration": [r.fit.calibration for r in runs],
@@ -188,7 +224,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     if cfg.out_dir:
         atomic_write_text(Path(cfg.out_dir) / "results.json", json.dumps(results, indent=2))
     if cfg.save:
-        save_best(cfg, runs, fields, bool(feats[roles["train"]].token_dims), config)
+        save_best(cfg, runs, results, labels)
     return results
 
 
