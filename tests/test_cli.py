@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -36,9 +37,24 @@ def test_train_json_contract_with_offline_encoder(tiny_jsonl_dataset: Path, tmp_
     res = runner.invoke(app, args)
     assert res.exit_code == 0 and json.loads(out.read_text())["extract_seconds"] == 0
     # the saved checkpoint evaluates through the CLI, and the report renders
-    res = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "model"), "--dataset",
-                              str(tiny_jsonl_dataset), "--split", "test"])
-    assert res.exit_code == 0 and "auroc" in res.output
+    res = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "model"), "--json",
+                              str(tmp_path / "eval.json")])  # the model's dataset, test split
+    assert res.exit_code == 0 and "auroc" in res.output, res.output
+    ev = json.loads((tmp_path / "eval.json").read_text())
+    assert (ev["split"], ev["n"]) == ("test", 12) and sum(ev["confusion"].values()) == 12
+    assert ev["threshold"] == json.loads((tmp_path / "model" / "config.json").read_text())[
+        "threshold"]
+    # provenance and a model card travel with the results and the model, readable by the group
+    assert {"memetrm", "torch", "git_commit", "command", "utc", "data_hash", "seeds"} <= set(
+        r["provenance"])
+    assert r["config"]["train"]["seed"] == [0, 1]
+    saved = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert saved["run_config"]["train"]["seed"] in (0, 1) and saved["labels"][1] == "hateful"
+    assert "Intended use" in (tmp_path / "model" / "README.md").read_text()
+    mask = os.umask(0)
+    os.umask(mask)  # outputs get the mode a normal file gets, not a temp file's 0600
+    for path in (tmp_path / "model" / "config.json", out):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask
     res = runner.invoke(app, ["report", str(tmp_path / "run"), "--out", str(tmp_path / "r.md")])
     assert res.exit_code == 0 and "| mlp |" in (tmp_path / "r.md").read_text()
     assert list((tmp_path / "r_assets").glob("roc-*.png"))

@@ -48,7 +48,7 @@ def _summary_table(results: list[dict]) -> Table:
 
     table = Table(title="results (mean ± std over seeds; test AUROC 95% bootstrap CI)")
     for i, col in enumerate(SUMMARY_HEADER):
-        table.add_column(col, no_wrap=i == 0, justify="right" if i in (1, 2, 3) else "left")
+        table.add_column(col, no_wrap=i == 0, justify="right" if i in (1, 2, 3, 4) else "left")
     for row in summary_rows(results):
         table.add_row(*row)
     return table
@@ -179,32 +179,61 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def evaluate(
         model: Model,
-        dataset: Dataset = None,
-        split: str = "test",
+        dataset: Annotated[str | None, typer.Option(
+            help="Dataset name or folder [default: the model's own].")] = None,
+        split: Annotated[str | None, typer.Option(
+            help="Split to score [default: the dataset's test split].")] = None,
         data_root: DataRoot = None,
         cache_dir: CacheDir = None,
         on_missing_image: MissingImages = None,
         device: Device = None,
         json_out: Annotated[Path | None, typer.Option("--json")] = None,
     ) -> None:
-        """Score a saved checkpoint on one split at its dev-chosen threshold."""
-        from memetrm.evaluation import compute_metrics
+        """Score a saved model on a split at its dev-chosen threshold: n, metrics with a
+        bootstrap CI, and the confusion matrix."""
+        from memetrm.evaluation import bootstrap_ci, compute_metrics
         from memetrm.features import load_features
         from memetrm.serving.predictor import load_model
         from memetrm.training.engine import predict
 
         dev = resolve_device(device)
         head, meta, threshold = load_model(model, dev)
-        fs = load_features(dataset or RunConfig.dataset, split, meta["encoder"], meta["fields"],
-                           meta.get("tokens", False), data_root, on_missing_image or "error",
+        saved = meta.get("run_config") or {}
+        dataset = dataset or meta.get("dataset") or RunConfig.dataset
+        split = split or get_dataset(dataset, data_root).roles()["test"]
+        fs = load_features(dataset, split, meta["encoder"], meta["fields"],
+                           meta.get("tokens", False), data_root,
+                           on_missing_image or saved.get("on_missing_image", "error"),
                            cache_dir, device=str(dev))
         y = fs.labels.numpy()
-        if (y != y).any():
-            raise ConfigError(f"{dataset}/{split} has unlabelled records; cannot evaluate")
-        metrics = compute_metrics(y, predict(head, fs)["prob"].numpy(), threshold)
-        console.print_json(data=metrics)
+        if (y != y).any() or len(set(y.tolist())) < 2:
+            raise ConfigError(f"{dataset}/{split} needs labels of both classes to be evaluated")
+        prob = predict(head, fs)["prob"].numpy()
+        pred = prob >= threshold
+        names = meta.get("labels") or ["negative", "positive"]
+        ci = bootstrap_ci(y, [prob], [threshold])
+        metrics = compute_metrics(y, prob, threshold)
+        report = {"model": str(model), "dataset": dataset, "split": split, "n": len(y),
+                  "threshold": threshold, "labels": names,
+                  "metrics": {m: {"value": v, "ci95": list(ci[m])} for m, v in metrics.items()},
+                  "confusion": {f"true {a} / predicted {b}": int(((y == i) & (pred == j)).sum())
+                                for i, a in enumerate(names) for j, b in enumerate(names)}}
+        table = Table(title=f"{model} on {dataset}/{split}: n = {len(y)}, threshold "
+                            f"{threshold:.3f} (chosen on dev)")
+        for col in ("metric", "value", "95% bootstrap CI"):
+            table.add_column(col)
+        for m, v in report["metrics"].items():
+            table.add_row(m, f"{v['value']:.3f}", f"[{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]")
+        console.print(table)
+        matrix = Table(title="confusion matrix (rows: true, columns: predicted)")
+        matrix.add_column("")
+        for b in names:
+            matrix.add_column(b, justify="right")
+        for i, a in enumerate(names):
+            matrix.add_row(a, *(str(int(((y == i) & (pred == j)).sum())) for j in range(2)))
+        console.print(matrix)
         if json_out:
-            atomic_write_text(json_out, json.dumps(metrics, indent=2))
+            atomic_write_text(json_out, json.dumps(report, indent=2))
 
     @app.command()
     def report(

@@ -34,8 +34,8 @@ def fmt(stat: dict[str, Any], ci: bool = False) -> str:
     return s
 
 
-SUMMARY_HEADER = ["head", "seeds", "params", "train s/seed", "dev AUROC", "dev acc", "dev F1",
-                  "test AUROC [95% CI]", "test acc", "test F1"]
+SUMMARY_HEADER = ["head", "seeds", "params", "train s/seed", "threshold", "dev AUROC", "dev acc",
+                  "dev F1", "test AUROC [95% CI]", "test acc", "test F1"]
 
 
 def summary_rows(runs: list[dict[str, Any]]) -> list[list[str]]:
@@ -44,7 +44,8 @@ def summary_rows(runs: list[dict[str, Any]]) -> list[list[str]]:
     for r in runs:
         dev, test = r["splits"][r["roles"]["dev"]], r["splits"][r["roles"]["test"]]
         rows.append([r["head"], str(r["seeds"]), f"{r['params']:,}",
-                     f"{r['train_seconds_per_seed']:.1f}", fmt(dev["auroc"]),
+                     f"{r['train_seconds_per_seed']:.1f}", f"{np.mean(r['thresholds']):.3f}",
+                     fmt(dev["auroc"]),
                      fmt(dev["accuracy"]), fmt(dev["f1"]), fmt(test["auroc"], ci=True),
                      fmt(test["accuracy"]), fmt(test["f1"])])
     return rows
@@ -58,7 +59,7 @@ def markdown_table(header: list[str], rows: list[list[str]], align: str = "") ->
 
 def results_table(runs: list[dict[str, Any]]) -> str:
     """One row per run: dev and test AUROC/accuracy/F1 (mean ± std, test AUROC with 95% CI)."""
-    return markdown_table(SUMMARY_HEADER, summary_rows(runs), "lrrrllllll")
+    return markdown_table(SUMMARY_HEADER, summary_rows(runs), "lrrrrllllll")
 
 
 def replace_block(path: Path, name: str, text: str) -> None:
@@ -77,6 +78,8 @@ def replace_block(path: Path, name: str, text: str) -> None:
 def depth_table(runs: list[dict[str, Any]]) -> str | None:
     rows = []
     for r in runs:
+        if not any(r.get("calibration") or []):
+            continue  # no adaptive halting: every example runs at full depth
         for split in (r["roles"]["dev"], r["roles"]["test"]):
             d = r["splits"][split].get("depth")
             if d:

@@ -24,7 +24,7 @@ from memetrm.evaluation import bootstrap_ci, choose_threshold, compute_metrics, 
 from memetrm.evaluation.metrics import auroc
 from memetrm.features import FeatureSet, load_features
 from memetrm.heads import Head, create_head, head_config, head_entry, save_pretrained
-from memetrm.progress import console
+from memetrm.progress import console, make_progress
 from memetrm.provenance import combined_hash, provenance
 from memetrm.training.engine import FitResult, TrainConfig, fit, predict, resolve_train_config
 from memetrm.utils import atomic_write_text, seed_everything
@@ -78,18 +78,33 @@ def train_seeds(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str, s
     train_fs, dev_fs = feats[roles["train"]], feats[roles["dev"]]
     eval_splits = [s for s in feats if s != roles["train"]]
     runs = []
-    for seed in range(cfg.seeds):
-        seed_everything(seed)
-        head = create_head(cfg.head, train_fs.input_dims, train_fs.token_dims or None, **cfg.head_cfg)
-        t0 = time.perf_counter()
-        result = fit(head, train_fs, dev_fs, dataclasses.replace(tcfg, seed=seed))
-        seconds = time.perf_counter() - t0
-        outs = {s: predict(result.head, feats[s]) for s in eval_splits}
-        thr = choose_threshold(dev_fs.labels.numpy(), outs[roles["dev"]]["prob"].numpy(),
-                               tcfg.threshold_metric)
-        runs.append(SeedRun(seed, result, thr, outs, seconds))
-        console.print(f"  seed {seed}: best epoch {result.best_epoch}, "
-                      f"dev AUROC {result.dev_score:.4f}, threshold {thr:.3f}")
+    with make_progress() as bar:
+        task = bar.add_task(cfg.head, total=cfg.seeds * tcfg.epochs)
+        for seed in range(cfg.seeds):
+            seed_everything(seed)
+            head = create_head(cfg.head, train_fs.input_dims, train_fs.token_dims or None,
+                               **cfg.head_cfg)
+
+            def show(row: dict[str, float], seed: int = seed) -> None:
+                bar.update(task, advance=1, description=(
+                    f"{cfg.head} seed {seed + 1}/{cfg.seeds} epoch {row['epoch'] + 1}: "
+                    f"loss {row['loss']:.3f}, dev AUROC {row['dev_score']:.3f}"))
+
+            t0 = time.perf_counter()
+            result = fit(head, train_fs, dev_fs, dataclasses.replace(tcfg, seed=seed),
+                         on_epoch=show)
+            seconds = time.perf_counter() - t0
+            bar.update(task, completed=(seed + 1) * tcfg.epochs)  # early stopping skips the rest
+            outs = {s: predict(result.head, feats[s]) for s in eval_splits}
+            thr = choose_threshold(dev_fs.labels.numpy(), outs[roles["dev"]]["prob"].numpy(),
+                                   tcfg.threshold_metric)
+            runs.append(SeedRun(seed, result, thr, outs, seconds))
+            halted = result.calibration.get("dev_auroc_halted")
+            console.print(f"  seed {seed}: best epoch {result.best_epoch}, dev AUROC "
+                          f"{result.dev_score:.4f}"
+                          + (f" at full depth ({halted:.4f} halted, as reported)"
+                             if halted is not None else "")
+                          + f", threshold {thr:.3f}")
     return runs
 
 
