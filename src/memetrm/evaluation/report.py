@@ -92,42 +92,69 @@ def depth_table(runs: list[dict[str, Any]]) -> str | None:
 
 
 def plot_roc(runs: list[dict[str, Any]], preds: list[dict[str, Any]], path: Path) -> None:
-    """Test-split ROC of every head (seed 0), AUROC in the legend."""
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    for r, p in zip(runs, preds, strict=True):
+    """Test-split ROC of every head: the mean over seeds with a ±1 std band, and the mean
+    operating point of the dev-chosen thresholds (a dot)."""
+    grid = np.linspace(0, 1, 201)
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    for i, (r, p) in enumerate(zip(runs, preds, strict=True)):
         split = r["roles"]["test"]
         if split not in p:
             continue
-        y, prob = np.array(p[split]["labels"]), np.array(p[split]["probs"][0])
-        fpr, tpr, _ = roc_curve(y, prob)
-        ax.plot(fpr, tpr, label=f"{r['head']} ({r['splits'][split]['auroc']['values'][0]:.3f})")
+        y = np.array(p[split]["labels"])
+        tprs, points = [], []
+        for prob, thr in zip(p[split]["probs"], r["thresholds"], strict=True):
+            prob = np.array(prob)
+            fpr, tpr, _ = roc_curve(y, prob)
+            tprs.append(np.interp(grid, fpr, tpr))
+            pred = prob >= thr
+            points.append((pred[y == 0].mean(), pred[y == 1].mean()))
+        mean, std = np.mean(tprs, 0), np.std(tprs, 0)
+        auc = r["splits"][split]["auroc"]
+        color = f"C{i % 10}"
+        ax.plot(grid, mean, color=color, label=f"{r['head']} ({auc['mean']:.3f})")
+        ax.fill_between(grid, mean - std, mean + std, color=color, alpha=0.15, lw=0)
+        ax.plot(*np.mean(points, 0), "o", color=color, ms=5)
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate",
-           title=f"ROC on {runs[0]['dataset']} {runs[0]['roles']['test']} (seed 0)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1),
+           title=f"ROC on {runs[0]['dataset']} {runs[0]['roles']['test']} "
+                 f"(mean over {runs[0]['seeds']} seeds, band ±1 std,\n"
+                 "dot = operating point at the dev-chosen threshold; legend: mean AUROC)")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+#: faint example lines per class on a trace plot
+TRACE_EXAMPLES = 6
+
+
 def plot_traces(run: dict[str, Any], pred: dict[str, Any], path: Path) -> bool:
-    """Hateful probability after each supervision step: class means and a few examples."""
+    """P(positive) after each supervision step (seed 0): class means and a few examples."""
     split = run["roles"]["test"]
     trace = pred.get(split, {}).get("trace")
     if not trace:
         return False
     t, y = np.array(trace), np.array(pred[split]["labels"])
+    negative, positive = run.get("label_names", ["not hateful", "hateful"])
     steps = np.arange(1, t.shape[1] + 1)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for i in range(min(12, len(t))):
-        ax.plot(steps, t[i], color="tab:red" if y[i] else "tab:blue", alpha=0.25, lw=0.8)
-    for cls, color, name in ((1, "tab:red", "hateful/offensive"), (0, "tab:blue", "benign")):
-        if (y == cls).any():
-            ax.plot(steps, t[y == cls].mean(0), color=color, lw=2.5, label=f"mean, {name}")
-    ax.set(xlabel="supervision step", ylabel="P(hateful)",
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    rng = np.random.default_rng(0)
+    for cls, color, name in ((1, "tab:red", positive), (0, "tab:blue", negative)):
+        idx = np.flatnonzero(y == cls)
+        for i in rng.choice(idx, min(TRACE_EXAMPLES, len(idx)), replace=False):
+            ax.plot(steps, t[i], color=color, alpha=0.25, lw=0.8)
+        if len(idx):
+            ax.plot(steps, t[idx].mean(0), color=color, lw=2.5, label=f"mean, {name}")
+    ax.axhline(run["thresholds"][0], color="k", ls=":", lw=1,
+               label=f"threshold {run['thresholds'][0]:.3f}")
+    ax.set(xlabel="supervision step", ylabel=f"P({positive})", ylim=(0, 1), xticks=steps,
            title=f"{run['head']} reasoning trace, {run['dataset']} {split} (seed 0)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.text(0.01, 0.01, f"Faint lines: {TRACE_EXAMPLES} examples per class drawn at random "
+             "(seed 0); thick lines: class means over the split.", fontsize=7)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
