@@ -33,61 +33,108 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+SHOTS = Path(__file__).resolve().parents[1] / "runs" / "screenshots"  # git-ignored
+
+
 @pytest.fixture
-def server(tmp_path: Path, trace_head: str) -> Iterator[str]:
-    """A uvicorn server in a thread (fake encoder, traced head); stopped after the test."""
-    torch.manual_seed(0)
-    save_pretrained(create_head(trace_head, {"image": 3, "text": 2}, steps=5), tmp_path / "m",
-                    encoder="fake", fields=["image", "text"], tokens=False, threshold=0.5)
-    app = create_app(Predictor(tmp_path / "m", encoder=FakeEncoder(), ocr=FakeOCR()))
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+def serve(tmp_path: Path, trace_head: str) -> Iterator:
+    """Start uvicorn in a thread for a model reading ``fields`` (fake encoder, traced head)."""
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(fields: list[str], labels: list[str]) -> str:
+        torch.manual_seed(0)
+        model = tmp_path / "-".join(fields)
+        dims = {"image": 3, "text": 2, "caption": 2}
+        save_pretrained(create_head(trace_head, {f: dims[f] for f in fields}, steps=5), model,
+                        encoder="fake", fields=fields, tokens=False, threshold=0.5,
+                        dataset="a test set", labels=labels)
+        app = create_app(Predictor(model, encoder=FakeEncoder(), ocr=FakeOCR()))
+        port = free_port()
+        srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=srv.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not srv.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+            time.sleep(0.05)
+        servers.append((srv, thread))
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for srv, thread in servers:
+        srv.should_exit = True
+        thread.join(10)
 
 
-def test_upload_shows_score_ocr_and_trace(server: str, tmp_path: Path) -> None:
+@pytest.fixture
+def chromium() -> Iterator:
     playwright = pytest.importorskip("playwright.sync_api")
-    meme = text_image(tmp_path / "meme.png", "HELLO BROWSER")
-    with open(meme, "rb") as f:
-        expected = httpx.post(f"{server}/v1/predict", files={"image": f}, timeout=30).json()
-
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run"])
         try:
-            page = browser.new_page()
-            external: list[str] = []
-            local = (server, "blob:" + server, "data:")  # the preview is a same-origin blob
-            page.on("request", lambda r: r.url.startswith(local) or external.append(r.url))
-            page.goto(server + "/")
-            page.set_input_files("#file", str(meme))
-            page.click("#submit")
-            page.wait_for_selector("#result", state="visible", timeout=15_000)
-            score = float(page.inner_text("#score"))
-            ocr = page.inner_text("#ocr")
-            dots = page.locator("#trace-chart circle").count()
-            page.screenshot(path=str(tmp_path / "browser.png"), full_page=True)
-
-            page.set_input_files("#file", {"name": "x.png", "mimeType": "image/png",
-                                           "buffer": b"not an image"})
-            page.click("#submit")
-            page.wait_for_function("document.getElementById('error').textContent.length > 0")
-            error = page.inner_text("#error")
+            yield browser
         finally:
             browser.close()
 
+
+@pytest.mark.parametrize("width", [1280, 400])
+def test_upload_shows_score_ocr_and_trace(serve, chromium, tmp_path: Path, width: int) -> None:
+    server = serve(["image", "text"], ["not offensive", "offensive"])
+    meme = text_image(tmp_path / "meme.png", "HELLO BROWSER")
+    with open(meme, "rb") as f:
+        expected = httpx.post(f"{server}/v1/predict", files={"image": f}, timeout=30).json()
+
+    page = chromium.new_page(viewport={"width": width, "height": 900})
+    external: list[str] = []
+    local = (server, "blob:" + server, "data:")  # the preview is a same-origin blob
+    page.on("request", lambda r: r.url.startswith(local) or external.append(r.url))
+    page.goto(server + "/")
+    page.locator("#model", has_text="threshold").wait_for()  # CSP forbids eval'd predicates
+    model_line, title = page.inner_text("#model"), page.inner_text("#title")
+    page.set_input_files("#file", str(meme))
+    page.click("#submit")
+    page.wait_for_selector("#result", state="visible", timeout=15_000)
+    score, label = float(page.inner_text("#score")), page.inner_text("#label")
+    ocr = page.inner_text("#ocr")
+    dots = page.locator("#trace-chart circle").count()
+    # rendered height of a tick label on the chart, in CSS pixels
+    tick_px = page.evaluate(
+        "document.querySelector('#trace-chart text').getBoundingClientRect().height")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    shot = SHOTS / f"page-{width}px.png"
+    page.screenshot(path=str(shot), full_page=True)
+
+    page.set_input_files("#file", {"name": "x.png", "mimeType": "image/png",
+                                   "buffer": b"not an image"})
+    page.click("#submit")
+    page.wait_for_selector("#error:not(:empty)")
+    error = page.inner_text("#error")
+
+    assert "a test set" in model_line and "image, text" in model_line
+    assert title == "Is this meme offensive?" and label == expected["label_name"]
     assert score == pytest.approx(expected["prob"], abs=1e-3)
     assert ocr == "text read by ocr"
     assert dots == len(expected["trace"]) == 5
+    assert tick_px >= 11, tick_px  # readable on a 400 px phone screen too
     assert error.startswith("415")
-    assert (tmp_path / "browser.png").stat().st_size > 5_000
+    assert shot.stat().st_size > 5_000
     assert external == [], f"the page fetched something external: {external}"
+
+
+def test_caption_model_gets_a_caption_field(serve, chromium, tmp_path: Path) -> None:
+    server = serve(["text", "caption"], ["not hateful", "hateful"])
+    page = chromium.new_page()
+    page.goto(server + "/")
+    page.wait_for_selector("#field-caption", state="visible")
+    page.set_input_files("#file", str(text_image(tmp_path / "m.png", "HI")))
+    page.fill("#text", "some meme text")
+    page.fill("#field-caption", "a dog on a beach")
+    page.click("#submit")
+    page.wait_for_selector("#result", state="visible", timeout=15_000)
+    expected = httpx.post(f"{server}/v1/predict", timeout=30,
+                          files={"image": ("m.png", (tmp_path / "m.png").read_bytes())},
+                          data={"text": "some meme text", "caption": "a dog on a beach"}).json()
+    assert float(page.inner_text("#score")) == pytest.approx(expected["prob"], abs=1e-3)
+    assert page.inner_text("#error") == ""

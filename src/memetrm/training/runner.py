@@ -61,6 +61,10 @@ def load_run_features(cfg: RunConfig) -> tuple[dict[str, FeatureSet], list[str],
     return feats, fields, roles
 
 
+#: evaluation splits smaller than this get a warning: their metrics barely mean anything
+SMALL_SPLIT = 100
+
+
 @dataclass
 class SeedRun:
     seed: int
@@ -152,6 +156,11 @@ def check_splits(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str, 
             raise DataError(f"{where}: all {len(fs)} record(s) have label {only}; training, "
                             "AUROC and thresholds need both classes (use a larger split, or "
                             "merge splits and cross-validate)")
+        if role != "train" and len(fs) < SMALL_SPLIT:
+            console.print(f"[yellow]warning:[/] {where} has only {len(fs)} examples: its AUROC, "
+                          "threshold and epoch choice are mostly noise (see the 95% CI); use "
+                          f"at least {SMALL_SPLIT}, or merge splits and cross-validate",
+                          soft_wrap=True)
     train_ids = set(feats[roles["train"]].ids)
     return sorted({i for s, fs in feats.items() if s != roles["train"] for i in fs.ids} & train_ids)
 
