@@ -3,8 +3,10 @@ forward passes) and a traced head (registered per test by the ``trace_head`` fix
 
 from __future__ import annotations
 
+import os
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torchvision.transforms.functional as TF
@@ -38,6 +40,10 @@ class FakeEncoder(Encoder):
 
     def encode_texts(self, texts: list[str], tokens: bool = False) -> EncoderOutput:
         FakeEncoder.calls["text"] += 1
+        crash_marker = os.environ.get("MEMETRM_TEST_CRASH_MARKER")
+        if crash_marker and any("CRASH" in t for t in texts) and not Path(crash_marker).exists():
+            Path(crash_marker).touch()  # the worker dies once, as a preempted node would
+            os._exit(1)
         vecs = torch.tensor([[len(t), t.count("bad"), t.count("a"), zlib.crc32(t.encode()) % 7, 1.0]
                              for t in texts])
         toks = vecs.unsqueeze(1).repeat(1, 3, 1)

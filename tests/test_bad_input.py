@@ -12,9 +12,9 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from memetrm.cli.main import app
-from memetrm.cli.serve import predict_batch
 from memetrm.features.cache import FeatureCache
 from memetrm.heads import create_head, save_pretrained
+from memetrm.serving.batch import predict_batch
 
 from . import fakes  # noqa: F401  (registers the test-fake encoder)
 from .conftest import make_image

@@ -10,11 +10,11 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from typer.testing import CliRunner
 
-from memetrm.cli import serve as serve_cli
 from memetrm.cli.main import app
 from memetrm.encoders import Encoder, create_encoder
 from memetrm.errors import DataError
 from memetrm.heads import create_head, save_pretrained
+from memetrm.serving import batch as serve_cli
 from memetrm.serving import predictor as predictor_mod
 from memetrm.serving.predictor import Predictor
 
@@ -124,7 +124,7 @@ def test_batch_records_errors_and_resumes(tmp_path: Path, predictor: Predictor,
     first = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in first] == ["a", "b", "gone", "bad", "line 5"]
     assert "ocr_text" in first[1] and "morning" in first[1]["ocr_text"].lower()
-    errors = {r["id"]: r["error"] for r in first if "error" in r}
+    errors = {r["id"]: r["error"] for r in first if r["error"]}
     assert "not found" in errors["gone"] and "not a readable image" in errors["bad"]
     assert "line 5" in errors
 

@@ -83,9 +83,17 @@ def register(app: typer.Typer) -> None:
         num_workers: Annotated[int | None, typer.Option(help="Image-decoding workers.")] = None,
         device: Device = None,
         precision: Precision = None,
+        engine: Annotated[str, typer.Option(help="local, or ray (shards over Ray workers)")] = "local",
+        address: Annotated[str | None, typer.Option(
+            help="Ray cluster to join (default: start an embedded local one).")] = None,
+        workers: Annotated[int, typer.Option(help="Ray workers.", min=1)] = 2,
+        gpus_per_worker: Annotated[float, typer.Option(min=0)] = 0.0,
     ) -> None:
         """Compute features once per (split, encoder, field) and cache them."""
         from memetrm.features import load_features
+
+        if engine not in ("local", "ray"):
+            raise ConfigError(f"--engine must be local or ray, got {engine!r}")
 
         cfg = load_run_config(None, None, dataset=dataset, encoder=encoder,
                               on_missing_image=on_missing_image, on_bad_line=on_bad_line,
@@ -97,6 +105,17 @@ def register(app: typer.Typer) -> None:
         field_list = split_csv(fields) or list(ds.default_fields)
         for split in split_csv(splits) or ds.splits():
             t0 = time.perf_counter()
+            if engine == "ray":
+                from memetrm.features.cache import FeatureCache
+                from memetrm.features.distributed import extract_ray, init_ray
+                from memetrm.features.extract import plan_extraction
+
+                init_ray(address, num_cpus=workers)
+                plan = plan_extraction(cfg.dataset, split, cfg.encoder, field_list, tokens,
+                                       data_root, cfg.on_missing_image, cfg.on_bad_line,
+                                       cfg.allow_outside_images)
+                extract_ray(plan, FeatureCache(cache_dir), workers, gpus_per_worker,
+                            cfg.precision, batch_size)
             fs = load_features(cfg.dataset, split, cfg.encoder, field_list, tokens, data_root,
                                cfg.on_missing_image, cache_dir, batch_size, num_workers,
                                cfg.device, cfg.precision, cfg.on_bad_line,

@@ -3,166 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
 
 from memetrm.cli.options import Device
 from memetrm.data.images import open_image
-from memetrm.data.validation import BOM, decode_line, parse_jsonl_line
-from memetrm.errors import DataError, MemetrmError
-from memetrm.progress import console, make_progress
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"}
-
-
-@dataclass
-class InputItem:
-    """One row of a batch job; ``error`` set means it is recorded as failed, not scored."""
-
-    id: str
-    image: Path | None = None
-    texts: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-
-
-def iter_inputs(source: Path) -> Iterator[InputItem]:
-    """Lazily read a folder of images or a Hateful-Memes-format jsonl (``id``, ``img``, ``text``).
-
-    A bad jsonl row becomes an item with ``error`` (its id, or ``line N`` when it has none) so
-    one broken line costs one output line, not the whole run.
-    """
-    if source.is_dir():
-        for p in sorted(source.rglob("*")):
-            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
-                yield InputItem(p.relative_to(source).as_posix(), p)
-        return
-    if not source.is_file():
-        raise DataError(f"{source}: no such file or folder")
-    with open(source, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            where = f"{source}:{lineno}"
-            try:
-                line = decode_line(raw.removeprefix(BOM) if lineno == 1 else raw, where)
-                if not line.strip():
-                    continue
-                obj = parse_jsonl_line(line, where)
-                if "id" not in obj:
-                    raise DataError(f"{where}: missing 'id'")
-            except DataError as e:
-                yield InputItem(f"line {lineno}", error=str(e))
-                continue
-            img = obj.get("img")
-            texts = {k: v for k, v in obj.items() if k not in ("id", "img", "label")}
-            yield InputItem(str(obj["id"]), source.parent / img if img else None, texts)
-
-
-def read_done_ids(output: Path) -> set[str]:
-    """Ids already in ``output``. A torn last line (the run was killed mid-write) is cut off,
-    so appends start on a clean line and that item is redone; a bad line elsewhere is an error.
-    """
-    if not output.exists():
-        return set()
-    done: set[str] = set()
-    good_end = 0
-    with open(output, "rb") as f:
-        for lineno, line in enumerate(f, start=1):
-            try:
-                if not line.endswith(b"\n"):
-                    raise ValueError("no newline")
-                done.add(str(json.loads(line)["id"]))
-            except (ValueError, KeyError, TypeError) as e:
-                if f.read(1):
-                    raise DataError(f"{output}:{lineno}: not a result record; fix or remove "
-                                    f"the line to resume") from e
-                break
-            good_end += len(line)
-    if good_end < output.stat().st_size:
-        with open(output, "r+b") as f:
-            f.truncate(good_end)
-    return done
-
-
-def _score_chunk(predictor: Any, chunk: list[InputItem]) -> list[dict[str, Any]]:
-    """Results for a chunk, in order; per-item failures become ``{"id", "error"}``."""
-    out: list[dict[str, Any] | None] = [None] * len(chunk)
-    ready, where = [], []
-    for i, item in enumerate(chunk):
-        if item.error:
-            out[i] = {"id": item.id, "error": item.error}
-            continue
-        try:
-            image = open_image(item.image, name=item.id) if item.image else None
-            ready.append(predictor.prepare(image, item.texts))
-            where.append(i)
-        except MemetrmError as e:
-            out[i] = {"id": item.id, "error": str(e)}
-    for i, result in zip(where, predictor.run_each(ready), strict=True):
-        if isinstance(result, MemetrmError):
-            out[i] = {"id": chunk[i].id, "error": str(result)}
-        elif isinstance(result, Exception):
-            out[i] = {"id": chunk[i].id, "error": f"scoring failed: {type(result).__name__}: {result}"}
-        else:
-            out[i] = {"id": chunk[i].id, **result}
-    return out  # type: ignore[return-value]
-
-
-@dataclass
-class BatchSummary:
-    """What a batch run did; ``scored + errors + already_done + duplicates`` = input items."""
-
-    scored: int = 0
-    errors: int = 0
-    already_done: int = 0
-    duplicates: int = 0
-
-    def __str__(self) -> str:
-        return (f"{self.scored} scored, {self.errors} errors, {self.already_done} already done, "
-                f"{self.duplicates} duplicate ids skipped")
-
-
-def predict_batch(predictor: Any, source: Path, output: Path, batch_size: int = 16,
-                  progress: bool = True) -> BatchSummary:
-    """Stream ``source`` into ``output`` (jsonl), skipping ids already there.
-
-    Memory stays flat: items are read lazily and written (append + flush) per batch, so an
-    interrupted run resumes where it stopped. A repeated id is scored once and counted.
-    """
-    done = read_done_ids(output)
-    summary = BatchSummary()
-    total = 0
-    for it in iter_inputs(source):  # a cheap first pass (no decoding) sizes the progress bar
-        total += 1
-        summary.already_done += it.id in done
-    seen: set[str] = set()
-
-    def fresh(items: Iterator[InputItem]) -> Iterator[InputItem]:
-        for it in items:
-            if it.id in done:
-                continue
-            if it.id in seen:
-                summary.duplicates += 1
-                continue
-            seen.add(it.id)
-            yield it
-
-    pending = fresh(iter_inputs(source))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with open(output, "a", encoding="utf-8") as f, make_progress(disable=not progress) as bar:
-        task = bar.add_task("predict", total=total, completed=summary.already_done)
-        while chunk := list(islice(pending, batch_size)):
-            for rec in _score_chunk(predictor, chunk):
-                f.write(json.dumps(rec, allow_nan=False) + "\n")
-                summary.errors += "error" in rec
-                summary.scored += "error" not in rec
-            f.flush()
-            bar.advance(task, len(chunk))
-    return summary
+from memetrm.errors import ConfigError, DataError
+from memetrm.progress import console
 
 
 def predict(
@@ -171,26 +20,43 @@ def predict(
     text: str | None = typer.Option(None, "--text", help="meme text; omitted -> OCR"),
     caption: str | None = typer.Option(None, "--caption",
                                        help="caption, for models trained with one"),
-    input: Path | None = typer.Option(None, "--input",
-                                      help="folder of images or jsonl (id, img, text)"),
-    output: Path | None = typer.Option(None, "--output",
-                                       help="results jsonl (appended, resumable)"),
+    input: Path | None = typer.Option(
+        None, "--input", help="folder of images, jsonl (id, img, text) or Parquet (id, img "
+                              "path or bytes, text, caption)"),
+    output: Path | None = typer.Option(
+        None, "--output", help="results .jsonl (appended, resumable) or .parquet"),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
+    engine: str = typer.Option("local", "--engine", help="local, or ray (Ray Data workers)"),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray cluster to join (default: start an embedded local one)"),
+    workers: int = typer.Option(2, "--workers", min=1, help="Ray workers, each loads the model"),
+    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0),
     as_json: bool = typer.Option(False, "--json", help="print the prediction as JSON"),
     device: Device = None,
 ) -> None:
-    """Score one meme (--image) or a folder/jsonl (--input ... --output results.jsonl)."""
+    """Score one meme (--image) or a folder/jsonl/Parquet (--input ... --output results.jsonl)."""
     from memetrm.serving.predictor import Predictor
 
     if (image is None) == (input is None):
         raise typer.BadParameter("give exactly one of --image or --input")
     if input is not None and output is None:
         raise typer.BadParameter("--input needs --output")
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"--engine must be local or ray, got {engine!r}")
     for path in (image, input):
         if path is not None and not path.exists():  # checked before the model loads
             raise DataError(f"{path}: no such file or folder")
+    if input is not None and engine == "ray":
+        from memetrm.serving.ray_batch import predict_ray
+
+        summary = predict_ray(model, input, output, address=address, workers=workers,
+                              gpus_per_worker=gpus_per_worker, batch_size=batch_size)
+        console.print(f"{summary} -> {output}")
+        return
     predictor = Predictor(model, device=device or "auto")
     if input is not None:
+        from memetrm.serving.batch import predict_batch
+
         try:
             summary = predict_batch(predictor, input, output, batch_size)
         except KeyboardInterrupt:

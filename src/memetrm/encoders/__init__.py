@@ -21,3 +21,16 @@ __all__ = [
     "list_encoders",
     "register_encoder",
 ]
+
+
+def _load_plugins() -> None:
+    """Modules named in ``MEMETRM_PLUGINS`` (comma-separated) are imported, so the encoders and
+    heads they register exist in every process, Ray and torchrun workers included."""
+    import importlib
+    import os
+
+    for name in filter(None, (m.strip() for m in os.environ.get("MEMETRM_PLUGINS", "").split(","))):
+        importlib.import_module(name)
+
+
+_load_plugins()

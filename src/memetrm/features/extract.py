@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from memetrm.data import get_dataset, open_image, select_fields
 from memetrm.data.records import MemeRecord
-from memetrm.data.registry import MissingImagePolicy
+from memetrm.data.registry import MemeDataset, MissingImagePolicy
 from memetrm.devices import autocast, resolve_device
 from memetrm.encoders import Encoder, create_encoder, encoder_version
 from memetrm.errors import ConfigError, DataError
@@ -101,6 +103,70 @@ def encode_field(encoder: Encoder, records: Sequence[MemeRecord], field: str, to
     return out
 
 
+@dataclass
+class ExtractionPlan:
+    """One split's records as they will be encoded, and the cache key of each field: shared
+    by the local path and the distributed ones, so all write the very same cache entries."""
+
+    dataset: MemeDataset
+    split: str
+    encoder: str
+    version: str
+    records: list[MemeRecord]
+    fields: list[str]
+    tokens: bool
+    keys: dict[str, str]
+    hashes: dict[str, str]
+    skipped_missing_images: list[str]
+
+    @property
+    def ids(self) -> list[str]:
+        return [r.id for r in self.records]
+
+    def cache_meta(self, field: str, device: str, precision: str) -> dict[str, Any]:
+        return {"encoder": self.encoder, "encoder_version": self.version,
+                "dataset": self.dataset.identity, "split": self.split, "field": field,
+                "tokens": self.tokens, "ids": self.ids, "device": device, "precision": precision}
+
+    def cached(self, cache: FeatureCache, field: str) -> dict[str, torch.Tensor] | None:
+        hit = cache.load(self.keys[field], self.ids)
+        if hit is None and not self.tokens:  # a token entry holds the pooled features too
+            key = entry_key(self.encoder, self.version, field, True, Encoder.max_text_tokens,
+                            self.hashes[field])
+            tok_hit = cache.load(key, self.ids)
+            hit = {field: tok_hit[field]} if tok_hit else None
+        return hit
+
+
+def plan_extraction(dataset: str, split: str, encoder: str, fields: Sequence[str],
+                    tokens: bool = False, data_root: str | Path | None = None,
+                    on_missing_image: MissingImagePolicy = "error", on_bad_line: str = "error",
+                    allow_outside_images: bool = False) -> ExtractionPlan:
+    """Validate a split for ``fields`` and name the cache entries its features go to."""
+    ds = get_dataset(dataset, data_root, on_bad_line=on_bad_line,
+                     allow_outside_images=allow_outside_images)
+    all_records = ds.records(split)
+    have = {k for r in all_records for k in r.texts} | {"image" for r in all_records if r.image}
+    lacking = [f for f in fields if f not in have]
+    if lacking:
+        raise ConfigError(f"{ds.identity}/{split} has no field(s) {lacking}; its fields are "
+                          f"{sorted(have)}")
+    selection = select_fields(all_records, fields, on_missing_image,
+                              warn=lambda m: ds.warn(f"{ds.identity}/{split}: {m}"))
+    records = selection.records
+    if not records:
+        raise DataError(f"{ds.identity}/{split}: no records left to encode")
+    version = encoder_version(encoder)
+    hashes = {"labels": sha256_text(*(f"{r.id}:{r.label}" for r in records))}
+    keys = {}
+    for field in fields:
+        hashes[field] = content_hash(records, field)
+        keys[field] = entry_key(encoder, version, field, tokens, Encoder.max_text_tokens,
+                                hashes[field])
+    return ExtractionPlan(ds, split, encoder, version, records, list(fields), tokens, keys, hashes,
+                          selection.skipped_missing_images)
+
+
 def load_features(
     dataset: str,
     split: str,
@@ -123,49 +189,34 @@ def load_features(
     all. ``meta["encoded"]`` lists the fields that needed a forward pass.
     """
     dev = resolve_device(device)
-    ds = get_dataset(dataset, data_root, on_bad_line=on_bad_line,
-                     allow_outside_images=allow_outside_images)
-    all_records = ds.records(split)
-    have = {k for r in all_records for k in r.texts} | {"image" for r in all_records if r.image}
-    lacking = [f for f in fields if f not in have]
-    if lacking:
-        raise ConfigError(f"{ds.identity}/{split} has no field(s) {lacking}; its fields are "
-                          f"{sorted(have)}")
-    selection = select_fields(all_records, fields, on_missing_image,
-                              warn=lambda m: ds.warn(f"{ds.identity}/{split}: {m}"))
-    records = selection.records
-    if not records:
-        raise DataError(f"{ds.identity}/{split}: no records left to encode")
-    ids = [r.id for r in records]
+    plan = plan_extraction(dataset, split, encoder, fields, tokens, data_root, on_missing_image,
+                           on_bad_line, allow_outside_images)
     cache = FeatureCache(cache_dir)
-    version = encoder_version(encoder)
     enc: Encoder | None = None
     tensors: dict[str, torch.Tensor] = {}
     encoded, seconds = [], 0.0
-    hashes = {"labels": sha256_text(*(f"{r.id}:{r.label}" for r in records))}
     for field in fields:
-        max_tokens = Encoder.max_text_tokens
-        data_hash = hashes[field] = content_hash(records, field)
-        key = entry_key(encoder, version, field, tokens, max_tokens, data_hash)
-        hit = cache.load(key, ids)
-        if hit is None and not tokens:  # a token entry holds the pooled features too
-            tok_hit = cache.load(entry_key(encoder, version, field, True, max_tokens, data_hash), ids)
-            hit = {field: tok_hit[field]} if tok_hit else None
+        hit = plan.cached(cache, field)
         if hit is None:
             t0 = time.perf_counter()
             enc = enc or create_encoder(encoder, device=dev)
-            hit = encode_field(enc, records, field, tokens, batch_size, num_workers,
-                               desc=f"{ds.identity}/{split} {field}", precision=precision)
+            hit = encode_field(enc, plan.records, field, tokens, batch_size, num_workers,
+                               desc=f"{plan.dataset.identity}/{split} {field}",
+                               precision=precision)
             seconds += time.perf_counter() - t0
-            cache.save(key, hit, {"encoder": encoder, "encoder_version": version,
-                                  "dataset": ds.identity, "split": split, "field": field,
-                                  "tokens": tokens, "ids": ids, "device": str(dev),
-                                  "precision": precision})
+            cache.save(plan.keys[field], hit, plan.cache_meta(field, str(dev), precision))
             encoded.append(field)
         tensors.update(hit)
-    labels = torch.tensor([float("nan") if r.label is None else float(r.label) for r in records])
-    return FeatureSet(ids, tensors, labels, meta={
-        "dataset": ds.identity, "split": split, "encoder": encoder, "encoded": encoded,
-        "extract_seconds": seconds, "skipped_missing_images": selection.skipped_missing_images,
-        "data_hash": combined_hash(hashes), "label_names": list(ds.label_names),
+    return feature_set(plan, tensors, encoded, seconds)
+
+
+def feature_set(plan: ExtractionPlan, tensors: dict[str, torch.Tensor], encoded: list[str],
+                seconds: float) -> FeatureSet:
+    labels = torch.tensor([float("nan") if r.label is None else float(r.label)
+                           for r in plan.records])
+    return FeatureSet(plan.ids, tensors, labels, meta={
+        "dataset": plan.dataset.identity, "split": plan.split, "encoder": plan.encoder,
+        "encoded": encoded, "extract_seconds": seconds,
+        "skipped_missing_images": plan.skipped_missing_images,
+        "data_hash": combined_hash(plan.hashes), "label_names": list(plan.dataset.label_names),
     })
