@@ -12,6 +12,7 @@ from rich.table import Table
 
 from memetrm.cli.options import DataRoot, Device
 from memetrm.config import DEFAULT_ENCODER
+from memetrm.progress import make_progress
 
 console = Console(stderr=True)
 
@@ -73,11 +74,13 @@ def align(
                               device=str(resolve_device(device)))
     cfg = AlignConfig(objective=objective, embed_dim=embed_dim, image_field=image_field,
                       text_field=text_field)
-    metrics = run_alignment(
-        dataset, out, cfg, encoder, data_root, on_missing_image, tcfg=tcfg,
-        log=lambda row: console.print(
-            f"epoch {row['epoch']:3d}  loss {row['loss']:.4f}"
-            + (f"  dev mean R@k {row['dev_score']:.3f}" if "dev_score" in row else "")))
+    with make_progress() as bar:
+        task = bar.add_task(f"align {objective}", total=tcfg.epochs)
+        metrics = run_alignment(
+            dataset, out, cfg, encoder, data_root, on_missing_image, tcfg=tcfg,
+            log=lambda row: bar.update(task, advance=1, description=(
+                f"align {objective} epoch {row['epoch'] + 1}: loss {row['loss']:.4f}"
+                + (f", dev mean R@k {row['dev_score']:.3f}" if "dev_score" in row else ""))))
     if as_json:
         typer.echo(json.dumps(metrics))
         return
