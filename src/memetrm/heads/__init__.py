@@ -6,8 +6,11 @@ its import below.
 
 from memetrm.heads import (  # noqa: F401  (each module registers its heads)
     cross_attention,
+    gated_xattn,
     hateclipper,
     hyperbolic,
+    perceiver,
+    qformer,
     simple,
     trm,
 )

@@ -2,9 +2,12 @@
 
 from memetrm.layers import lorentz
 from memetrm.layers.blocks import (
+    Attention,
     Batch,
     Curvature,
+    FeedForward,
     FieldNorm,
+    FieldTokens,
     LorentzLift,
     MetricFn,
     StepFn,
@@ -16,9 +19,12 @@ from memetrm.layers.blocks import (
 )
 
 __all__ = [
+    "Attention",
     "Batch",
     "Curvature",
+    "FeedForward",
     "FieldNorm",
+    "FieldTokens",
     "LorentzLift",
     "MetricFn",
     "StepFn",

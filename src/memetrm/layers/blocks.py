@@ -120,3 +120,66 @@ class LorentzLift(nn.Module):
 
     def forward(self, z: torch.Tensor, curv: torch.Tensor) -> torch.Tensor:
         return L.exp_map0(z.float() * clamp_(self.log_alpha, hi=0.0).exp(), curv)
+
+
+class FieldTokens(nn.Module):
+    """Each field's token features projected to one width, plus a learned modality embedding,
+    so a shared attention stack can tell image patches from text or caption tokens."""
+
+    def __init__(self, token_dims: dict[str, int], d: int):
+        super().__init__()
+        self.fields = list(token_dims)
+        self.proj = nn.ModuleDict({f: nn.Sequential(nn.LayerNorm(k), nn.Linear(k, d))
+                                   for f, k in token_dims.items()})
+        self.type_emb = nn.ParameterDict({f: nn.Parameter(torch.zeros(d)) for f in self.fields})
+
+    def forward(self, batch: Batch, fields: list[str] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, d) tokens of ``fields`` (all by default), concatenated, and their (B, L) mask."""
+        fields = fields or self.fields
+        x = torch.cat([self.proj[f](batch[f"{f}.tokens"].float()) + self.type_emb[f]
+                       for f in fields], 1)
+        return x, torch.cat([batch[f"{f}.mask"].bool() for f in fields], 1)
+
+
+class Attention(nn.Module):
+    """Pre-norm multi-head attention with a residual: ``x + attn(norm(x), kv)``.
+
+    ``kv=None`` is self-attention. Keys whose mask is False are ignored; a query row with no
+    valid key at all gets a zero update instead of NaN.
+    """
+
+    def __init__(self, d: int, heads: int, dropout: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(d)
+        self.attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+
+    def update(self, x: torch.Tensor, kv: torch.Tensor | None = None,
+               kv_mask: torch.Tensor | None = None) -> torch.Tensor:
+        q = self.norm(x)
+        kv = q if kv is None else kv
+        if kv_mask is None:
+            return self.attn(q, kv, kv, need_weights=False)[0]
+        empty = ~kv_mask.any(-1)  # rows with no valid key: attend to all, then drop the update
+        out = self.attn(q, kv, kv, key_padding_mask=~kv_mask & ~empty[:, None],
+                        need_weights=False)[0]
+        return out.masked_fill(empty[:, None, None], 0.0)
+
+    def forward(self, x: torch.Tensor, kv: torch.Tensor | None = None,
+                kv_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return x + self.update(x, kv, kv_mask)
+
+
+class FeedForward(nn.Module):
+    """Pre-norm GELU MLP block with a residual."""
+
+    def __init__(self, d: int, mult: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, mult * d), nn.GELU(),
+                                 nn.Dropout(dropout), nn.Linear(mult * d, d))
+
+    def update(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(x)
