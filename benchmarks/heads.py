@@ -170,9 +170,13 @@ def main() -> int:
                 console.rule(f"{ds}: {head}")
                 run(run_config(ds, head, args.seeds, args.data_root, out))
             dirs.append(out)
-        write_plots(dirs, ASSETS)
         for d in dirs:
             export(d, ds)
+        order = {h: i for i, h in enumerate(list_heads())}
+        every_run = sorted((d for d in (Path(args.runs) / ds).iterdir()
+                            if (d / "results.json").is_file() and d.name in order),
+                           key=lambda d: order[d.name])
+        write_plots(every_run, ASSETS)  # plots show every head run so far, not just these
         ref = logreg_reference(run_config(ds, "linear", 1, args.data_root, Path()))
         atomic_write_text(DATA / ds / "_reference.json", json.dumps(ref, indent=2))
     render()
