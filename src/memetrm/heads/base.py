@@ -22,6 +22,18 @@ class HeadConfig:
     """Base of every head's options; a head without options uses it as is."""
 
 
+@dataclass
+class TokenFusionConfig(HeadConfig):
+    """Width and depth of the attention stacks of the token-level fusion heads."""
+
+    d_model: int = 128
+    heads: int = 4
+    layers: int = 2
+    ffn_mult: int = 2
+    hidden: int = 256
+    dropout: float = 0.1
+
+
 class Head(Trainable):
     """A binary classifier over a batch of frozen features; ``forward`` returns logits (B,)."""
 

@@ -12,19 +12,14 @@ import torch
 from torch import nn
 
 from memetrm.errors import ConfigError
-from memetrm.heads.base import Head, HeadConfig
+from memetrm.heads.base import Head, TokenFusionConfig
 from memetrm.heads.registry import register_head
 from memetrm.layers import Batch, masked_mean, mlp
 
 
 @dataclass
-class CrossAttentionConfig(HeadConfig):
-    d_model: int = 128
-    heads: int = 4
+class CrossAttentionConfig(TokenFusionConfig):
     layers: int = 1
-    ffn_mult: int = 2
-    hidden: int = 256
-    dropout: float = 0.1
 
 
 class CrossBlock(nn.Module):

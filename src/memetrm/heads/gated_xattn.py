@@ -8,25 +8,13 @@ transformer; training opens the gates as far as the image helps.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from memetrm.errors import ConfigError
-from memetrm.heads.base import Head, HeadConfig
+from memetrm.heads.base import Head, TokenFusionConfig
 from memetrm.heads.registry import register_head
 from memetrm.layers import Attention, Batch, FeedForward, FieldTokens, masked_mean, mlp
-
-
-@dataclass
-class GatedXAttnConfig(HeadConfig):
-    d_model: int = 128
-    heads: int = 4
-    layers: int = 2
-    ffn_mult: int = 2
-    hidden: int = 256
-    dropout: float = 0.1
 
 
 class GatedCrossAttention(nn.Module):
@@ -48,10 +36,10 @@ class GatedCrossAttention(nn.Module):
 class GatedXAttnHead(Head):
     """Text tokens with Flamingo gated cross-attention to the image tokens, then MLP."""
 
-    config_class = GatedXAttnConfig
+    config_class = TokenFusionConfig
     needs_tokens = True
 
-    def __init__(self, cfg: GatedXAttnConfig, input_dims: dict[str, int],
+    def __init__(self, cfg: TokenFusionConfig, input_dims: dict[str, int],
                  token_dims: dict[str, int] | None = None):
         super().__init__(cfg, input_dims, token_dims)
         if "text" not in self.fields or len(self.fields) < 2:

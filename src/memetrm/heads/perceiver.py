@@ -12,20 +12,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from memetrm.heads.base import Head, HeadConfig
+from memetrm.heads.base import Head, TokenFusionConfig
 from memetrm.heads.registry import register_head
 from memetrm.layers import Attention, Batch, FeedForward, FieldTokens, mlp
 
 
 @dataclass
-class PerceiverConfig(HeadConfig):
+class PerceiverConfig(TokenFusionConfig):
     latents: int = 8
-    d_model: int = 128
-    heads: int = 4
-    layers: int = 2
-    ffn_mult: int = 2
-    hidden: int = 256
-    dropout: float = 0.1
 
 
 class Resampler(nn.Module):

@@ -14,20 +14,14 @@ import torch
 from torch import nn
 
 from memetrm.errors import ConfigError
-from memetrm.heads.base import Head, HeadConfig
+from memetrm.heads.base import Head, TokenFusionConfig
 from memetrm.heads.registry import register_head
 from memetrm.layers import Attention, Batch, FeedForward, FieldTokens, mlp
 
 
 @dataclass
-class QFormerConfig(HeadConfig):
+class QFormerConfig(TokenFusionConfig):
     queries: int = 8
-    d_model: int = 128
-    heads: int = 4
-    layers: int = 2
-    ffn_mult: int = 2
-    hidden: int = 256
-    dropout: float = 0.1
 
 
 @register_head("qformer", in_all=False)

@@ -59,8 +59,9 @@ def predict_ray(model_dir: str | Path, source: Path, output: Path, *, address: s
             scored = ray.data.from_items(rows).map_batches(
                 Scorer, fn_constructor_kwargs={"model_dir": str(Path(model_dir).resolve()),
                                                "device": "cuda" if gpus_per_worker else "cpu"},
-                batch_size=batch_size, concurrency=workers, num_gpus=gpus_per_worker,
-                max_restarts=-1, max_task_retries=-1)
+                batch_size=batch_size, num_gpus=gpus_per_worker,
+                # Ray Data restarts a dead actor and retries its batch (its defaults for pools)
+                compute=ray.data.ActorPoolStrategy(size=workers))
             for batch in scored.iter_batches(batch_size=batch_size, batch_format="numpy"):
                 summary.count(log.write([json.loads(r) for r in batch["row"]]))
     finally:
