@@ -58,7 +58,9 @@ def assert_clear_error(res, *needles: str) -> None:
     for n in needles:
         assert n in res.output, (n, res.output)
     if CASE_LOG:  # the table of cases and messages, for the docs
-        first = next(line for line in res.output.splitlines() if line.startswith("error:"))
+        lines = res.output.splitlines()
+        i = next(i for i, line in enumerate(lines) if line.startswith("error:"))
+        first = " ".join(x.strip() for x in lines[i:i + 2 if lines[i].endswith(":") else i + 1])
         with open(CASE_LOG, "a") as f:
             f.write(json.dumps({"case": os.environ["PYTEST_CURRENT_TEST"].split("::")[-1]
                                 .removesuffix(" (call)"), "exit": res.exit_code,
