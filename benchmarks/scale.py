@@ -18,8 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import ray
-
 from memetrm.data import resolve_data_root
 from memetrm.evaluation.report import markdown_table, replace_block
 from memetrm.features.distributed import init_ray
@@ -49,6 +47,16 @@ def count_errors(output: Path) -> int:
         return sum(json.loads(line)["error"] is not None for line in f)
 
 
+def agreement(a: Path, b: Path) -> dict[str, float | bool]:
+    """Same ids (and errors) in both outputs, and the largest probability difference."""
+    ra, rb = ({r["id"]: r for r in map(json.loads, p.read_text().splitlines())} for p in (a, b))
+    both = [i for i in ra if ra[i]["prob"] is not None and rb.get(i, {}).get("prob") is not None]
+    return {"same_ids": ra.keys() == rb.keys(),
+            "same_errors": all((ra[i]["error"] is None) == (rb[i]["error"] is None) for i in ra
+                               if i in rb),
+            "max_abs_prob_diff": max((abs(ra[i]["prob"] - rb[i]["prob"]) for i in both), default=0)}
+
+
 def timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -67,6 +75,11 @@ def render(data: Path = DATA) -> None:
         f"`{r['command']}`: {r['items']} memes ({r['machine']}).", "",
         markdown_table(["engine", "items/s (model loads included)", "vs local", "seconds",
                         "error rows"], rows, "lrrrr"),
+        "", "Ray and local outputs: " + "; ".join(
+            f"{name}: same ids {e['vs_local']['same_ids']}, same errors "
+            f"{e['vs_local']['same_errors']}, max |prob difference| "
+            f"{e['vs_local']['max_abs_prob_diff']:.1e}"
+            for name, e in r["engines"].items() if "vs_local" in e) + ".",
         "", f"Estimate (not measured): 1M memes at the measured per-worker rate of "
             f"{est['per_worker_items_per_s']:.2f} items/s take {est['hours_per_worker']:.1f} "
             "worker-hours; N workers (CPU processes or GPUs) divide that by N if scaling stays "
@@ -91,18 +104,19 @@ def main() -> int:
                                               progress=False))
         engines["local"] = {"seconds": seconds, "items_per_s": n / seconds,
                             "errors": count_errors(Path(tmp) / "local.jsonl")}
+        init_ray(num_cpus=2)  # started before the clock
         for workers in (1, 2):
-            ray.shutdown()  # a fresh cluster each time, started before the clock
-            init_ray(num_cpus=2)
             out = Path(tmp) / f"ray{workers}.jsonl"
             seconds = timed(lambda w=workers, o=out: predict_ray(args.model, src, o, workers=w,
                                                                  batch_size=args.batch_size))
             engines[f"ray, {workers} worker{'s' * (workers > 1)}"] = {
-                "seconds": seconds, "items_per_s": n / seconds, "errors": count_errors(out)}
+                "seconds": seconds, "items_per_s": n / seconds, "errors": count_errors(out),
+                "vs_local": agreement(Path(tmp) / "local.jsonl", out)}
             print(f"ray {workers}: {n / seconds:.2f} items/s", flush=True)
     local = engines["local"]["items_per_s"]
     for name, e in engines.items():
-        print(f"{name:>16}: {e['items_per_s']:6.2f} items/s ({e['items_per_s'] / local:.2f}x local)")
+        print(f"{name:>16}: {e['items_per_s']:6.2f} items/s ({e['items_per_s'] / local:.2f}x local)"
+              + (f"; vs local: {e['vs_local']}" if "vs_local" in e else ""))
     per_worker = engines["local"]["items_per_s"]
     result = {"command": "python benchmarks/scale.py " + " ".join(sys.argv[1:]), "items": n,
               "machine": f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}",
