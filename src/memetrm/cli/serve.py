@@ -35,8 +35,6 @@ def predict(
     device: Device = None,
 ) -> None:
     """Score one meme (--image) or a folder/jsonl/Parquet (--input ... --output results.jsonl)."""
-    from memetrm.serving.predictor import Predictor
-
     if (image is None) == (input is None):
         raise typer.BadParameter("give exactly one of --image or --input")
     if input is not None and output is None:
@@ -53,6 +51,8 @@ def predict(
                               gpus_per_worker=gpus_per_worker, batch_size=batch_size)
         console.print(f"{summary} -> {output}")
         return
+    from memetrm.serving.predictor import Predictor  # torch: only once the inputs are known good
+
     predictor = Predictor(model, device=device or "auto")
     if input is not None:
         from memetrm.serving.batch import predict_batch

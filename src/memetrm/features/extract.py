@@ -151,8 +151,11 @@ def plan_extraction(dataset: str, split: str, encoder: str, fields: Sequence[str
     if lacking:
         raise ConfigError(f"{ds.identity}/{split} has no field(s) {lacking}; its fields are "
                           f"{sorted(have)}")
-    selection = select_fields(all_records, fields, on_missing_image,
-                              warn=lambda m: ds.warn(f"{ds.identity}/{split}: {m}"))
+    try:
+        selection = select_fields(all_records, fields, on_missing_image,
+                                  warn=lambda m: ds.warn(f"{ds.identity}/{split}: {m}"))
+    except DataError as e:
+        raise DataError(f"{ds.identity}/{split}: {e}") from e
     records = selection.records
     if not records:
         raise DataError(f"{ds.identity}/{split}: no records left to encode")
