@@ -34,6 +34,8 @@ class RunConfig:
     #: text/image fields fed to the head; None = the dataset's default
     fields: list[str] | None = None
     seeds: int = 5
+    #: K > 1: merge train and dev and cross-validate (K folds) instead of selecting on dev
+    cv: int = 0
     data_root: str | None = None
     cache_dir: str | None = None
     #: error (default) or skip: records whose image file is missing
@@ -60,6 +62,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
             raise ConfigError(f"seeds must be a positive integer, got {self.seeds!r}")
+        if isinstance(self.cv, bool) or not isinstance(self.cv, int) or self.cv == 1 or self.cv < 0:
+            raise ConfigError(f"cv must be 0 (select on dev) or a number of folds >= 2, got {self.cv!r}")
         if not isinstance(self.bootstrap, int) or self.bootstrap < 0:
             raise ConfigError(f"bootstrap must be an integer >= 0, got {self.bootstrap!r}")
         for name, allowed in (("on_missing_image", MISSING_IMAGE_POLICIES),

@@ -13,6 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def default_cache_dir() -> Path:
+    """Features and reassembled model weights live here (``MEMETRM_CACHE`` overrides)."""
+    return Path(os.environ.get("MEMETRM_CACHE") or Path.home() / ".cache" / "memetrm")
+
+
 @functools.cache
 def _umask() -> int:
     mask = os.umask(0)

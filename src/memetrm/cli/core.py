@@ -23,6 +23,8 @@ from memetrm.cli.options import (
     MissingImages,
     Model,
     Precision,
+    Threshold,
+    ThresholdMetric,
     split_csv,
 )
 from memetrm.config import DEFAULT_ENCODER, RunConfig, load_run_config
@@ -132,7 +134,19 @@ def register(app: typer.Typer) -> None:
             "--head", "--heads", help="A head, several (comma-separated) or 'all' "
             "[default: mlp for train, all for compare]; `memetrm list` names them.")] = None,
         seeds: Annotated[int | None, typer.Option(help="Seeds per head [default: 5].")] = None,
+        cv: Annotated[int | None, typer.Option(
+            "--cv", help="K folds: merge train and dev, select epoch, hyperparameters and "
+                         "threshold on out-of-fold predictions, refit, score test [default: "
+                         "off; suggested when dev has < 300 examples].")] = None,
+        threshold_metric: ThresholdMetric = None,
         fields: Fields = None,
+        field_sets: Annotated[str | None, typer.Option(
+            "--field-sets", help="Sweep field subsets, ';'-separated, e.g. "
+            "'text;image;text,image' (a field may name its encoder: text@mpnet-effnet); every "
+            "head runs on each.")] = None,
+        ensemble: Annotated[int | None, typer.Option(
+            "--ensemble", min=1, help="Also report (and with --save, save) the mean of the K "
+                                      "configurations with the best dev AUROC.")] = None,
         data_root: DataRoot = None,
         cache_dir: CacheDir = None,
         on_missing_image: MissingImages = None,
@@ -153,36 +167,53 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train heads on cached features over N seeds; select on dev; report every split."""
         from memetrm.heads import list_heads
-        from memetrm.training.runner import run
+        from memetrm.training.runner import run_models
 
         spec = head or ("all" if ctx.info_name == "compare" else None)
         names = list_heads(all_only=True) if spec == "all" else split_csv(spec) or [None]
+        sets = ([split_csv(f) for f in field_sets.split(";") if split_csv(f)] if field_sets
+                else [split_csv(fields)])
+        combos = [(n, f) for n in names for f in sets]
         if report and not out_dir:
             out_dir = Path("runs")
-        if save and len(names) > 1:
-            raise ConfigError("--save keeps one model: name one head")
+        if save and len(combos) > 1 and not ensemble:
+            raise ConfigError("--save keeps one model: name one head and one field set, or "
+                              "save an --ensemble")
+        if threshold_metric:  # a typed option: any --set of the same key still wins
+            set_ = [f"train.threshold_metric={threshold_metric}", *(set_ or [])]
+
+        def sub_dir(name: str | None, f: list[str] | None) -> str | None:
+            if not out_dir:
+                return None
+            parts = ([name or "head"] if len(names) > 1 else []) + (
+                ["+".join(f).replace("@", "_").replace(":", "_")] if field_sets else [])
+            return str(out_dir.joinpath(*parts))
+
         cfgs = [load_run_config(
-            config, set_, dataset=dataset, encoder=encoder, head=name, seeds=seeds,
-            fields=split_csv(fields), data_root=data_root, cache_dir=cache_dir,
+            config, set_, dataset=dataset, encoder=encoder, head=name, seeds=seeds, cv=cv,
+            fields=f, data_root=data_root, cache_dir=cache_dir,
             on_missing_image=on_missing_image, on_bad_line=on_bad_line,
             allow_outside_images=allow_outside_images or None, device=device, precision=precision,
-            save=save,
-            out_dir=str(out_dir / name if len(names) > 1 else out_dir) if out_dir else None)
-            for name in names]
+            save=None if ensemble else save, out_dir=sub_dir(name, f))
+            for name, f in combos]
         if print_config:
             for cfg in cfgs:
                 _print_config(cfg)
             return
         for cfg in cfgs:
             _check_devices(cfg)
-        results = []
+        outs = []
         for cfg in cfgs:
-            console.rule(f"{cfg.dataset}: {cfg.head}")
-            results.append(run(cfg))
+            console.rule(f"{cfg.dataset}: {cfg.head}" + (f" on {'+'.join(cfg.fields)}"
+                                                         if field_sets else ""))
+            outs.append(run_models(cfg))
+        results = [o.results for o in outs]
         console.print(_summary_table(results))
+        record = _ensemble(outs, ensemble, save, out_dir) if ensemble else None
         if json_out:
-            atomic_write_text(json_out, json.dumps(results[0] if len(results) == 1 else results,
-                                                   indent=2))
+            body = results[0] if len(results) == 1 else results
+            atomic_write_text(json_out, json.dumps(
+                {"runs": results, "ensemble": record} if record else body, indent=2))
             console.print(f"wrote {json_out}")
         if report:
             from memetrm.evaluation.report import write_report  # matplotlib: import on use
@@ -190,6 +221,30 @@ def register(app: typer.Typer) -> None:
             write_report([[Path(c.out_dir) for c in cfgs]], report,
                          title=f"memetrm: {cfgs[0].dataset}")
             console.print(f"wrote {report}")
+
+    def _ensemble(outs: list, k: int, save: str | None, out_dir: Path | None) -> dict:
+        from memetrm.evaluation.report import fmt
+        from memetrm.provenance import provenance
+        from memetrm.training.ensemble import save_ensemble, select_ensemble
+
+        tcfg = outs[0].results["config"]["train"]
+        sel = select_ensemble(outs, k, tcfg["threshold_metric"], outs[0].cfg.bootstrap)
+        table = Table(title=f"ensemble of the {len(sel['members'])} best on dev: "
+                            f"{', '.join(sel['members'])} (threshold {sel['threshold']:.3f})")
+        for col in ("split", "n", "AUROC [95% CI]", "accuracy", "F1"):
+            table.add_column(col)
+        for split, m in sel["splits"].items():
+            table.add_row(split, str(m["n"]), fmt(m["auroc"], ci=True), fmt(m["accuracy"]),
+                          fmt(m["f1"]))
+        console.print(table)
+        record = {k: v for k, v in sel.items() if not k.startswith("_")}
+        record["provenance"] = provenance(seeds=[r.seed for o in outs for r in o.runs])
+        if out_dir:
+            atomic_write_text(out_dir / "ensemble.json", json.dumps(record, indent=2))
+        if save:
+            save_ensemble(sel, save, record["provenance"])
+            console.print(f"saved the ensemble to {save}")
+        return record
 
     app.command("train")(train)
     app.command("compare", help="Train and compare several heads with the same features, seeds "
@@ -206,17 +261,20 @@ def register(app: typer.Typer) -> None:
         cache_dir: CacheDir = None,
         on_missing_image: MissingImages = None,
         device: Device = None,
+        threshold: Threshold = None,
         json_out: Annotated[Path | None, typer.Option("--json")] = None,
     ) -> None:
-        """Score a saved model on a split at its dev-chosen threshold: n, metrics with a
-        bootstrap CI, and the confusion matrix."""
+        """Score a saved model on a split at its dev-chosen threshold (or --threshold): n,
+        metrics with a bootstrap CI, and the confusion matrix."""
         from memetrm.evaluation import bootstrap_ci, compute_metrics
         from memetrm.features import load_features
         from memetrm.serving.predictor import load_model
         from memetrm.training.engine import predict
 
         dev = resolve_device(device)
-        head, meta, threshold = load_model(model, dev)
+        head, meta, chosen = load_model(model, dev)
+        source = "chosen on dev" if threshold is None else "set by --threshold"
+        threshold = chosen if threshold is None else threshold
         saved = meta.get("run_config") or {}
         dataset = dataset or meta.get("dataset") or RunConfig.dataset
         split = split or get_dataset(dataset, data_root).roles()["test"]
@@ -238,7 +296,7 @@ def register(app: typer.Typer) -> None:
                   "confusion": {f"true {a} / predicted {b}": int(((y == i) & (pred == j)).sum())
                                 for i, a in enumerate(names) for j, b in enumerate(names)}}
         table = Table(title=f"{model} on {dataset}/{split}: n = {len(y)}, threshold "
-                            f"{threshold:.3f} (chosen on dev)")
+                            f"{threshold:.3f} ({source})")
         for col in ("metric", "value", "95% bootstrap CI"):
             table.add_column(col)
         for m, v in report["metrics"].items():

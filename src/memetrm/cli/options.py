@@ -30,6 +30,15 @@ Device = Annotated[str | None, typer.Option(help=f"Where to run: {DEVICE_HELP} [
 Precision = Annotated[str | None, typer.Option(
     help="Encoder precision on an accelerator: auto, fp32, fp16 or bf16 [default: auto]; "
          "cached features stay fp32.")]
+ThresholdMetric = Annotated[str | None, typer.Option(
+    "--threshold-metric",
+    help="How the decision threshold is chosen on dev (or out-of-fold) predictions: f1 | "
+         "accuracy | balanced-accuracy (Youden's J) | precision>=P (most recall with precision "
+         ">= P) | recall>=R (most precision with recall >= R) | fpr<=F (most recall with a "
+         "false-positive rate <= F) [default: f1].")]
+Threshold = Annotated[float | None, typer.Option(
+    "--threshold", min=0.0, max=1.0,
+    help="Decision threshold to use instead of the one chosen on dev and saved with the model.")]
 Model = Annotated[Path, typer.Option("--model", help="A model directory from `train --save`.")]
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from memetrm.cli.options import Device
+from memetrm.cli.options import Device, Threshold
 from memetrm.data.images import open_image
 from memetrm.errors import ConfigError, DataError
 from memetrm.progress import console
@@ -32,6 +32,7 @@ def predict(
     workers: int = typer.Option(2, "--workers", min=1, help="Ray workers, each loads the model"),
     gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0),
     as_json: bool = typer.Option(False, "--json", help="print the prediction as JSON"),
+    threshold: Threshold = None,
     device: Device = None,
 ) -> None:
     """Score one meme (--image) or a folder/jsonl/Parquet (--input ... --output results.jsonl)."""
@@ -48,12 +49,13 @@ def predict(
         from memetrm.serving.ray_batch import predict_ray
 
         summary = predict_ray(model, input, output, address=address, workers=workers,
-                              gpus_per_worker=gpus_per_worker, batch_size=batch_size)
+                              gpus_per_worker=gpus_per_worker, batch_size=batch_size,
+                              threshold=threshold)
         console.print(f"{summary} -> {output}")
         return
     from memetrm.serving.predictor import Predictor  # torch: only once the inputs are known good
 
-    predictor = Predictor(model, device=device or "auto")
+    predictor = Predictor(model, device=device or "auto", threshold=threshold)
     if input is not None:
         from memetrm.serving.batch import predict_batch
 
@@ -81,6 +83,8 @@ def predict(
         Console().print("trace: " + " -> ".join(f"{p:.3f}" for p in result["trace"]))
     if result["steps"] is not None:
         Console().print(f"halted after {result['steps']} of {len(result['trace'])} steps")
+    for n in result["neighbours"] or []:
+        Console().print(f"  near {n['id']} (label {n['label']}, similarity {n['similarity']:.3f})")
 
 
 def serve(
@@ -97,6 +101,7 @@ def serve(
     header_timeout: float = typer.Option(10.0, "--header-timeout",
                                          help="seconds a client may take to send its headers"),
     docs: bool = typer.Option(False, "--docs", help="serve /docs (Swagger UI, from its CDN)"),
+    threshold: Threshold = None,
     device: Device = None,
 ) -> None:
     """Serve the model over HTTP (POST /v1/predict) with a web page at /."""
@@ -107,11 +112,31 @@ def serve(
 
     limits = Limits(int(max_upload_mb * 1024 * 1024), max_text_chars, timeout_s=timeout,
                     max_pending=max_pending)
-    app = create_app(model, limits, device=device or "auto", docs=docs)
+    app = create_app(model, limits, device=device or "auto", docs=docs, threshold=threshold)
     uvicorn.run(app, host=host, port=port, limit_concurrency=max_connections,
                 timeout_keep_alive=5, http=protocol_with_header_timeout(header_timeout))
+
+
+memory = typer.Typer(help="A retrieval head's memory of labelled memes.", no_args_is_help=True)
+
+
+@memory.command("add")
+def memory_add(
+    model: Path = typer.Option(..., "--model", help="a saved `retrieval` model directory"),
+    input: Path = typer.Option(..., "--input", help="jsonl: id, label (0/1), text fields, "
+                                                    "optional img path"),
+    device: Device = None,
+) -> None:
+    """Add labelled memes to a saved retrieval head without retraining (all rows or none)."""
+    if not input.is_file():
+        raise DataError(f"{input}: no such file")
+    from memetrm.serving.memory import add_to_memory
+
+    size = add_to_memory(model, input, device=device or "auto")
+    console.print(f"{model}: memory now holds {size} memes")
 
 
 def register(app: typer.Typer) -> None:
     app.command("predict")(predict)
     app.command("serve")(serve)
+    app.add_typer(memory, name="memory")

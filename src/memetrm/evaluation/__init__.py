@@ -6,7 +6,10 @@ from memetrm.evaluation.metrics import (
     bootstrap_ci,
     choose_threshold,
     compute_metrics,
+    majority_share,
+    parse_threshold_metric,
     summarize,
 )
 
-__all__ = ["METRICS", "auroc", "bootstrap_ci", "choose_threshold", "compute_metrics", "summarize"]
+__all__ = ["METRICS", "auroc", "bootstrap_ci", "choose_threshold", "compute_metrics",
+           "majority_share", "parse_threshold_metric", "summarize"]

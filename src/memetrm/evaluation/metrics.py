@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
 
+from memetrm.errors import ConfigError
+
 METRICS = ("auroc", "accuracy", "f1", "precision", "recall")
+#: also computed (and bootstrapped) for single models: the operating point a moderator reads
+ALL_METRICS = (*METRICS, "balanced_accuracy", "fpr")
+#: how a decision threshold is chosen on dev (or out-of-fold) predictions
+THRESHOLD_METRICS = ("f1", "accuracy", "balanced-accuracy", "precision>=P", "recall>=R", "fpr<=F")
+#: a threshold that puts more than this share of dev in one class gets a warning
+ONE_CLASS_SHARE = 0.9
+_CONSTRAINT = re.compile(r"^(precision|recall|fpr)(>=|<=)(0(\.\d+)?|1(\.0+)?)$")
 
 
 def batched_metrics(y: np.ndarray, p: np.ndarray, thresholds: np.ndarray | float
@@ -30,22 +40,66 @@ def batched_metrics(y: np.ndarray, p: np.ndarray, thresholds: np.ndarray | float
         tp = (pred & pos).sum(1).astype(float)
         fp = (pred & ~pos).sum(1)
         fn = (~pred & pos).sum(1)
+        recall = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.0)
+        fpr = np.where(n0 > 0, fp / np.maximum(n0, 1), 0.0)
         return {
             "auroc": np.where((n1 > 0) & (n0 > 0), auc, np.nan),
             "accuracy": (pred == pos).mean(1),
             "f1": np.where(tp > 0, 2 * tp / (2 * tp + fp + fn), 0.0),
             "precision": np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0),
-            "recall": np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.0),
+            "recall": recall,
+            "balanced_accuracy": (recall + 1 - fpr) / 2,
+            "fpr": fpr,
         }
 
 
-def choose_threshold(y_dev: np.ndarray, p_dev: np.ndarray, metric: str = "f1") -> float:
-    """The dev-split threshold maximising ``metric`` (``f1`` or ``accuracy``); never use test."""
+def parse_threshold_metric(spec: str) -> tuple[str, str | None, float | None]:
+    """``"f1"`` -> ("f1", None, None); ``"precision>=0.9"`` -> ("precision", ">=", 0.9)."""
+    spec = str(spec).replace(" ", "")
+    if spec in ("f1", "accuracy", "balanced-accuracy"):
+        return spec.replace("-", "_"), None, None
+    m = _CONSTRAINT.match(spec)
+    if not m or (m.group(1) == "fpr") != (m.group(2) == "<="):
+        raise ConfigError(f"threshold metric {spec!r} is not one of {', '.join(THRESHOLD_METRICS)} "
+                          "(P, R, F in [0, 1], e.g. precision>=0.9)")
+    return m.group(1), m.group(2), float(m.group(3))
+
+
+def threshold_scores(y_dev: np.ndarray, p_dev: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Every distinct dev probability (and 0.5) as a candidate threshold, with its metrics."""
     cands = np.unique(np.concatenate([p_dev, [0.5]]))
     rows = len(cands)
-    scores = batched_metrics(np.broadcast_to(y_dev, (rows, len(y_dev))),
-                             np.broadcast_to(p_dev, (rows, len(p_dev))), cands)[metric]
-    return float(cands[int(np.argmax(scores))])  # first maximum: the lowest such threshold
+    return cands, batched_metrics(np.broadcast_to(y_dev, (rows, len(y_dev))),
+                                  np.broadcast_to(p_dev, (rows, len(p_dev))), cands)
+
+
+def choose_threshold(y_dev: np.ndarray, p_dev: np.ndarray, metric: str = "f1") -> float:
+    """The threshold chosen on dev (or out-of-fold) predictions, never on test.
+
+    ``f1``, ``accuracy``, ``balanced-accuracy``: the lowest threshold maximising it. A
+    constraint (``precision>=P``, ``recall>=R``, ``fpr<=F``) keeps the thresholds meeting it and
+    takes the one with the most recall (precision for ``recall>=R``); if none meets it, the one
+    closest to meeting it, so a moderator still gets a usable operating point.
+    """
+    name, op, bound = parse_threshold_metric(metric)
+    cands, scores = threshold_scores(np.asarray(y_dev), np.asarray(p_dev))
+    if op is None:
+        return float(cands[int(np.argmax(scores[name]))])  # first maximum: the lowest threshold
+    value = scores[name]
+    ok = value <= bound if op == "<=" else value >= bound
+    if not ok.any():
+        best = np.argmin(value) if op == "<=" else np.argmax(value)
+        return float(cands[int(best)])
+    objective = np.where(ok, scores["precision" if name == "recall" else "recall"], -np.inf)
+    # ties: the lowest threshold for recall-seeking goals, the highest for precision-seeking
+    idx = np.flatnonzero(objective == objective.max())
+    return float(cands[int(idx[-1] if name == "recall" else idx[0])])
+
+
+def majority_share(p: np.ndarray, threshold: float) -> float:
+    """The share of examples a threshold puts in its larger class (1.0: one class for all)."""
+    pos = float((np.asarray(p) >= threshold).mean())
+    return max(pos, 1 - pos)
 
 
 def compute_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
@@ -77,12 +131,12 @@ def bootstrap_ci(
     yb = y[idx]
     keep = (yb.min(1) == 0) & (yb.max(1) == 1)  # AUROC needs both classes
     if not keep.any():
-        return {m: (float("nan"), float("nan")) for m in METRICS}
+        return {m: (float("nan"), float("nan")) for m in ALL_METRICS}
     per_seed = [batched_metrics(yb[keep], p[idx[keep]], t)
                 for p, t in zip(probs, thresholds, strict=True)]
     lo, hi = 100 * alpha / 2, 100 * (1 - alpha / 2)
     out = {}
-    for m in METRICS:
+    for m in ALL_METRICS:
         mean_over_seeds = np.mean([s[m] for s in per_seed], axis=0)
         out[m] = (float(np.percentile(mean_over_seeds, lo)), float(np.percentile(mean_over_seeds, hi)))
     return out

@@ -25,9 +25,13 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def fmt(stat: dict[str, Any], ci: bool = False) -> str:
-    """``mean ± std`` (``n/a`` for the std of a single seed), with ``[lo, hi]`` if asked."""
-    std = "n/a" if len(stat.get("values", [])) == 1 else f"{stat['std']:.3f}"
-    s = f"{stat['mean']:.3f} ± {std}"
+    """``mean ± std`` (``n/a`` for the std of a single seed; the value alone for an ensemble,
+    which has no spread over seeds), with ``[lo, hi]`` if asked."""
+    if stat.get("std") is None:
+        s = f"{stat['mean']:.3f}"
+    else:
+        std = "n/a" if len(stat.get("values", [])) == 1 else f"{stat['std']:.3f}"
+        s = f"{stat['mean']:.3f} ± {std}"
     if ci and stat.get("ci95"):
         lo, hi = stat["ci95"]
         s += f" [{lo:.3f}, {hi:.3f}]"
@@ -42,13 +46,29 @@ def summary_rows(runs: list[dict[str, Any]]) -> list[list[str]]:
     """One row per run under ``SUMMARY_HEADER``: the console table and the markdown share it."""
     rows = []
     for r in runs:
-        dev, test = r["splits"][r["roles"]["dev"]], r["splits"][r["roles"]["test"]]
-        rows.append([r["head"], str(r["seeds"]), f"{r['params']:,}",
-                     f"{r['train_seconds_per_seed']:.1f}", f"{np.mean(r['thresholds']):.3f}",
-                     fmt(dev["auroc"]),
-                     fmt(dev["accuracy"]), fmt(dev["f1"]), fmt(test["auroc"], ci=True),
-                     fmt(test["accuracy"]), fmt(test["f1"])])
+        name = run_name(r)
+        cells = [r["seeds"], f"{r['params']:,}", f"{r['train_seconds_per_seed']:.1f}"]
+        rows.append(_metric_row(name, cells, np.mean(r["thresholds"]), r["splits"], r["roles"]))
+        if r.get("ensemble") and r["seeds"] > 1:
+            ens = r["ensemble"]
+            rows.append(_metric_row(f"{name}, seed ensemble", [f"mean of {r['seeds']}", "", ""],
+                                    ens["threshold"], ens["splits"], r["roles"]))
     return rows
+
+
+def run_name(r: dict[str, Any]) -> str:
+    """The head, with what sets the run apart: fields chosen by hand, or CV."""
+    extra = [f"fields {'+'.join(r['fields'])}"] if r.get("config", {}).get("fields") else []
+    if r.get("cv"):
+        extra.append(f"{r['cv']}-fold CV")
+    return r["head"] + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _metric_row(name: str, cells: list[Any], threshold: float, splits: dict[str, Any],
+                roles: dict[str, str]) -> list[str]:
+    dev, test = splits[roles["dev"]], splits[roles["test"]]
+    return [name, *map(str, cells), f"{threshold:.3f}", fmt(dev["auroc"]), fmt(dev["accuracy"]),
+            fmt(dev["f1"]), fmt(test["auroc"], ci=True), fmt(test["accuracy"]), fmt(test["f1"])]
 
 
 def markdown_table(header: list[str], rows: list[list[str]], align: str = "") -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,13 +19,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from memetrm.data.records import MemeRecord
-from memetrm.utils import atomic_write_dir
+from memetrm.utils import atomic_write_dir, default_cache_dir
 
 FORMAT_VERSION = 1
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("MEMETRM_CACHE") or Path.home() / ".cache" / "memetrm")
 
 
 def content_hash(records: Sequence[MemeRecord], field: str) -> str:

@@ -170,7 +170,46 @@ def plan_extraction(dataset: str, split: str, encoder: str, fields: Sequence[str
                           selection.skipped_missing_images)
 
 
-def load_features(
+def split_field(spec: str, encoder: str) -> tuple[str, str]:
+    """``text@mpnet-effnet`` -> ("text", "mpnet-effnet"); a bare field uses ``encoder``."""
+    field, sep, enc = spec.partition("@")
+    return field, (enc if sep else encoder)
+
+
+def load_features(dataset: str, split: str, encoder: str, fields: Sequence[str],
+                  *args: Any, **kwargs: Any) -> FeatureSet:
+    """Features of one split, from the cache when it is warm, else extracted and cached.
+
+    A field may name its own encoder, ``text@mpnet-effnet``, so one run can read several
+    encoders (MiniLM and mpnet text features side by side); its features keep that name.
+    The remaining arguments are those of ``load_encoder_features``.
+    """
+    groups: dict[str, list[str]] = {}
+    for spec in fields:
+        groups.setdefault(split_field(spec, encoder)[1], []).append(spec)
+    sets = {enc: load_encoder_features(dataset, split, enc, [split_field(s, enc)[0] for s in specs],
+                                       *args, **kwargs)
+            for enc, specs in groups.items()}
+    if len(sets) == 1 and not any("@" in s for s in fields):
+        return sets[encoder] if encoder in sets else next(iter(sets.values()))
+    first = next(iter(sets.values()))
+    tensors: dict[str, torch.Tensor] = {}
+    for enc, specs in groups.items():
+        fs = sets[enc]
+        if fs.ids != first.ids:
+            raise DataError(f"{dataset}/{split}: encoders {list(sets)} kept different records "
+                            "(missing images?); use the same --on-missing-image for all")
+        for spec in specs:
+            base = split_field(spec, enc)[0]
+            tensors.update({spec + k[len(base):]: v for k, v in fs.tensors.items()
+                            if k == base or k.startswith(base + ".")})
+    meta = {**first.meta, "encoder": {enc: specs for enc, specs in groups.items()},
+            "encoded": [e for fs in sets.values() for e in fs.meta["encoded"]],
+            "extract_seconds": sum(fs.meta["extract_seconds"] for fs in sets.values())}
+    return FeatureSet(first.ids, tensors, first.labels, meta)
+
+
+def load_encoder_features(
     dataset: str,
     split: str,
     encoder: str,
@@ -186,7 +225,7 @@ def load_features(
     on_bad_line: str = "error",
     allow_outside_images: bool = False,
 ) -> FeatureSet:
-    """Features of one split, from the cache when it is warm, else extracted and cached.
+    """Features of one split from one encoder: cached, or extracted and cached.
 
     The encoder is built only on a miss (on ``device``), so a warm run does no model work at
     all. ``meta["encoded"]`` lists the fields that needed a forward pass.

@@ -28,7 +28,7 @@ class FeatureSet:
 
     @property
     def fields(self) -> list[str]:
-        return [k for k in self.tensors if "." not in k]
+        return [k for k in self.tensors if not k.endswith((".tokens", ".mask"))]
 
     @property
     def input_dims(self) -> dict[str, int]:
@@ -38,6 +38,28 @@ class FeatureSet:
     def token_dims(self) -> dict[str, int]:
         return {k.removesuffix(".tokens"): v.shape[-1] for k, v in self.tensors.items()
                 if k.endswith(".tokens")}
+
+    def subset(self, idx: torch.Tensor | list[int]) -> FeatureSet:
+        """Rows ``idx`` as a new feature set (the folds of cross-validation)."""
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return FeatureSet([self.ids[i] for i in idx.tolist()],
+                          {k: v[idx] for k, v in self.tensors.items()}, self.labels[idx], self.meta)
+
+    @staticmethod
+    def concat(sets: list[FeatureSet]) -> FeatureSet:
+        """Rows of several splits with the same fields (train + dev for cross-validation);
+        token features are padded to the longest split."""
+        keys = list(sets[0].tensors)
+        tensors = {}
+        for k in keys:
+            parts = [s.tensors[k] for s in sets]
+            if parts[0].dim() > 1 and k.endswith((".tokens", ".mask")):
+                n = max(p.shape[1] for p in parts)
+                parts = [torch.nn.functional.pad(p, (0, 0) * (p.dim() - 2) + (0, n - p.shape[1]))
+                         for p in parts]
+            tensors[k] = torch.cat(parts)
+        return FeatureSet([i for s in sets for i in s.ids], tensors,
+                          torch.cat([s.labels for s in sets]), sets[0].meta)
 
     def batch(self, idx: torch.Tensor | slice | None = None,
               device: torch.device | str | None = None) -> Batch:

@@ -6,11 +6,13 @@ its import below.
 
 from memetrm.heads import (  # noqa: F401  (each module registers its heads)
     cross_attention,
+    ensemble,
     gated_xattn,
     hateclipper,
     hyperbolic,
     perceiver,
     qformer,
+    retrieval,
     simple,
     trm,
 )

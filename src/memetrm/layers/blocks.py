@@ -42,6 +42,15 @@ class Trainable(nn.Module):
         """
         return set()
 
+    def solve(self, train: Batch, dev: Batch | None, metric: MetricFn) -> dict[str, Any] | None:
+        """Fit in closed form instead of by gradient steps (a convex probe), choosing any
+        hyperparameter on ``dev``; returns what was chosen, or None to train with SGD."""
+        return None
+
+    def remember(self, train: Batch, ids: list[str]) -> None:
+        """Keep what the model needs of the training examples themselves (a retrieval memory);
+        called once training is done, before ``calibrate``."""
+
     def calibrate(self, dev_batch: Batch, metric: MetricFn) -> dict[str, Any]:
         """Post-training choices made on the dev split only (e.g. a halting threshold)."""
         return {}

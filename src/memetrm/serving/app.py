@@ -52,6 +52,14 @@ class Limits:
     reduce_to: int = 2048
 
 
+class Neighbour(BaseModel):
+    """A labelled meme in a retrieval head's memory, close to the one scored."""
+
+    id: str
+    label: int
+    similarity: float
+
+
 class Prediction(BaseModel):
     prob: float
     label: int
@@ -63,6 +71,8 @@ class Prediction(BaseModel):
     trace: list[float] | None
     #: supervision steps used by a head that halts early (None for other heads)
     steps: int | None = None
+    #: the nearest labelled memes, for heads with a retrieval memory (None for other heads)
+    neighbours: list[Neighbour] | None = None
 
 
 class ModelInfo(BaseModel):
@@ -261,15 +271,17 @@ _OPENAPI_BODY = {
 
 
 def create_app(model: str | Path | Predictor, limits: Limits | None = None,
-               device: str = "auto", docs: bool = False) -> FastAPI:
+               device: str = "auto", docs: bool = False,
+               threshold: float | None = None) -> FastAPI:
     """The model (a directory or a ready ``Predictor``) is loaded here, once, before serving.
 
     ``docs`` turns on FastAPI's ``/docs`` page, whose JavaScript comes from a CDN; the schema
     itself is always at ``/openapi.json``.
     """
-    predictor = model if isinstance(model, Predictor) else Predictor(model, device=device)
+    predictor = (model if isinstance(model, Predictor)
+                 else Predictor(model, device=device, threshold=threshold))
     limits = limits or Limits()
-    if "text" in predictor.fields:
+    if "text" in predictor.input_fields:
         predictor.ocr.load()
     app = FastAPI(title="memetrm", version="1",
                   summary=f"Hateful-meme classifier {predictor.model_id}",

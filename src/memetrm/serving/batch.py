@@ -37,6 +37,8 @@ class InputItem:
     image: Path | bytes | None = None
     texts: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    #: the row's label, when it has one (labelled memes for a retrieval memory)
+    label: Any = None
 
 
 def _parquet_files(source: Path) -> list[Path]:
@@ -79,7 +81,8 @@ def _iter_jsonl(source: Path) -> Iterator[InputItem]:
                 continue
             img = obj.get("img")
             texts = {k: v for k, v in obj.items() if k not in ("id", "img", "label")}
-            yield InputItem(str(obj["id"]), source.parent / img if img else None, texts)
+            yield InputItem(str(obj["id"]), source.parent / img if img else None, texts,
+                            label=obj.get("label"))
 
 
 def _iter_parquet(files: list[Path]) -> Iterator[InputItem]:

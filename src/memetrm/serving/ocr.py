@@ -77,10 +77,10 @@ class OCR:
 @lru_cache(maxsize=1)
 def _word_costs() -> dict[str, float]:
     """Zipf costs ``log(rank * log N)`` of the vocabulary's whole words (wordninja's model)."""
-    from memetrm.encoders.minilm_effnet import _minilm_dir
+    from memetrm.encoders.towers import minilm_dir
 
     try:
-        vocab = (_minilm_dir() / "vocab.txt").read_text(encoding="utf-8").splitlines()
+        vocab = (minilm_dir() / "vocab.txt").read_text(encoding="utf-8").splitlines()
     except (ConfigError, OSError):
         return {}
     words = ["a", "i"] + [w for w in vocab[_FIRST_WORD_ID:] if w.isascii() and w.isalpha()]

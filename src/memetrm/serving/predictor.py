@@ -14,9 +14,11 @@ import torch
 from PIL import Image
 
 from memetrm.checkpoint import weights_path
+from memetrm.config import DEFAULT_ENCODER
 from memetrm.devices import resolve_device
 from memetrm.encoders import Encoder, create_encoder
 from memetrm.errors import ConfigError, DataError, MemetrmError
+from memetrm.features.extract import split_field
 from memetrm.heads import Head, from_pretrained
 from memetrm.serving.ocr import OCR
 
@@ -29,14 +31,17 @@ class ModelOutputError(MemetrmError):
     """The model's score for an item is not a finite number (a broken or poisoned model)."""
 
 
+def check_threshold(thr: Any, where: str) -> float:
+    if isinstance(thr, bool) or not isinstance(thr, int | float) or not 0 <= thr <= 1:
+        raise ConfigError(f"{where}: 'threshold' must be a number in [0, 1] "
+                          f"(the decision threshold), got {thr!r}")
+    return float(thr)
+
+
 def decision_threshold(config: dict[str, Any], model_dir: Path) -> float:
     """The dev-chosen threshold saved with the model; a missing or malformed one is an error,
     never a silent 0.5."""
-    thr = config.get("threshold")
-    if isinstance(thr, bool) or not isinstance(thr, int | float) or not 0 <= thr <= 1:
-        raise ConfigError(f"{model_dir / 'config.json'}: 'threshold' must be a number in [0, 1] "
-                          f"(the dev-chosen decision threshold), got {thr!r}")
-    return float(thr)
+    return check_threshold(config.get("threshold"), str(model_dir / "config.json"))
 
 
 def load_model(model_dir: str | Path, device: torch.device) -> tuple[Head, dict[str, Any], float]:
@@ -86,24 +91,37 @@ class Predictor:
     """
 
     def __init__(self, model_dir: str | Path, *, encoder: Encoder | None = None,
-                 ocr: OCR | None = None, device: str = "auto") -> None:
+                 ocr: OCR | None = None, device: str = "auto",
+                 threshold: float | None = None) -> None:
         self.model_dir = Path(model_dir)
         self.device = resolve_device(device)
         self.head, self.config, self.threshold = load_model(self.model_dir, self.device)
+        if threshold is not None:  # an operator's override of the dev-chosen threshold
+            self.threshold = check_threshold(threshold, "--threshold")
+        #: the head's inputs; ``text@mpnet-effnet`` reads ``text`` through another encoder
         self.fields: list[str] = list(self.config.get("fields") or self.head.fields)
         self.tokens: bool = bool(self.config.get("tokens", self.head.needs_tokens))
         #: what labels 0 and 1 mean (``not offensive`` / ``offensive`` for MultiOFF models)
         self.label_names: list[str] = list(self.config.get("labels") or DEFAULT_LABELS)
-        self.encoder = encoder or create_encoder(self.config.get("encoder", "minilm-effnet"),
-                                                 device=self.device)
+        default = self.config.get("encoder", DEFAULT_ENCODER)
+        self.encoder = encoder or create_encoder(default, device=self.device)
+        self._default = default
+        self._sources = {spec: split_field(spec, default) for spec in self.fields}
+        #: encoders of fields that name another one (``text@mpnet-effnet``)
+        self.extra_encoders = {enc: create_encoder(enc, device=self.device)
+                               for _, enc in self._sources.values() if enc != default}
         self.ocr = ocr or OCR()
         self.model_id = _model_id(self.model_dir, self.config)
-        self._transform = self.encoder.image_transform()
         self._lock = threading.Lock()
 
     @property
+    def input_fields(self) -> list[str]:
+        """The item fields the model reads (``image``, ``text``, ...), whatever their encoders."""
+        return list(dict.fromkeys(f for f, _ in self._sources.values()))
+
+    @property
     def text_fields(self) -> list[str]:
-        return [f for f in self.fields if f != "image"]
+        return [f for f in self.input_fields if f != "image"]
 
     def info(self) -> dict[str, Any]:
         """What a client needs to interpret scores: fields, threshold, provenance."""
@@ -125,10 +143,10 @@ class Predictor:
             if texts.get(f) is not None and not isinstance(texts[f], str):
                 raise DataError(f"field {f!r} must be a string, got {type(texts[f]).__name__}")
         texts = {k: v for k, v in texts.items() if isinstance(v, str) and v.strip()}
-        if "image" in self.fields and image is None:
+        if "image" in self.input_fields and image is None:
             raise DataError("this model reads the image: an image is required")
         ocr_text = None
-        if "text" in self.fields and "text" not in texts:
+        if "text" in self.input_fields and "text" not in texts:
             if image is None:
                 raise DataError("no text given and no image to read it from")
             ocr_text = texts["text"] = self.ocr(image)
@@ -141,14 +159,17 @@ class Predictor:
             )
         return Prepared(image, {f: texts[f] for f in self.text_fields}, ocr_text)
 
-    def _batch(self, items: Sequence[Prepared]) -> dict[str, torch.Tensor]:
+    def features(self, items: Sequence[Prepared]) -> dict[str, torch.Tensor]:
+        """The head's input batch for prepared items (every field through its encoder)."""
         batch: dict[str, torch.Tensor] = {}
-        for field in self.fields:
-            if field == "image":
-                pixels = torch.stack([self._transform(p.image) for p in items])
-                out = self.encoder.encode_images(pixels.to(self.device), tokens=self.tokens)
+        for field, (source, enc) in self._sources.items():
+            encoder = self.encoder if enc == self._default else self.extra_encoders[enc]
+            if source == "image":
+                transform = encoder.image_transform()
+                pixels = torch.stack([transform(p.image) for p in items])
+                out = encoder.encode_images(pixels.to(self.device), tokens=self.tokens)
             else:
-                out = self.encoder.encode_texts([p.texts[field] for p in items], tokens=self.tokens)
+                out = encoder.encode_texts([p.texts[source] for p in items], tokens=self.tokens)
             batch[field] = out.pooled.float().to(self.device)
             if self.tokens:
                 batch[f"{field}.tokens"] = out.tokens.float().to(self.device)
@@ -160,15 +181,16 @@ class Predictor:
         if not items:
             return []
         with self._lock, torch.inference_mode():
-            out = self.head.predict(self._batch(items))
+            out = self.head.predict(self.features(items))
         probs = out["prob"].float().cpu().tolist()
         if not all(math.isfinite(p) for p in probs):
             raise ModelOutputError(f"model {self.model_id} produced a non-finite score")
         n = len(items)
         traces = out["trace"].float().cpu().tolist() if "trace" in out else [None] * n
         steps = out["steps"].cpu().tolist() if "steps" in out else [None] * n
+        neighbours = self._neighbours(out) or [None] * n
         results = []
-        for p, prob, trace, step in zip(items, probs, traces, steps, strict=True):
+        for p, prob, trace, step, near in zip(items, probs, traces, steps, neighbours, strict=True):
             label = int(prob >= self.threshold)
             results.append({
                 "prob": prob,
@@ -179,8 +201,19 @@ class Predictor:
                 "model": self.model_id,
                 "trace": trace,
                 "steps": step,
+                "neighbours": near,
             })
         return results
+
+    def _neighbours(self, out: dict[str, torch.Tensor]) -> list[list[dict[str, Any]]] | None:
+        """Ids, labels and similarities of the memory memes nearest each item (retrieval heads)."""
+        if "neighbours" not in out:
+            return None
+        ids, labels = self.head.cfg.memory_ids, self.head.memory_labels.cpu().tolist()
+        return [[{"id": ids[j], "label": int(labels[j]), "similarity": round(s, 4)}
+                 for j, s in zip(row, sims, strict=True)]
+                for row, sims in zip(out["neighbours"].cpu().tolist(),
+                                     out["neighbour_similarity"].float().cpu().tolist(), strict=True)]
 
     def run_each(self, items: Sequence[Prepared]) -> list[dict[str, Any] | Exception]:
         """``run``, but a failing batch is retried item by item, so only the item at fault fails

@@ -23,7 +23,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from memetrm.devices import resolve_device
 from memetrm.errors import ConfigError
-from memetrm.evaluation.metrics import auroc
+from memetrm.evaluation.metrics import auroc, parse_threshold_metric
 from memetrm.features.featureset import FeatureSet
 from memetrm.layers import Trainable
 
@@ -47,7 +47,8 @@ class TrainConfig:
     #: EMA decay (TRM uses 0.999); None disables it
     ema: float | None = None
     seed: int = 0
-    #: dev metric for the decision threshold: "f1" or "accuracy"
+    #: how the decision threshold is chosen on dev: f1, accuracy, balanced-accuracy,
+    #: precision>=P, recall>=R or fpr<=F (see ``evaluation.metrics.choose_threshold``)
     threshold_metric: str = "f1"
     #: torch CPU threads while training; None leaves the process setting (``--threads``) alone
     threads: int | None = None
@@ -64,6 +65,7 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise ConfigError(f"train.{name} must be a number >= 0, got {value!r}")
+        parse_threshold_metric(self.threshold_metric)
 
 
 @dataclass
@@ -149,6 +151,14 @@ def _fit(model: Trainable, train: FeatureSet, dev: FeatureSet | None, cfg: Train
     from transformers import get_cosine_schedule_with_warmup  # heavy import: only when training
 
     torch.manual_seed(cfg.seed)
+    dev_batch = dev.batch(device=device) if dev is not None else None
+    solved = (model.solve(train.batch(device=device), dev_batch, tensor_auroc)
+              if _overrides(model, "solve") else None)
+    if solved is not None:
+        model.eval()
+        dev_score = score(model, dev, device) if dev is not None else math.nan
+        return FitResult(model, 0, dev_score, [{"epoch": 0, "dev_score": dev_score}], solved,
+                         live_head=model)
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     n_batches = (len(train) // cfg.batch_size if cfg.drop_last and len(train) >= cfg.batch_size
@@ -197,10 +207,17 @@ def _fit(model: Trainable, train: FeatureSet, dev: FeatureSet | None, cfg: Train
         eval_model.load_state_dict(best_state)
         model.load_state_dict(live_state)
     eval_model.eval()
-    calibration = eval_model.calibrate(dev.batch(device=device), tensor_auroc) if dev else {}
+    if _overrides(eval_model, "remember"):
+        eval_model.remember(train.batch(device=device), train.ids)
+    calibration = eval_model.calibrate(dev_batch, tensor_auroc) if dev_batch is not None else {}
     if dev is None:
         best_epoch = len(history) - 1
     return FitResult(eval_model, best_epoch, best, history, calibration, live_head=model)
+
+
+def _overrides(model: Trainable, hook: str) -> bool:
+    """Whether ``model`` implements an optional hook; the full train batch is built only then."""
+    return getattr(type(model), hook) is not getattr(Trainable, hook)
 
 
 def resolve_train_config(*layers: dict[str, Any]) -> TrainConfig:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,14 @@ import torch
 from memetrm.config import RunConfig
 from memetrm.data import get_dataset
 from memetrm.errors import DataError
-from memetrm.evaluation import bootstrap_ci, choose_threshold, compute_metrics, summarize
-from memetrm.evaluation.metrics import auroc
+from memetrm.evaluation import (
+    bootstrap_ci,
+    choose_threshold,
+    compute_metrics,
+    majority_share,
+    summarize,
+)
+from memetrm.evaluation.metrics import METRICS, ONE_CLASS_SHARE, auroc
 from memetrm.features import FeatureSet, load_features
 from memetrm.heads import Head, create_head, head_config, head_entry, save_pretrained
 from memetrm.progress import console, make_progress
@@ -61,6 +68,8 @@ def load_run_features(cfg: RunConfig) -> tuple[dict[str, FeatureSet], list[str],
     return feats, fields, roles
 
 
+#: dev splits smaller than this get a note suggesting cross-validation
+SUGGEST_CV = 300
 #: evaluation splits smaller than this get a warning: their metrics barely mean anything
 SMALL_SPLIT = 100
 
@@ -76,6 +85,27 @@ class SeedRun:
     seconds: float
 
 
+def _fit_seed(cfg: RunConfig, seed: int, train_fs: FeatureSet, dev_fs: FeatureSet | None,
+              tcfg: TrainConfig, on_epoch, head_cfg: dict[str, Any] | None = None) -> FitResult:
+    seed_everything(seed)
+    head = create_head(cfg.head, train_fs.input_dims, train_fs.token_dims or None,
+                       **{**cfg.head_cfg, **(head_cfg or {})})
+    return fit(head, train_fs, dev_fs, dataclasses.replace(tcfg, seed=seed), on_epoch=on_epoch)
+
+
+def dev_threshold(y: np.ndarray, p: np.ndarray, metric: str, where: str) -> float:
+    """The decision threshold from dev (or out-of-fold) predictions, with a warning when it
+    puts nearly everything in one class (a threshold a moderator cannot use)."""
+    thr = choose_threshold(y, p, metric)
+    share = majority_share(p, thr)
+    if share > ONE_CLASS_SHARE:
+        console.print(f"[yellow]warning:[/] the {metric} threshold {thr:.3f} chosen on {where} "
+                      f"labels {share:.0%} of it as one class; consider --set "
+                      "train.threshold_metric=balanced-accuracy (or precision>=P), or --cv",
+                      soft_wrap=True)
+    return thr
+
+
 def train_seeds(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str, str],
                 tcfg: TrainConfig) -> list[SeedRun]:
     """Fit one head per seed; its epoch and threshold are chosen on dev, never on test."""
@@ -85,23 +115,14 @@ def train_seeds(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str, s
     with make_progress() as bar:
         task = bar.add_task(cfg.head, total=cfg.seeds * tcfg.epochs)
         for seed in range(cfg.seeds):
-            seed_everything(seed)
-            head = create_head(cfg.head, train_fs.input_dims, train_fs.token_dims or None,
-                               **cfg.head_cfg)
-
-            def show(row: dict[str, float], seed: int = seed) -> None:
-                bar.update(task, advance=1, description=(
-                    f"{cfg.head} seed {seed + 1}/{cfg.seeds} epoch {row['epoch'] + 1}: "
-                    f"loss {row['loss']:.3f}, dev AUROC {row['dev_score']:.3f}"))
-
             t0 = time.perf_counter()
-            result = fit(head, train_fs, dev_fs, dataclasses.replace(tcfg, seed=seed),
-                         on_epoch=show)
+            result = _fit_seed(cfg, seed, train_fs, dev_fs, tcfg,
+                               _epoch_display(bar, task, f"{cfg.head} seed {seed + 1}/{cfg.seeds}"))
             seconds = time.perf_counter() - t0
             bar.update(task, completed=(seed + 1) * tcfg.epochs)  # early stopping skips the rest
             outs = {s: predict(result.head, feats[s]) for s in eval_splits}
-            thr = choose_threshold(dev_fs.labels.numpy(), outs[roles["dev"]]["prob"].numpy(),
-                                   tcfg.threshold_metric)
+            thr = dev_threshold(dev_fs.labels.numpy(), outs[roles["dev"]]["prob"].numpy(),
+                                tcfg.threshold_metric, roles["dev"])
             runs.append(SeedRun(seed, result, thr, outs, seconds))
             halted = result.calibration.get("dev_auroc_halted")
             console.print(f"  seed {seed}: best epoch {result.best_epoch}, dev AUROC "
@@ -109,6 +130,69 @@ def train_seeds(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str, s
                           + (f" at full depth ({halted:.4f} halted, as reported)"
                              if halted is not None else "")
                           + f", threshold {thr:.3f}")
+    return runs
+
+
+def _epoch_display(bar, task, label: str):
+    def show(row: dict[str, float]) -> None:
+        dev = f", dev AUROC {row['dev_score']:.3f}" if "dev_score" in row else ""
+        bar.update(task, advance=1, description=f"{label} epoch {row['epoch'] + 1}: "
+                                                f"loss {row.get('loss', math.nan):.3f}{dev}")
+    return show
+
+
+#: the split name under which cross-validated runs report their out-of-fold predictions
+CV_SPLIT = "cv"
+
+
+def train_seeds_cv(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str, str],
+                   tcfg: TrainConfig) -> list[SeedRun]:
+    """Stratified K-fold over train + dev, per seed.
+
+    Each fold trains on K-1 parts and picks its epoch (and any hyperparameter the head
+    chooses, such as the probe's C) on the held part. The decision threshold is chosen on the
+    pooled out-of-fold predictions, whose AUROC is the dev estimate; the head is then refit on
+    all of train + dev for the folds' median epoch count (and median hyperparameters) and
+    scored on the other splits. Test labels are not read before that final score.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    pool = FeatureSet.concat([feats[roles["train"]], feats[roles["dev"]]])
+    y = pool.labels.numpy()
+    eval_splits = [s for s in feats if s not in (roles["train"], roles["dev"])]
+    known = {f.name for f in dataclasses.fields(head_config(cfg.head, **cfg.head_cfg))}
+    runs = []
+    with make_progress() as bar:
+        task = bar.add_task(cfg.head, total=cfg.seeds * (cfg.cv + 1) * tcfg.epochs)
+        for seed in range(cfg.seeds):
+            t0 = time.perf_counter()
+            oof = np.zeros(len(pool))
+            epochs, chosen = [], []
+            folds = StratifiedKFold(cfg.cv, shuffle=True, random_state=seed).split(y, y)
+            for k, (tr, held) in enumerate(folds):
+                label = f"{cfg.head} seed {seed + 1}/{cfg.seeds} fold {k + 1}/{cfg.cv}"
+                r = _fit_seed(cfg, seed, pool.subset(tr), pool.subset(held), tcfg,
+                              _epoch_display(bar, task, label))
+                bar.update(task, completed=(seed * (cfg.cv + 1) + k + 1) * tcfg.epochs)
+                oof[held] = predict(r.head, pool.subset(held))["prob"].numpy()
+                epochs.append(r.best_epoch + 1)
+                chosen.append({k: v for k, v in r.calibration.items() if k in known})
+            hparams = {k: float(np.median([c[k] for c in chosen])) for k in chosen[0]}
+            refit = dataclasses.replace(tcfg, epochs=int(np.median(epochs)), patience=0)
+            final = _fit_seed(cfg, seed, pool, None, refit,
+                              _epoch_display(bar, task, f"{cfg.head} seed {seed + 1} refit"),
+                              head_cfg=hparams)
+            final.best_epoch, final.dev_score = refit.epochs - 1, auroc(y, oof)
+            final.calibration = {**hparams, "fold_epochs": epochs}
+            bar.update(task, completed=(seed + 1) * (cfg.cv + 1) * tcfg.epochs)
+            thr = dev_threshold(y, oof, tcfg.threshold_metric, "the out-of-fold predictions")
+            outs = {CV_SPLIT: {"prob": torch.from_numpy(oof).float()},
+                    **{s: predict(final.head, feats[s]) for s in eval_splits}}
+            runs.append(SeedRun(seed, final, thr, outs, time.perf_counter() - t0))
+            console.print(f"  seed {seed}: out-of-fold AUROC {final.dev_score:.4f}, fold epochs "
+                          f"{epochs}, refit {refit.epochs} epochs"
+                          + (f" with {hparams}" if hparams else "") + f", threshold {thr:.3f}")
+    feats[CV_SPLIT] = pool
     return runs
 
 
@@ -138,6 +222,24 @@ def summarize_seeds(cfg: RunConfig, feats: dict[str, FeatureSet],
         if depth:
             splits_out[s]["depth"] = depth
     return splits_out
+
+
+def seed_ensemble(cfg: RunConfig, feats: dict[str, FeatureSet], runs: list[SeedRun],
+                  dev_split: str, metric: str) -> dict[str, Any]:
+    """The seeds' mean probability as one model: its threshold on dev, its metrics (with a
+    bootstrap CI) on every evaluated split. No spread over seeds, so ``std`` is None."""
+    mean = {s: np.mean([r.outputs[s]["prob"].numpy() for r in runs], axis=0) for s in runs[0].outputs}
+    thr = choose_threshold(feats[dev_split].labels.numpy(), mean[dev_split], metric)
+    return {"threshold": thr, "seeds": len(runs),
+            "splits": {s: ensemble_metrics(feats[s].labels.numpy(), p, thr, cfg.bootstrap)
+                       for s, p in mean.items()}}
+
+
+def ensemble_metrics(y: np.ndarray, p: np.ndarray, thr: float, n_boot: int) -> dict[str, Any]:
+    """One model's metrics in the per-seed summary's shape (``std`` None: nothing to spread)."""
+    ci = bootstrap_ci(y, [p], [thr], n_boot=n_boot) if n_boot else None
+    return {m: {"mean": v, "std": None, "ci95": list(ci[m]) if ci else None}
+            for m, v in compute_metrics(y, p, thr).items() if m in METRICS}
 
 
 def check_splits(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str, str]) -> list[str]:
@@ -193,8 +295,10 @@ def model_card(results: dict[str, Any], best: SeedRun, labels: tuple[str, str]) 
         f"# memetrm model: `{results['head']}` on `{results['dataset']}`", "",
         f"Predicts p({labels[1]}) for a meme from frozen `{results['encoder']}` features of "
         f"{', '.join(results['fields'])}. Trained on `{roles['train']}`; the epoch and the "
-        f"decision threshold ({best.threshold:.3f}, maximising {tcfg['threshold_metric']}) "
-        f"were chosen on `{roles['dev']}` only. This is seed {best.seed}, the best of "
+        f"decision threshold ({best.threshold:.3f}, by {tcfg['threshold_metric']}) were chosen "
+        + (f"by {results['cv']}-fold cross-validation on train + dev (out-of-fold predictions)"
+           if results.get("cv") else f"on `{roles['dev']}` only")
+        + f". This is seed {best.seed}, the best of "
         f"{results['seeds']} on dev (AUROC {best.fit.dev_score:.3f}).", "",
         f"## Metrics over the {results['seeds']} seeds (mean ± std)", "",
         "| split | AUROC | accuracy | F1 |", "|---|---|---|---|", *rows, "",
@@ -208,8 +312,23 @@ def model_card(results: dict[str, Any], best: SeedRun, labels: tuple[str, str]) 
     ])
 
 
+@dataclass
+class RunOutput:
+    """A run's results (as written to results.json) and what an ensemble needs of it."""
+
+    cfg: RunConfig
+    results: dict[str, Any]
+    runs: list[SeedRun]
+    feats: dict[str, FeatureSet]
+
+
 def run(cfg: RunConfig) -> dict[str, Any]:
     """Train ``cfg.seeds`` seeds; select epoch and threshold on dev; report every split."""
+    return run_models(cfg).results
+
+
+def run_models(cfg: RunConfig) -> RunOutput:
+    """``run``, also returning the trained seeds and their features."""
     t0 = time.perf_counter()
     config = resolved_config(cfg)
     tcfg = run_train_config(cfg)
@@ -218,7 +337,15 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     if overlap:
         console.print(f"[yellow]warning:[/] {len(overlap)} id(s) of the train split also appear in "
                       f"an evaluated split: {', '.join(overlap[:10])}", soft_wrap=True)
-    runs = train_seeds(cfg, feats, roles, tcfg)
+    if cfg.cv:
+        runs = train_seeds_cv(cfg, feats, roles, tcfg)
+        roles = {"train": f"{roles['train']}+{roles['dev']}", "dev": CV_SPLIT, "test": roles["test"]}
+    else:
+        if len(feats[roles["dev"]]) < SUGGEST_CV:
+            console.print(f"[yellow]note:[/] the dev split has {len(feats[roles['dev']])} examples; "
+                          "an epoch or threshold chosen on it is close to a coin toss: consider "
+                          "--cv 5 (train + dev, stratified 5-fold)", soft_wrap=True)
+        runs = train_seeds(cfg, feats, roles, tcfg)
     if cfg.out_dir:  # written first: a metric error later must not lose the predictions
         atomic_write_text(Path(cfg.out_dir) / "predictions.json",
                           json.dumps(seed_predictions(feats, runs)))
@@ -226,14 +353,15 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     best = best_run(runs)
     train_seconds = sum(r.seconds for r in runs)
     config["train"]["seed"] = [r.seed for r in runs]
-    labels = tuple(feats[roles["train"]].meta["label_names"])
+    labels = tuple(feats[roles["test"]].meta["label_names"])
     results = {
         "provenance": provenance(
             data_hash=combined_hash({s: f.meta["data_hash"] for s, f in feats.items()}),
             seeds=[r.seed for r in runs]),
         "dataset": cfg.dataset, "encoder": cfg.encoder, "head": cfg.head, "seeds": cfg.seeds,
         "label_names": list(labels),
-        "fields": fields, "roles": roles, "splits": splits_out,
+        "fields": fields, "roles": roles, "cv": cfg.cv, "splits": splits_out,
+        "ensemble": seed_ensemble(cfg, feats, runs, roles["dev"], tcfg.threshold_metric),
         "thresholds": [r.threshold for r in runs], "best_epochs": [r.fit.best_epoch for r in runs],
         "best_seed": best.seed, "calibration": [r.fit.calibration for r in runs],
         "params": sum(p.numel() for p in best.fit.head.parameters() if p.requires_grad),
@@ -249,7 +377,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         atomic_write_text(Path(cfg.out_dir) / "results.json", json.dumps(results, indent=2))
     if cfg.save:
         save_best(cfg, runs, results, labels)
-    return results
+    return RunOutput(cfg, results, runs, feats)
 
 
 def _depth_stats(y: np.ndarray, outs: list[dict]) -> dict[str, float] | None:
