@@ -28,6 +28,9 @@ from memetrm.progress import console
 from memetrm.training.runner import load_run_features, run
 from memetrm.utils import atomic_write_text
 
+sys.path.insert(0, str(Path(__file__).parent))
+import quality  # noqa: E402  (the sibling benchmark that owns the quality tables)
+
 DATA = Path("docs/data/heads")
 DOC, README, ASSETS = Path("docs/results.md"), Path("README.md"), Path("docs/results_assets")
 DATASETS = {
@@ -134,6 +137,8 @@ def render(data: Path = DATA) -> None:
         "## Reference: logistic regression on the same frozen features", "", *refs, "",
         "## Heads", "",
         *(dataset_markdown(runs, ASSETS, ASSETS.name) for runs, _ in groups.values()),
+        "## Cross-validation, linear probe, ensembles and the mpnet text tower", "",
+        "<!-- generated:quality start -->", quality.markdown(), "<!-- generated:quality end -->", "",
     ]
     atomic_write_text(DOC, "\n".join(body))
     replace_block(README, "results", readme_table(groups))

@@ -83,9 +83,9 @@ def test_linear_probe_is_the_exact_logistic_regression_with_c_chosen_on_dev() ->
     assert c in C_GRID and len(result.calibration["dev_auroc_by_C"]) == len(C_GRID)
     assert result.dev_score == pytest.approx(max(result.calibration["dev_auroc_by_C"].values()))
     head = result.head
-    x = head.norm(train.batch()).detach().double().numpy()
+    x = head.features(train.batch()).double().numpy()
     ref = LogisticRegression(C=c, max_iter=5000).fit(x, train.labels.numpy())
-    xd = head.norm(dev.batch()).detach().double().numpy()
+    xd = head.features(dev.batch()).double().numpy()
     ours = predict(head, dev)["prob"].double().numpy()
     assert np.allclose(ours, ref.predict_proba(xd)[:, 1], atol=1e-5)
 

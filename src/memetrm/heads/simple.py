@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from memetrm.errors import ConfigError
@@ -41,11 +42,25 @@ class LinearProbeConfig(HeadConfig):
 
 
 @register_head("linear-probe", train={"epochs": 1})
-class LinearProbeHead(LinearHead):
+class LinearProbeHead(Head):
     """L2 logistic regression fitted exactly (L-BFGS), C swept on dev: CLIP's linear-probe
     protocol, and the reference row every head has to beat."""
 
     config_class = LinearProbeConfig
+
+    def __init__(self, cfg: LinearProbeConfig, input_dims: dict[str, int],
+                 token_dims: dict[str, int] | None = None):
+        super().__init__(cfg, input_dims, token_dims)
+        self.net = nn.Linear(sum(input_dims.values()), 1)
+
+    def features(self, batch: Batch) -> torch.Tensor:
+        """Each field scaled to unit length, then concatenated: the embeddings as the towers
+        give them (sentence-transformers and CLIP vectors are unit-norm already), with no
+        field drowning another by its scale, and nothing learned before the convex fit."""
+        return torch.cat([F.normalize(batch[f].float(), dim=-1) for f in self.fields], -1)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.net(self.features(batch)).squeeze(-1)
 
     def solve(self, train: Batch, dev: Batch | None, metric: MetricFn) -> dict[str, Any]:
         from sklearn.linear_model import LogisticRegression
@@ -55,7 +70,7 @@ class LinearProbeHead(LinearHead):
 
         def features(batch: Batch) -> np.ndarray:
             with torch.no_grad():
-                return self.norm(batch).double().cpu().numpy()
+                return self.features(batch).double().cpu().numpy()
 
         x, y = features(train), train["label"].cpu().numpy()
         grid = [self.cfg.C] if self.cfg.C is not None else C_GRID
