@@ -99,7 +99,8 @@ def train_seeds(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str, s
                          on_epoch=show)
             seconds = time.perf_counter() - t0
             bar.update(task, completed=(seed + 1) * tcfg.epochs)  # early stopping skips the rest
-            outs = {s: predict(result.head, feats[s]) for s in eval_splits}
+            # the full-depth trace too: the report plots it and depth stats score full depth
+            outs = {s: predict(result.head, feats[s], trace=True) for s in eval_splits}
             thr = choose_threshold(dev_fs.labels.numpy(), outs[roles["dev"]]["prob"].numpy(),
                                    tcfg.threshold_metric)
             runs.append(SeedRun(seed, result, thr, outs, seconds))
@@ -253,7 +254,11 @@ def run(cfg: RunConfig) -> dict[str, Any]:
 
 
 def _depth_stats(y: np.ndarray, outs: list[dict]) -> dict[str, float] | None:
-    """For heads that halt early: steps used vs full depth, and AUROC at both."""
+    """For heads that halt early: steps used vs full depth, and AUROC at both.
+
+    ``prob`` is the early-exit answer at ``steps``; the full-depth answer is the last column of
+    the separately computed full-depth ``trace``.
+    """
     if "steps" not in outs[0] or "trace" not in outs[0]:
         return None
     steps = [o["steps"].float().mean().item() for o in outs]
