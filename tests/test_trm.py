@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
+from memetrm.config import load_run_config
 from memetrm.errors import ConfigError
 from memetrm.features import FeatureSet
 from memetrm.heads import create_head, from_pretrained, head_entry, save_pretrained
@@ -16,11 +17,10 @@ from memetrm.heads.trm import TRMHead
 from memetrm.training import TrainConfig, engine, fit
 from memetrm.training import predict as engine_predict
 from memetrm.training.engine import tensor_auroc
+from memetrm.training.runner import resolved_config
 
 DIMS = {"image": 12, "text": 10}
 SMALL = {"hidden": 16, "n": 2, "T": 3, "n_sup": 4}
-
-
 
 
 def pooled_batch(b: int = 6, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -155,7 +155,95 @@ def test_q_target_is_whether_the_answer_is_right():
     q = torch.tensor([0.3, -0.2, 1.0, 0.1])
     q_loss = head.step_loss(logit, q, labels) - head.step_loss(logit, None, labels)
     expected = F.binary_cross_entropy_with_logits(q, torch.tensor([1.0, 0.0, 0.0, 1.0]))
-    assert q_loss.item() == pytest.approx(expected.item(), abs=1e-6)
+    assert head.cfg.q_loss_weight == 0.5  # the reference's weight
+    assert q_loss.item() == pytest.approx(0.5 * expected.item(), abs=1e-6)
+    heavier = make(act=True, q_loss_weight=2.0)
+    q_loss = heavier.step_loss(logit, q, labels) - heavier.step_loss(logit, None, labels)
+    assert q_loss.item() == pytest.approx(2.0 * expected.item(), abs=1e-6)
+
+
+def test_q_head_starts_at_zero_weights_and_bias_minus_5():
+    head = make(act=True)
+    assert torch.equal(head.q_head.weight, torch.zeros_like(head.q_head.weight))
+    assert head.q_head.bias.item() == -5.0
+    _, halts = head.unroll(pooled_batch())
+    assert torch.allclose(halts, torch.sigmoid(torch.tensor(-5.0)))  # nobody halts at first
+
+
+def assert_same_prob(got: torch.Tensor, want: torch.Tensor) -> None:
+    """Equal up to float32 rounding: a CPU matmul over fewer rows may round the last bit
+    differently (1e-7 here even between a full batch and the same rows one at a time)."""
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+def spy_rows(head: TRMHead, monkeypatch) -> list[tuple[int, torch.Tensor | None]]:
+    """Record (rows, q logits) of every deep recursion the head runs."""
+    seen: list[tuple[int, torch.Tensor | None]] = []
+    original = head.deep_recursion
+
+    def spy(x, y, z, mask):
+        out = original(x, y, z, mask)
+        seen.append((x.shape[0], None if out[3] is None else out[3].detach().clone()))
+        return out
+
+    monkeypatch.setattr(head, "deep_recursion", spy)
+    return seen
+
+
+def backward_only(loss: torch.Tensor) -> None:
+    """A ``step`` that leaves the weights alone, so the Q-logits stay as set."""
+    loss.backward()
+
+
+def test_act_training_runs_later_steps_on_active_rows_only(monkeypatch):
+    head = make(act=True, halt_exploration=0.0)
+    with torch.no_grad():
+        head.q_head.weight.normal_(0, 3.0)  # some rows confident (q > 0), some not
+        head.q_head.bias.zero_()
+    seen = spy_rows(head, monkeypatch)
+    head.training_step(pooled_batch(16), backward_only)
+    rows = [r for r, _ in seen]
+    assert rows[0] == 16 and 0 < rows[1] < 16  # some rows halted after step 1, not all
+    for (_, q), next_rows in zip(seen, rows[1:], strict=False):
+        assert next_rows == int((q <= 0).sum())  # exactly the rows that did not halt go on
+    assert rows[-1] > 0 and (len(rows) == SMALL["n_sup"] or (seen[-1][1] > 0).all())
+
+
+def test_act_training_stops_once_every_row_halts(monkeypatch):
+    head = make(act=True, halt_exploration=0.0)
+    with torch.no_grad():
+        head.q_head.bias.fill_(20.0)  # every row confident at step 1
+    seen = spy_rows(head, monkeypatch)
+    calls: list[float] = []
+    _, step = adamw_step(head, calls)
+    head.training_step(pooled_batch(), step)
+    assert [r for r, _ in seen] == [6] and len(calls) == 1
+
+    # ACT training off: the same Q-head, but every row runs every step
+    head = make(act=True, act_train=False)
+    with torch.no_grad():
+        head.q_head.bias.fill_(20.0)
+    seen = spy_rows(head, monkeypatch)
+    head.training_step(pooled_batch(), backward_only)
+    assert [r for r, _ in seen] == [6] * SMALL["n_sup"]
+
+
+def test_halt_exploration_sets_a_random_minimum_depth(monkeypatch):
+    head = make(act=True, halt_exploration=1.0)
+    torch.manual_seed(0)
+    depth = head.min_halt_steps(1000, torch.device("cpu"))
+    assert depth.min().item() == 2 and depth.max().item() == SMALL["n_sup"]
+    assert (make(act=True, halt_exploration=0.0).min_halt_steps(50, torch.device("cpu")) == 1).all()
+    torch.manual_seed(0)
+    share = (make(act=True).min_halt_steps(20000, torch.device("cpu")) > 1).float().mean().item()
+    assert share == pytest.approx(0.1, abs=0.01)
+
+    with torch.no_grad():
+        head.q_head.bias.fill_(20.0)  # confident at once, but every row must run >= 2 steps
+    seen = spy_rows(head, monkeypatch)
+    head.training_step(pooled_batch(), backward_only)
+    rows = [r for r, _ in seen]
+    assert rows[:2] == [6, 6] and rows == sorted(rows, reverse=True)
 
 
 def test_halting_steps_are_the_first_crossing():
@@ -172,8 +260,11 @@ def test_halting_reduces_steps_at_inference():
         head.q_head.weight.zero_()
         head.q_head.bias.fill_(-20.0)  # never confident: full depth
     full = head.predict(batch)
+    assert "trace" not in full  # early exit computes no full trace ...
+    trace = head.reasoning_trace(batch)  # ... which is there when asked
+    assert trace.shape == (6, SMALL["n_sup"])
     assert full["steps"].tolist() == [SMALL["n_sup"]] * 6
-    assert torch.allclose(full["prob"], full["trace"][:, -1])
+    assert torch.allclose(full["prob"], trace[:, -1])
 
     with torch.no_grad():
         head.q_head.bias.fill_(20.0)  # always confident: halt after the first step...
@@ -182,8 +273,30 @@ def test_halting_reduces_steps_at_inference():
     halted = head.predict(batch)
     assert halted["steps"].float().mean() < SMALL["n_sup"]
     assert halted["steps"].tolist() == [1] * 6
-    assert torch.allclose(halted["prob"], halted["trace"][:, 0])
-    assert halted["trace"].shape == (6, SMALL["n_sup"])  # the trace stays full depth
+    assert torch.allclose(halted["prob"], trace[:, 0])
+    assert torch.equal(head.reasoning_trace(batch), trace)  # the trace stays full depth
+
+
+@pytest.mark.parametrize("name", ["trm-act", "trm-att"])
+def test_early_exit_equals_the_full_trace_at_the_halting_step(name, monkeypatch):
+    head = make(name, act=True).eval()
+    batch = token_batch(16) if name == "trm-att" else pooled_batch(16)
+    with torch.no_grad():
+        head.q_head.weight.normal_(0, 2.0)  # rows become confident at different steps
+        head.q_head.bias.zero_()
+    trace, halts = head.unroll(batch)
+    threshold = halts.flatten().median().item()
+    head.halt_threshold.fill_(threshold)
+    want_steps = head.halting_steps(halts, threshold)
+    assert len(set(want_steps.tolist())) > 1  # a mix of depths, full depth included or not
+
+    seen = spy_rows(head, monkeypatch)
+    out = head.predict(batch)
+    assert set(out) == {"prob", "steps"}
+    assert torch.equal(out["steps"], want_steps)
+    assert_same_prob(out["prob"], head.prob_at(trace, want_steps))
+    # the work done is the steps used: halted rows are not computed any further
+    assert sum(r for r, _ in seen) == int(want_steps.sum())
 
 
 def test_predict_without_act_uses_full_depth_and_matches_forward():
@@ -245,8 +358,10 @@ def test_save_load_roundtrip(name, tmp_path: Path):
     assert type(loaded) is type(head) and config["head"] == name
     assert loaded.halt_threshold.item() == pytest.approx(0.73)
     after = loaded.predict(batch)
-    for key in ("prob", "trace", "steps"):
+    assert before.keys() == after.keys() and "steps" in before
+    for key in before:
         assert torch.equal(before[key], after[key]), key
+    assert torch.equal(head.reasoning_trace(batch), loaded.reasoning_trace(batch))
 
 
 def test_trm_att_ignores_padded_tokens():
@@ -261,8 +376,14 @@ def test_trm_att_ignores_padded_tokens():
 
 
 def test_presets_and_validation():
-    assert head_entry("trm").train == {"lr": 1e-4, "weight_decay": 0.05, "epochs": 30}
+    assert head_entry("trm").train == {"lr": 1e-4, "weight_decay": 0.05, "epochs": 30,
+                                       "betas": (0.9, 0.95)}
     assert head_entry("trm-act").train == head_entry("trm").train
+    act = create_head("trm-act", DIMS)
+    assert act.cfg.act and act.cfg.act_train and act.cfg.q_loss_weight == 0.5
+    ema = head_entry("trm-ema")
+    assert ema.cls is TRMHead and not ema.in_all
+    assert ema.train == {**head_entry("trm").train, "ema": 0.999, "schedule": "constant"}
     paper = create_head("trm-paper", DIMS)
     assert (paper.cfg.n, paper.cfg.T, paper.cfg.n_sup) == (6, 3, 16)
     assert paper.optimizer_steps_per_batch == 16
@@ -273,6 +394,8 @@ def test_presets_and_validation():
         create_head("trm", DIMS, n_sup=0)
     with pytest.raises(ConfigError):
         create_head("trm-att", DIMS, hidden=30, heads=4)
+    with pytest.raises(ConfigError):
+        create_head("trm-act", DIMS, halt_exploration=1.5)
 
 
 def test_single_class_dev_keeps_full_depth():
@@ -303,10 +426,12 @@ def test_fit_trains_trm_act_and_calibrates_on_dev(tiny_split):
     head = make(act=True, hidden=16, n=1, T=2, n_sup=2)
     result = fit(head, train, dev, TrainConfig(epochs=8, batch_size=64, lr=5e-3, patience=0))
     assert result.dev_auroc > 0.85  # chance is 0.5; seeds 0-3 reach 0.87-0.93 here
-    out = engine_predict(result.head, dev)
+    out = engine_predict(result.head, dev, trace=True)
     # halted answers keep the full-depth dev AUROC within the calibration tolerance
     assert roc_auc_score(dev.labels, out["prob"]) >= result.dev_auroc - 0.01
     assert out["trace"].shape == (96, 2)
+    assert_same_prob(out["prob"], result.head.prob_at(out["trace"], out["steps"]))
+    assert "trace" not in engine_predict(result.head, dev)
     assert result.calibration["halt_threshold"] == pytest.approx(result.head.halt_threshold.item())
 
 
@@ -333,3 +458,45 @@ def test_fit_with_ema_evaluates_the_averaged_weights(tiny_split, monkeypatch):
     assert (ema - init[key]).norm() < (live - init[key]).norm()
     ema_prob = engine_predict(result.head, dev)["prob"]
     assert not torch.equal(ema_prob, engine_predict(head, dev)["prob"])
+
+
+class RecordingAdamW(torch.optim.AdamW):
+    """AdamW that records the LR and betas of every step it takes."""
+
+    record: list[tuple[float, tuple[float, float]]] = []
+
+    def step(self, closure=None):
+        group = self.param_groups[0]
+        RecordingAdamW.record.append((group["lr"], group["betas"]))
+        return super().step(closure)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_schedule_and_betas_reach_the_optimizer(tiny_split, monkeypatch, schedule):
+    train, dev = tiny_split
+    monkeypatch.setattr(RecordingAdamW, "record", [])
+    monkeypatch.setattr(torch.optim, "AdamW", RecordingAdamW)
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=1e-3, warmup_ratio=0.25, betas=[0.8, 0.95],
+                      schedule=schedule, patience=0)
+    fit(make(n=1, T=1, n_sup=2), train, dev, cfg)
+    lrs = [lr for lr, _ in RecordingAdamW.record]
+    assert len(lrs) == 2 * 4 * 2 and {b for _, b in RecordingAdamW.record} == {(0.8, 0.95)}
+    warmup = int(0.25 * len(lrs))
+    assert lrs[:warmup] == sorted(lrs[:warmup]) and lrs[0] < 1e-3
+    if schedule == "constant":
+        assert lrs[warmup:] == [pytest.approx(1e-3)] * (len(lrs) - warmup)
+    else:
+        assert lrs[-1] < lrs[warmup] == pytest.approx(1e-3)
+
+
+def test_train_config_betas_and_schedule_are_validated():
+    assert TrainConfig(betas=[0.9, 0.95]).betas == (0.9, 0.95)  # as YAML delivers them
+    for bad in ([0.9], (0.9, 1.0), ("a", 0.9), 0.9, (True, 0.9)):
+        with pytest.raises(ConfigError, match="train.betas"):
+            TrainConfig(betas=bad)
+    with pytest.raises(ConfigError, match="train.schedule"):
+        TrainConfig(schedule="linear")
+    cfg = resolved_config(load_run_config(None, ["train.betas=[0.8, 0.9]",
+                                                 "train.schedule=constant"], head="trm-ema"))
+    assert tuple(cfg["train"]["betas"]) == (0.8, 0.9) and cfg["train"]["ema"] == 0.999
+    assert resolved_config(load_run_config(head="trm"))["train"]["betas"] == (0.9, 0.95)

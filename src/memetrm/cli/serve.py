@@ -81,8 +81,9 @@ def predict(
         Console().print(f"OCR text: {result['ocr_text']!r}")
     if result["trace"]:
         Console().print("trace: " + " -> ".join(f"{p:.3f}" for p in result["trace"]))
-    if result["steps"] is not None:
-        Console().print(f"halted after {result['steps']} of {len(result['trace'])} steps")
+    if result["steps"] is not None:  # an early-exit head returns steps without a trace
+        of = f" of {len(result['trace'])}" if result["trace"] else ""
+        Console().print(f"halted after {result['steps']}{of} steps")
     for n in result["neighbours"] or []:
         Console().print(f"  near {n['id']} (label {n['label']}, similarity {n['similarity']:.3f})")
 

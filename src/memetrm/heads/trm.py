@@ -42,6 +42,13 @@ class TRMConfig(HeadConfig):
     T: int = 3
     n_sup: int = 8
     act: bool = False
+    #: with ``act``: halt rows during training once their Q-logit is positive (the reference);
+    #: False trains the Q-head but runs every row through all ``n_sup`` steps
+    act_train: bool = True
+    #: probability that a row gets a random minimum depth in [2, n_sup] before it may halt
+    halt_exploration: float = 0.1
+    #: weight of the Q-head's BCE in each step's loss (0.5 in the reference)
+    q_loss_weight: float = 0.5
     #: 1.0 never halts: full depth until ``calibrate`` picks a threshold on dev, so
     #: checkpoint selection during training scores the full-depth answer
     halt_threshold: float = 1.0
@@ -102,14 +109,23 @@ class AttentionBlock(nn.Module):
         return self.norm2(h + self.ffn(h))
 
 
+def select_rows(batch: Batch, rows: torch.Tensor) -> Batch:
+    """The batch restricted to ``rows`` (a boolean mask or indices); every tensor is per-row."""
+    return {k: v[rows] for k, v in batch.items()}
+
+
 # The seed's recipe (n=3, T=3 from its write-up, n_sup=8 from its config) and its training
-# options; hidden stays at 128 rather than the seed's 512 so a 30-epoch run fits on a CPU.
-SEED_TRAIN = {"lr": 1e-4, "weight_decay": 0.05, "epochs": 30}
+# options, with the reference's AdamW betas; hidden stays at 128 rather than the seed's 512 so
+# a 30-epoch run fits on a CPU.
+SEED_TRAIN = {"lr": 1e-4, "weight_decay": 0.05, "epochs": 30, "betas": (0.9, 0.95)}
+#: the reference's optimisation: weights averaged with EMA 0.999, LR warmed up then constant
+REFERENCE_TRAIN = {**SEED_TRAIN, "ema": 0.999, "schedule": "constant"}
 
 
 @register_head("trm", train=SEED_TRAIN)
-@register_head("trm-act", train=SEED_TRAIN, act=True)
+@register_head("trm-act", train=SEED_TRAIN, act=True, act_train=True)
 @register_head("trm-paper", train=SEED_TRAIN, in_all=False, n=6, T=3, n_sup=16)
+@register_head("trm-ema", train=REFERENCE_TRAIN, in_all=False)
 class TRMHead(Head):
     """Tiny Recursive Model over the pooled fields: latent and deep recursion, deep supervision."""
 
@@ -121,6 +137,9 @@ class TRMHead(Head):
         for key in ("hidden", "layers", "n", "T", "n_sup"):
             if getattr(cfg, key) < 1:
                 raise ConfigError(f"{type(self).__name__}: {key} must be >= 1, got {getattr(cfg, key)}")
+        if not 0 <= cfg.halt_exploration <= 1 or cfg.q_loss_weight < 0:
+            raise ConfigError(f"{type(self).__name__}: halt_exploration must be in [0, 1] and "
+                              f"q_loss_weight >= 0, got {cfg.halt_exploration}, {cfg.q_loss_weight}")
         d = cfg.hidden
         self._build_input()
         # Fixed random starting states, as in the reference implementation (truncated normal,
@@ -130,6 +149,10 @@ class TRMHead(Head):
         self.blocks = nn.ModuleList(self._make_block() for _ in range(cfg.layers))
         self.out = nn.Linear(d, 1)
         self.q_head = nn.Linear(d, 1) if cfg.act else None
+        if self.q_head is not None:
+            # the reference's init: sigmoid(-5) ~ 0.007, so no row halts before the Q-head learns
+            nn.init.zeros_(self.q_head.weight)
+            nn.init.constant_(self.q_head.bias, -5.0)
         # a buffer, so a threshold chosen by ``calibrate`` travels with the safetensors weights
         self.register_buffer("halt_threshold", torch.tensor(float(cfg.halt_threshold)))
 
@@ -176,19 +199,26 @@ class TRMHead(Head):
         q = self.q_head(pooled).squeeze(-1) if self.q_head is not None else None
         return y, z, self.out(pooled).squeeze(-1), q
 
-    def supervision_steps(self, batch: Batch) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        """Yield ``(logit, q_logit)`` after each of the ``n_sup`` deep recursions.
+    def supervision_step(self, batch: Batch, y: torch.Tensor | None, z: torch.Tensor | None
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One deep recursion from ``(y, z)`` (None: the initial states): ``(y, z, logit, q)``.
 
         ``x`` is re-embedded every step because the caller may backprop and step the optimizer
-        in between, which frees the previous graph and changes the projection; y and z are
-        detached so no gradient crosses a supervision step.
+        in between, which frees the previous graph and changes the projection.
+        """
+        x, mask = self.embed(batch)
+        if y is None or z is None:
+            y, z = self.y_init.expand_as(x), self.z_init.expand_as(x)
+        return self.deep_recursion(x, y, z, mask)
+
+    def supervision_steps(self, batch: Batch) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Yield ``(logit, q_logit)`` after each of the ``n_sup`` deep recursions, every row.
+
+        y and z are detached so no gradient crosses a supervision step.
         """
         y = z = None
         for _ in range(self.cfg.n_sup):
-            x, mask = self.embed(batch)
-            if y is None:
-                y, z = self.y_init.expand_as(x), self.z_init.expand_as(x)
-            y, z, logit, q = self.deep_recursion(x, y, z, mask)
+            y, z, logit, q = self.supervision_step(batch, y, z)
             yield logit, q
             y, z = y.detach(), z.detach()
 
@@ -201,23 +231,49 @@ class TRMHead(Head):
 
     @property
     def optimizer_steps_per_batch(self) -> int:
+        """``n_sup``; with ACT training an upper bound, as a batch stops once every row halts."""
         return self.cfg.n_sup
 
     def step_loss(self, logit: torch.Tensor, q: torch.Tensor | None,
                   labels: torch.Tensor) -> torch.Tensor:
-        """BCE on the answer, plus BCE teaching the Q-head whether that answer is right."""
+        """BCE on the answer, plus weighted BCE teaching the Q-head whether that answer is right."""
         loss = self.loss(logit, labels)
         if q is not None:
             correct = ((logit.detach() > 0) == (labels > 0.5)).float()
-            loss = loss + F.binary_cross_entropy_with_logits(q, correct)
+            loss = loss + self.cfg.q_loss_weight * F.binary_cross_entropy_with_logits(q, correct)
         return loss
 
+    def min_halt_steps(self, rows: int, device: torch.device) -> torch.Tensor:
+        """Halt exploration as in the reference: with probability ``halt_exploration`` a row must
+        run a random number of steps in [2, n_sup] before it may halt; otherwise 1 (no minimum)."""
+        explore = torch.rand(rows, device=device) < self.cfg.halt_exploration
+        depth = torch.randint(2, self.cfg.n_sup + 1, (rows,), device=device)
+        return torch.where(explore, depth, torch.ones_like(depth))
+
     def training_step(self, batch: Batch, step: StepFn) -> float:
+        """``n_sup`` supervision steps, each with its optimizer step; the mean loss.
+
+        With ACT training a row halts once its Q-logit is positive (and its exploration minimum
+        is reached); later steps run only on the rows still active, and none once all halted.
+        """
+        halting = self.q_head is not None and self.cfg.act_train
+        # drawn only when halting, so training without it consumes the same random numbers
+        min_steps = (self.min_halt_steps(batch["label"].shape[0], batch["label"].device)
+                     if halting else None)
         losses = []
-        for logit, q in self.supervision_steps(batch):
+        y = z = None
+        for s in range(1, self.cfg.n_sup + 1):
+            y, z, logit, q = self.supervision_step(batch, y, z)
             loss = self.step_loss(logit, q, batch["label"])
             step(loss)
             losses.append(loss.item())
+            y, z = y.detach(), z.detach()
+            if q is not None and min_steps is not None:
+                active = (q.detach() <= 0) | (s < min_steps)
+                if not active.any():
+                    break
+                batch, min_steps = select_rows(batch, active), min_steps[active]
+                y, z = y[active], z[active]
         return sum(losses) / len(losses)
 
     @torch.no_grad()
@@ -242,13 +298,37 @@ class TRMHead(Head):
 
     @torch.no_grad()
     def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
-        trace, halts = self.unroll(batch)
-        if halts is None:
+        """``prob`` and ``steps`` per row. Without ACT every row runs full depth, so the full
+        ``trace`` comes at no cost; with ACT each row stops computing at its first step whose
+        halting prob exceeds ``halt_threshold`` (``reasoning_trace`` gives the full trace)."""
+        if self.q_head is None:
+            trace, _ = self.unroll(batch)
             steps = torch.full((trace.shape[0],), self.cfg.n_sup, dtype=torch.long,
                                device=trace.device)
-        else:
-            steps = self.halting_steps(halts, self.halt_threshold.item())
-        return {"prob": self.prob_at(trace, steps), "trace": trace, "steps": steps}
+            return {"prob": trace[:, -1], "trace": trace, "steps": steps}
+        return self.predict_early_exit(batch)
+
+    @torch.no_grad()
+    def predict_early_exit(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Supervision steps on the still-active rows only; ``prob`` is each row's answer at its
+        halting step, the same as ``prob_at(trace, halting_steps(halts, threshold))``."""
+        threshold = self.halt_threshold.item()
+        n = next(iter(batch.values())).shape[0]
+        rows = torch.arange(n, device=self.halt_threshold.device)
+        prob = torch.empty(n, device=rows.device)
+        steps = torch.full((n,), self.cfg.n_sup, dtype=torch.long, device=rows.device)
+        y = z = None
+        for s in range(1, self.cfg.n_sup + 1):
+            y, z, logit, q = self.supervision_step(batch, y, z)
+            assert q is not None  # an ACT head always has its Q-head
+            halted = (torch.sigmoid(q) > threshold) | (s == self.cfg.n_sup)
+            prob[rows[halted]] = torch.sigmoid(logit[halted])
+            steps[rows[halted]] = s
+            active = ~halted
+            if not active.any():
+                break
+            batch, rows, y, z = select_rows(batch, active), rows[active], y[active], z[active]
+        return {"prob": prob, "steps": steps}
 
     def reasoning_trace(self, batch: Batch) -> torch.Tensor:
         """(B, n_sup) hateful probability after every supervision step, always at full depth."""

@@ -1,7 +1,8 @@
 """The one training engine: every head and every alignment objective trains through ``fit``.
 
 AdamW with parameter groups (no weight decay on tensors with fewer than 2 dimensions or on what
-a model names in ``no_weight_decay``), linear warmup + cosine decay, early stopping and
+a model names in ``no_weight_decay``), linear warmup then cosine decay or a constant LR, early
+stopping and
 checkpoint selection on a dev score (AUROC by default), optional EMA (evaluated instead of the
 live weights). Models with deep supervision take several optimizer steps per batch through the
 ``step`` callback of ``training_step``.
@@ -29,6 +30,8 @@ from memetrm.layers import Trainable
 
 #: ``score(model, dev, device) -> float``: higher is better; picks the epoch to keep.
 ScoreFn = Callable[[Trainable, FeatureSet, torch.device], float]
+#: LR schedules after the linear warmup
+SCHEDULES = ("cosine", "constant")
 
 
 @dataclass
@@ -39,7 +42,11 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.01
+    #: AdamW (beta1, beta2); YAML and ``--set`` give a list, which is converted
+    betas: tuple[float, float] = (0.9, 0.999)
     warmup_ratio: float = 0.05
+    #: after the linear warmup: "cosine" decays to 0, "constant" holds the LR (the TRM reference)
+    schedule: str = "cosine"
     #: max gradient norm; 0 disables clipping
     grad_clip: float = 1.0
     #: epochs without dev improvement before stopping (0 = never stop early)
@@ -66,6 +73,14 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise ConfigError(f"train.{name} must be a number >= 0, got {value!r}")
         parse_threshold_metric(self.threshold_metric)
+        betas = self.betas
+        if (not isinstance(betas, list | tuple) or len(betas) != 2
+                or not all(isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 1
+                           for b in betas)):
+            raise ConfigError(f"train.betas must be two numbers in [0, 1), got {betas!r}")
+        self.betas = (float(betas[0]), float(betas[1]))
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"train.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
 
 
 @dataclass
@@ -98,14 +113,22 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
 
 @torch.no_grad()
 def predict(head: Any, fs: FeatureSet, batch_size: int = 512,
-            device: str | torch.device | None = None) -> dict[str, torch.Tensor]:
-    """Concatenated ``head.predict`` outputs over a feature set, in eval mode, on the CPU."""
+            device: str | torch.device | None = None, trace: bool = False
+            ) -> dict[str, torch.Tensor]:
+    """Concatenated ``head.predict`` outputs over a feature set, in eval mode, on the CPU.
+
+    ``trace`` adds the full-depth ``reasoning_trace`` (B, S) of a head that has one but does not
+    return it from ``predict`` (an early-exit head): a second pass, paid only when asked.
+    """
     device = next(head.parameters()).device if device is None else resolve_device(device)
     was_training = head.training
     head.eval()
     outs: dict[str, list[torch.Tensor]] = {}
     for b in fs.batches(batch_size, device=device):
-        for k, v in head.predict(b).items():
+        out = head.predict(b)
+        if trace and "trace" not in out and hasattr(head, "reasoning_trace"):
+            out["trace"] = head.reasoning_trace(b)
+        for k, v in out.items():
             outs.setdefault(k, []).append(v.detach().cpu())
     head.train(was_training)
     return {k: torch.cat(v) for k, v in outs.items()}
@@ -148,7 +171,8 @@ def fit(model: Trainable, train: FeatureSet, dev: FeatureSet | None, cfg: TrainC
 def _fit(model: Trainable, train: FeatureSet, dev: FeatureSet | None, cfg: TrainConfig,
          score: ScoreFn, on_epoch: Callable[[dict[str, float]], None] | None,
          device: torch.device) -> FitResult:
-    from transformers import get_cosine_schedule_with_warmup  # heavy import: only when training
+    # heavy import: only when training
+    from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
     torch.manual_seed(cfg.seed)
     dev_batch = dev.batch(device=device) if dev is not None else None
@@ -160,11 +184,13 @@ def _fit(model: Trainable, train: FeatureSet, dev: FeatureSet | None, cfg: Train
         return FitResult(model, 0, dev_score, [{"epoch": 0, "dev_score": dev_score}], solved,
                          live_head=model)
     gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
     n_batches = (len(train) // cfg.batch_size if cfg.drop_last and len(train) >= cfg.batch_size
                  else math.ceil(len(train) / cfg.batch_size))
     total = max(1, cfg.epochs * n_batches * model.optimizer_steps_per_batch)
-    sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
+    warmup = int(cfg.warmup_ratio * total)
+    sched = (get_constant_schedule_with_warmup(opt, warmup) if cfg.schedule == "constant"
+             else get_cosine_schedule_with_warmup(opt, warmup, total))
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
            if cfg.ema else None)
     eval_model: Trainable = ema.module if ema else model

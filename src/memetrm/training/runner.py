@@ -124,7 +124,8 @@ def train_seeds(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str, s
                                _epoch_display(bar, task, f"{cfg.head} seed {seed + 1}/{seeds}"))
             seconds = time.perf_counter() - t0
             bar.update(task, completed=(seed + 1) * tcfg.epochs)  # early stopping skips the rest
-            outs = {s: predict(result.head, feats[s]) for s in eval_splits}
+            # the full-depth trace too: the report plots it and depth stats score full depth
+            outs = {s: predict(result.head, feats[s], trace=True) for s in eval_splits}
             thr = dev_threshold(dev_fs.labels.numpy(), outs[roles["dev"]]["prob"].numpy(),
                                 tcfg.threshold_metric, roles["dev"])
             runs.append(SeedRun(seed, result, thr, outs, seconds))
@@ -191,7 +192,7 @@ def train_seeds_cv(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str
             bar.update(task, completed=(seed + 1) * (cfg.cv + 1) * tcfg.epochs)
             thr = dev_threshold(y, oof, tcfg.threshold_metric, "the out-of-fold predictions")
             outs = {CV_SPLIT: {"prob": torch.from_numpy(oof).float()},
-                    **{s: predict(final.head, feats[s]) for s in eval_splits}}
+                    **{s: predict(final.head, feats[s], trace=True) for s in eval_splits}}
             runs.append(SeedRun(seed, final, thr, outs, time.perf_counter() - t0))
             console.print(f"  seed {seed}: out-of-fold AUROC {final.dev_score:.4f}, fold epochs "
                           f"{epochs}, refit {refit.epochs} epochs"
@@ -385,7 +386,11 @@ def run_models(cfg: RunConfig) -> RunOutput:
 
 
 def _depth_stats(y: np.ndarray, outs: list[dict]) -> dict[str, float] | None:
-    """For heads that halt early: steps used vs full depth, and AUROC at both."""
+    """For heads that halt early: steps used vs full depth, and AUROC at both.
+
+    ``prob`` is the early-exit answer at ``steps``; the full-depth answer is the last column of
+    the separately computed full-depth ``trace``.
+    """
     if "steps" not in outs[0] or "trace" not in outs[0]:
         return None
     steps = [o["steps"].float().mean().item() for o in outs]

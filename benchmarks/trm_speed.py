@@ -1,0 +1,180 @@
+"""What ACT buys in compute: TRM training epochs with and without halting, and early exit.
+
+On cached Hateful Memes features (text + caption), in one process and at one thread count:
+seconds per training epoch for ``mlp``, ``trm`` (every row runs every supervision step) and
+``trm-act`` (rows halt during training once the Q-head is confident), each next to the MLP; then,
+after that short ``trm-act`` training and a halting threshold calibrated on dev_seen, the time of
+early-exit inference (halted rows are not computed further) against full depth on dev_seen,
+with the mean steps and the AUROC of both.
+
+    python benchmarks/trm_speed.py --data-root ../shared/data [--epochs 2] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from memetrm.config import RunConfig
+from memetrm.evaluation.report import markdown_table, replace_block
+from memetrm.features import FeatureSet
+from memetrm.heads import create_head
+from memetrm.heads.trm import TRMHead
+from memetrm.provenance import combined_hash, provenance
+from memetrm.training import TrainConfig, fit
+from memetrm.training.engine import tensor_auroc
+from memetrm.training.runner import load_run_features, run_train_config
+from memetrm.utils import atomic_write_text
+
+DATA, DOC = Path("docs/data/trm_speed.json"), Path("docs/trm.md")
+HEADS = ["mlp", "trm", "trm-act"]
+#: rows per inference batch, as ``memetrm.training.predict`` uses
+BATCH = 512
+
+
+def train_epoch(name: str, train: FeatureSet, epochs: int, threads: int
+                ) -> tuple[dict[str, Any], Any]:
+    """Seconds per epoch of the head's preset recipe (no dev scoring, so training alone), the
+    share of the full ``rows x n_sup`` supervision work done, the optimizer steps per batch
+    (each costs the same however few rows are left), and the trained head."""
+    torch.manual_seed(0)
+    head = create_head(name, train.input_dims)
+    cfg = dataclasses.replace(run_train_config(RunConfig(dataset="hateful_memes", head=name)),
+                              epochs=epochs, patience=0, device="cpu", threads=threads, seed=0)
+    rows: list[int] = []  # rows of every supervision step (a TRM embeds x once per step)
+    hook = (head.proj.register_forward_hook(lambda m, i, o: rows.append(len(o)))
+            if isinstance(head, TRMHead) else None)
+    t0 = time.perf_counter()
+    result = fit(head, train, None, cfg)
+    seconds = (time.perf_counter() - t0) / epochs
+    if hook is None:
+        return {"head": name, "seconds_per_epoch": seconds, "work_fraction": 1.0,
+                "steps_per_batch": 1.0}, result.head
+    hook.remove()
+    batches = epochs * math.ceil(len(train) / cfg.batch_size)
+    return {"head": name, "seconds_per_epoch": seconds,
+            "work_fraction": sum(rows) / (len(train) * epochs * head.cfg.n_sup),
+            "steps_per_batch": len(rows) / batches}, result.head
+
+
+def best_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    """The fastest of ``repeats`` runs (the least disturbed by other load) and its output."""
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+@torch.no_grad()
+def inference(head: TRMHead, dev: FeatureSet, repeats: int) -> dict[str, Any]:
+    """Early exit vs full depth on ``dev`` after calibrating the halting threshold on it."""
+    head.eval()
+    calibration = head.calibrate(dev.batch(), tensor_auroc)
+    batches = list(dev.batches(BATCH))
+
+    def early() -> dict[str, torch.Tensor]:
+        outs = [head.predict(b) for b in batches]
+        return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
+
+    def full() -> torch.Tensor:
+        return torch.cat([head.unroll(b)[0] for b in batches])
+
+    early_s, out = best_time(early, repeats)
+    full_s, trace = best_time(full, repeats)
+    return {
+        "split": "dev_seen", "rows": len(dev), "threshold": head.halt_threshold.item(),
+        "calibration": calibration, "n_sup": head.cfg.n_sup,
+        "mean_steps": out["steps"].float().mean().item(),
+        "early_exit_seconds": early_s, "full_depth_seconds": full_s,
+        "speedup": full_s / early_s,
+        "auroc_early_exit": tensor_auroc(dev.labels, out["prob"]),
+        "auroc_full_depth": tensor_auroc(dev.labels, trace[:, -1]),
+    }
+
+
+def render(data: Path = DATA) -> str | None:
+    """The speed tables, written into docs/trm.md and returned; None before the first run."""
+    if not data.is_file():
+        return None
+    r = json.loads(data.read_text())
+    train = markdown_table(
+        ["head", "s / epoch", "vs mlp", "rows x steps computed", "optimizer steps / batch"],
+        [[row["head"], f"{row['seconds_per_epoch']:.2f}", f"{row['ratio_to_mlp']:.1f}x",
+          f"{row['work_fraction']:.0%}", f"{row['steps_per_batch']:.2f}"]
+         for row in r["train"]], "lrrrr")
+    inf = r["inference"]
+    infer = markdown_table(
+        ["trm-act on dev_seen", "seconds", "mean steps", "AUROC"],
+        [["early exit", f"{inf['early_exit_seconds']:.3f}",
+          f"{inf['mean_steps']:.2f} / {inf['n_sup']}", f"{inf['auroc_early_exit']:.3f}"],
+         ["full depth", f"{inf['full_depth_seconds']:.3f}", f"{inf['n_sup']} / {inf['n_sup']}",
+          f"{inf['auroc_full_depth']:.3f}"]], "lrrr")
+    table = "\n".join([
+        f"`{r['command']}` ({r['epochs']} epochs on {r['train_rows']} train memes, "
+        f"{r['threads']} thread(s), {r['machine']}):", "", train, "",
+        f"After those epochs, halting threshold {inf['threshold']:.2f} calibrated on dev_seen "
+        f"({inf['rows']} memes); early exit is {inf['speedup']:.1f}x faster than full depth:",
+        "", infer])
+    replace_block(DOC, "trm-speed", table)
+    return table
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-root", default="../shared/data")
+    ap.add_argument("--epochs", type=int, default=2, help="training epochs per head")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--repeats", type=int, default=3, help="inference timings, the best kept")
+    ap.add_argument("--json", type=Path, default=DATA, help="where the numbers are kept")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    feats, _, roles = load_run_features(RunConfig(
+        dataset="hateful_memes", head="trm", fields=["text", "caption"],
+        data_root=args.data_root))
+    train, dev = feats[roles["train"]], feats[roles["dev"]]
+    # warm-up: the first fit imports the LR schedules, which must not count as mlp time
+    warm = FeatureSet(train.ids[:64], {k: v[:64] for k, v in train.tensors.items()},
+                      train.labels[:64])
+    fit(create_head("mlp", train.input_dims), warm, None, TrainConfig(epochs=1, device="cpu"))
+    load = os.getloadavg()[0]
+
+    rows, trained = [], {}
+    for name in HEADS:
+        row, trained[name] = train_epoch(name, train, args.epochs, args.threads)
+        rows.append(row)
+        print(f"{name:8s} {row['seconds_per_epoch']:8.2f} s/epoch  {row['work_fraction']:5.0%} "
+              f"of the supervision work, {row['steps_per_batch']:.2f} optimizer steps per batch",
+              flush=True)
+    for row in rows:
+        row["ratio_to_mlp"] = row["seconds_per_epoch"] / rows[0]["seconds_per_epoch"]
+        print(f"{row['head']:8s} {row['ratio_to_mlp']:6.1f}x mlp")
+    inf = inference(trained["trm-act"], dev, args.repeats)
+    print(f"trm-act on {inf['split']}: early exit {inf['early_exit_seconds']:.3f} s "
+          f"({inf['mean_steps']:.2f} of {inf['n_sup']} steps, AUROC {inf['auroc_early_exit']:.4f})"
+          f" vs full depth {inf['full_depth_seconds']:.3f} s (AUROC {inf['auroc_full_depth']:.4f})")
+    atomic_write_text(args.json, json.dumps({
+        "command": "python benchmarks/trm_speed.py " + " ".join(sys.argv[1:]),
+        "provenance": provenance(data_hash=combined_hash(
+            {s: feats[s].meta["data_hash"] for s in (roles["train"], roles["dev"])})),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, load average {load:.1f} "
+                   "at the start",
+        "threads": args.threads, "epochs": args.epochs, "train_rows": len(train),
+        "train": rows, "inference": inf}, indent=2))
+    print(render(args.json))
+
+
+if __name__ == "__main__":
+    main()
