@@ -15,6 +15,7 @@ from memetrm.heads import (  # noqa: F401  (each module registers its heads)
     retrieval,
     simple,
     trm,
+    trm_latent,
 )
 from memetrm.heads.base import Head, HeadConfig
 from memetrm.heads.registry import (

@@ -25,7 +25,7 @@ from torch import nn
 from memetrm.errors import ConfigError
 from memetrm.heads.base import Head, HeadConfig
 from memetrm.heads.registry import register_head
-from memetrm.layers import Batch, FieldNorm, MetricFn, StepFn, masked_mean
+from memetrm.layers import Batch, FieldNorm, FieldTokens, MetricFn, StepFn, masked_mean
 
 #: Thresholds ``calibrate`` tries; 1.0 never halts (sigmoid(q) > 1 is impossible) = full depth.
 HALT_GRID = np.round(np.arange(0.05, 1.0001, 0.01), 2)
@@ -380,22 +380,14 @@ class TRMAttHead(TRMHead):
         super().__init__(cfg, input_dims, token_dims)
 
     def _build_input(self) -> None:
-        dims = self.token_dims or self.input_dims
-        d = self.cfg.hidden
-        self.proj = nn.ModuleDict({
-            f: nn.Sequential(nn.LayerNorm(dims[f]), nn.Linear(dims[f], d)) for f in self.fields
-        })
-        # tells the shared network which modality a token came from
-        self.type_emb = nn.ParameterDict({f: nn.Parameter(torch.zeros(d)) for f in self.fields})
+        # per-field projections plus modality embeddings: the network can tell image from text
+        self.tokens = FieldTokens(self.token_dims or self.input_dims, self.cfg.hidden)
 
     def _make_block(self) -> nn.Module:
         return AttentionBlock(self.cfg.hidden, self.cfg.heads, self.cfg.expansion, self.cfg.dropout)
 
     def embed(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x = torch.cat([self.proj[f](batch[f"{f}.tokens"].float()) + self.type_emb[f]
-                       for f in self.fields], 1)
-        mask = torch.cat([batch[f"{f}.mask"].bool() for f in self.fields], 1)
-        return x, mask
+        return self.tokens(batch)
 
     def _pool(self, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return masked_mean(y, mask)
