@@ -74,20 +74,21 @@ class LinearProbeHead(Head):
                 return self.features(batch).double().cpu().numpy()
 
         x, y = features(train), train["label"].cpu().numpy()
+        xd = features(dev) if dev is not None else None
         grid = [self.cfg.C] if self.cfg.C is not None else C_GRID
+        # one model refitted along the C path, each fit starting from the last (warm start)
+        clf = LogisticRegression(max_iter=5000, tol=1e-6, warm_start=True,
+                                 class_weight="balanced" if self.cfg.balanced else None)
         fits, scores = [], []
         for c in grid:
-            clf = LogisticRegression(C=c, max_iter=5000, class_weight=(
-                "balanced" if self.cfg.balanced else None)).fit(x, y)
-            fits.append(clf)
-            if dev is not None:
-                p = torch.from_numpy(clf.decision_function(features(dev)))
-                scores.append(metric(dev["label"], p))
+            clf.set_params(C=c).fit(x, y)
+            fits.append((clf.coef_.copy(), clf.intercept_.copy()))
+            if xd is not None:
+                scores.append(metric(dev["label"], torch.from_numpy(clf.decision_function(xd))))
         best = int(np.nanargmax(scores)) if len(grid) > 1 else 0
-        clf = fits[best]
         with torch.no_grad():
-            self.net.weight.copy_(torch.from_numpy(clf.coef_))
-            self.net.bias.copy_(torch.from_numpy(clf.intercept_))
+            self.net.weight.copy_(torch.from_numpy(fits[best][0]))
+            self.net.bias.copy_(torch.from_numpy(fits[best][1]))
         self.cfg.C = grid[best]
         return {"C": grid[best], **({"dev_auroc_by_C": dict(zip(map(str, grid), scores, strict=True))}
                                   if scores else {})}

@@ -146,6 +146,12 @@ def _epoch_display(bar, task, label: str):
     return show
 
 
+def _median(values: list[Any]) -> Any:
+    """The folds' median choice, an int again for integer options (the retrieval head's k)."""
+    med = float(np.median(values))
+    return int(round(med)) if all(isinstance(v, int) for v in values) else med
+
+
 #: the split name under which cross-validated runs report their out-of-fold predictions
 CV_SPLIT = "cv"
 
@@ -182,7 +188,7 @@ def train_seeds_cv(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str
                 oof[held] = predict(r.head, pool.subset(held))["prob"].numpy()
                 epochs.append(r.best_epoch + 1)
                 chosen.append({k: v for k, v in r.calibration.items() if k in known})
-            hparams = {k: float(np.median([c[k] for c in chosen])) for k in chosen[0]}
+            hparams = {k: _median([c[k] for c in chosen]) for k in chosen[0]}
             refit = dataclasses.replace(tcfg, epochs=int(np.median(epochs)), patience=0)
             final = _fit_seed(cfg, seed, pool, None, refit,
                               _epoch_display(bar, task, f"{cfg.head} seed {seed + 1} refit"),
