@@ -7,7 +7,7 @@ width, ACT halting during training (``trm-act``), token input through resampled 
 N_sup=1). ``mlp`` is the reference. Every variant trains with the same seeds and epoch budget;
 the table's ranking is by dev AUROC, and test_seen / dev_unseen are shown for the record.
 
-    python benchmarks/trm_ablation.py --data-root ../shared/data --seeds 2 --epochs 8
+    python benchmarks/trm_ablation.py --data-root ../shared/data --seeds 2 --epochs 6
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--variants", default=None, help="comma-separated names (default: all)")
     args = ap.parse_args()

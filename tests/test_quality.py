@@ -158,6 +158,15 @@ def test_compare_saves_an_ensemble_that_evaluate_loads(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     ev = json.loads((tmp_path / "eval.json").read_text())
     assert ev["metrics"]["auroc"]["value"] == pytest.approx(record["splits"]["test"]["auroc"]["mean"])
+    assert ev["threshold"] == pytest.approx(record["threshold"])
+    # an operator's threshold replaces the dev-chosen one for scoring, not the saved model
+    res = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "ens"), "--dataset", str(root),
+                              "--cache-dir", str(tmp_path / "c"), "--device", "cpu",
+                              "--threshold", "1.0", "--json", str(tmp_path / "eval1.json")])
+    assert res.exit_code == 0 and "set by --threshold" in res.output
+    ev1 = json.loads((tmp_path / "eval1.json").read_text())
+    assert ev1["threshold"] == 1.0 and ev1["metrics"]["recall"]["value"] <= ev["metrics"]["recall"]["value"]
+    assert json.loads((tmp_path / "ens" / "config.json").read_text())["threshold"] == record["threshold"]
 
 
 def test_fields_may_name_their_own_encoder(tmp_path: Path) -> None:

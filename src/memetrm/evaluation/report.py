@@ -196,6 +196,16 @@ def write_plots(run_dirs: list[Path], asset_dir: Path) -> list[dict[str, Any]]:
     return runs
 
 
+def speed_table(runs: list[dict[str, Any]]) -> str | None:
+    timed = [r for r in runs if r.get("train_seconds_per_epoch")]
+    if not timed:
+        return None
+    mlp = next((r["train_seconds_per_epoch"] for r in timed if r["head"] == "mlp"), None)
+    rows = [[r["head"], f"{r['train_seconds_per_epoch']:.2f}",
+             f"{r['train_seconds_per_epoch'] / mlp:.1f}x" if mlp else "-"] for r in timed]
+    return markdown_table(["head", "train s/epoch", "vs mlp"], rows, "lrr")
+
+
 def dataset_markdown(runs: list[dict[str, Any]], asset_dir: Path, rel: str) -> str:
     """Markdown for one dataset's results; links the plots found in ``asset_dir``."""
     first = runs[0]
@@ -211,6 +221,10 @@ def dataset_markdown(runs: list[dict[str, Any]], asset_dir: Path, rel: str) -> s
     if any(r.get("skipped_missing_images") for r in runs):
         skipped = sorted({i for r in runs for i in r["skipped_missing_images"]})
         parts += [f"Skipped (missing image): {', '.join(skipped)}.", ""]
+    speed = speed_table(runs)
+    if speed:
+        parts += ["Training cost on this machine (seconds per epoch over the seeds' epochs, and "
+                  "the ratio to `mlp`):", "", speed, ""]
     depth = depth_table(runs)
     if depth:
         parts += ["Adaptive halting (ACT): supervision steps used at inference vs full depth.", "",

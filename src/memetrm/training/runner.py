@@ -382,6 +382,9 @@ def run_models(cfg: RunConfig) -> RunOutput:
                                           for i in f.meta["skipped_missing_images"]}),
         "extract_seconds": sum(f.meta["extract_seconds"] for f in feats.values()),
         "train_seconds": train_seconds, "train_seconds_per_seed": train_seconds / len(runs),
+        # epochs actually run (early stopping ends some); CV's fold fits are not counted
+        "train_seconds_per_epoch": None if cfg.cv else
+        train_seconds / max(1, sum(len(r.fit.history) for r in runs)),
         "total_seconds": time.perf_counter() - t0,
     }
     if cfg.out_dir:
