@@ -43,6 +43,9 @@ DATASETS = {
 #: Memes they run 10 epochs x 3 seeds instead of 30 x 5.
 _HM_BUDGET = {"seeds": 3, "train": {"epochs": 10}}
 BUDGET = {("hateful_memes", h): _HM_BUDGET for h in ("trm", "trm-act", "cross-attention")}
+#: the token-level fusion heads keep 5 seeds on Hateful Memes, at 10 epochs each
+BUDGET.update({("hateful_memes", h): {"train": {"epochs": 10}}
+               for h in ("perceiver", "qformer", "gated-xattn")})
 #: keys of results.json that list example ids; the committed summaries keep only their count
 ID_KEYS = ("train_overlap_ids",)
 

@@ -15,7 +15,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 #: benchmark modules whose ``render()`` writes a generated block
-RENDERERS = ["heads", "quality", "trm_sweep", "trm_speed", "trm_ablation", "serve", "hostile", "ocr_eval", "align", "scale"]
+RENDERERS = ["heads", "quality", "trm_sweep", "trm_speed", "trm_ablation", "serve", "hostile",
+             "ocr_eval", "align", "scale"]
 
 
 def main() -> int:
