@@ -270,3 +270,15 @@ def test_memory_add_refuses_bad_rows_and_changes_nothing(tmp_path: Path) -> None
     assert res.exit_code == 2
     assert "id y: label must be 0 or 1" in res.output and "id a is already in the memory" in res.output
     assert (tmp_path / "m" / "model.safetensors").read_bytes() == before
+
+
+def test_towers_spec_is_checked_and_shorthands_keep_their_cache_identity() -> None:
+    from memetrm.encoders import create_encoder, encoder_version
+
+    for bad in ("towers:text=all-MiniLM-L6-v2", "towers:image=x", "towers:text=a,image=b,text=c"):
+        with pytest.raises(ConfigError, match="towers spec"):
+            create_encoder(bad)
+    # features cached before the towers existed stay valid
+    assert encoder_version("minilm-effnet") == "effnet-lite0-57934424+all-MiniLM-L6-v2/gt0.1.0"
+    assert encoder_version("towers:text=all-mpnet-base-v2,image=efficientnet_lite0") == \
+        encoder_version("mpnet-effnet")
