@@ -134,9 +134,10 @@ def render(data: Path = DATA) -> None:
         "--seeds 5`); rendered from `docs/data/heads/` by `make docs`. Encoder: `minilm-effnet` "
         "(offline default: EfficientNet-Lite0 + all-MiniLM-L6-v2, frozen). Hateful Memes has no "
         "images here: its image modality is the generated caption, encoded by the text tower as "
-        "its own field. CPU budget: on Hateful Memes every head trains with batch 256, and the "
-        "TRM and cross-attention heads run 10 epochs x 3 seeds instead of 30 x 5 (`BUDGET` in "
-        "the script).", "",
+        "its own field. CPU budget: on Hateful Memes every head trains with batch 256; the "
+        "TRM and cross-attention heads run 10 epochs x 3 seeds instead of 30 x 5, and the "
+        "token-level fusion heads (perceiver, qformer, gated-xattn) 10 epochs x 5 seeds "
+        "(`BUDGET` in the script).", "",
         "## Reference: logistic regression on the same frozen features", "", *refs, "",
         "## Heads", "",
         *(dataset_markdown(runs, ASSETS, ASSETS.name) for runs, _ in groups.values()),

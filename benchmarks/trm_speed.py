@@ -1,7 +1,8 @@
 """What ACT buys in compute: TRM training epochs with and without halting, and early exit.
 
 On cached Hateful Memes features (text + caption), in one process and at one thread count:
-seconds per training epoch for ``mlp``, ``trm`` (every row runs every supervision step) and
+seconds per training epoch for ``mlp``, ``trm`` (every row runs every supervision step),
+``trm-act`` trained without halting (its Q-head learns, but every row runs every step) and
 ``trm-act`` (rows halt during training once the Q-head is confident), each next to the MLP; then,
 after that short ``trm-act`` training and a halting threshold calibrated on dev_seen, the time of
 early-exit inference (halted rows are not computed further) against full depth on the held-out
@@ -38,18 +39,26 @@ from memetrm.training.runner import load_run_features, run_train_config
 from memetrm.utils import atomic_write_text
 
 DATA, DOC = Path("docs/data/trm_speed.json"), Path("docs/trm.md")
-HEADS = ["mlp", "trm", "trm-act"]
+#: label -> (head, head options). "trm-act, no halting in training" is the ACT head as it was
+#: trained before halting took effect in training: every row runs all N_sup steps.
+HEADS: dict[str, tuple[str, dict[str, Any]]] = {
+    "mlp": ("mlp", {}),
+    "trm": ("trm", {}),
+    "trm-act, no halting in training": ("trm-act", {"act_train": False}),
+    "trm-act": ("trm-act", {}),
+}
 #: rows per inference batch, as ``memetrm.training.predict`` uses
 BATCH = 512
 
 
-def train_epoch(name: str, train: FeatureSet, epochs: int, threads: int
+def train_epoch(label: str, train: FeatureSet, epochs: int, threads: int
                 ) -> tuple[dict[str, Any], Any]:
     """Seconds per epoch of the head's preset recipe (no dev scoring, so training alone), the
     share of the full ``rows x n_sup`` supervision work done, the optimizer steps per batch
     (each costs the same however few rows are left), and the trained head."""
+    name, options = HEADS[label]
     torch.manual_seed(0)
-    head = create_head(name, train.input_dims)
+    head = create_head(name, train.input_dims, **options)
     cfg = dataclasses.replace(run_train_config(RunConfig(dataset="hateful_memes", head=name)),
                               epochs=epochs, patience=0, device="cpu", threads=threads, seed=0)
     rows: list[int] = []  # rows of every supervision step (a TRM embeds x once per step)
@@ -59,11 +68,11 @@ def train_epoch(name: str, train: FeatureSet, epochs: int, threads: int
     result = fit(head, train, None, cfg)
     seconds = (time.perf_counter() - t0) / epochs
     if hook is None:
-        return {"head": name, "seconds_per_epoch": seconds, "work_fraction": 1.0,
+        return {"head": label, "seconds_per_epoch": seconds, "work_fraction": 1.0,
                 "steps_per_batch": 1.0}, result.head
     hook.remove()
     batches = epochs * math.ceil(len(train) / cfg.batch_size)
-    return {"head": name, "seconds_per_epoch": seconds,
+    return {"head": label, "seconds_per_epoch": seconds,
             "work_fraction": sum(rows) / (len(train) * epochs * head.cfg.n_sup),
             "steps_per_batch": len(rows) / batches}, result.head
 
@@ -158,12 +167,12 @@ def main() -> None:
     for name in HEADS:
         row, trained[name] = train_epoch(name, train, args.epochs, args.threads)
         rows.append(row)
-        print(f"{name:8s} {row['seconds_per_epoch']:8.2f} s/epoch  {row['work_fraction']:5.0%} "
+        print(f"{name:32s} {row['seconds_per_epoch']:8.2f} s/epoch  {row['work_fraction']:5.0%} "
               f"of the supervision work, {row['steps_per_batch']:.2f} optimizer steps per batch",
               flush=True)
     for row in rows:
         row["ratio_to_mlp"] = row["seconds_per_epoch"] / rows[0]["seconds_per_epoch"]
-        print(f"{row['head']:8s} {row['ratio_to_mlp']:6.1f}x mlp")
+        print(f"{row['head']:32s} {row['ratio_to_mlp']:6.1f}x mlp")
     inf = inference(trained["trm-act"], dev, test, args.repeats)
     print(f"trm-act on {inf['split']}: early exit {inf['early_exit_seconds']:.3f} s "
           f"({inf['mean_steps']:.2f} of {inf['n_sup']} steps, AUROC {inf['auroc_early_exit']:.4f})"

@@ -70,3 +70,35 @@ def trace_head(monkeypatch: pytest.MonkeyPatch) -> str:
 
     monkeypatch.setitem(registry._HEADS, "test-trace", registry.HeadEntry(TraceHead))
     return "test-trace"
+
+
+@pytest.fixture
+def live_server():
+    """``start(app, **uvicorn_config) -> url``: uvicorn on 127.0.0.1 in a thread, waited for
+    until it accepts connections and stopped when the test ends."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    running: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(app, **config) -> str:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **config))
+        thread = threading.Thread(target=srv.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not srv.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+            time.sleep(0.02)
+        running.append((srv, thread))
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for srv, thread in running:
+        srv.should_exit = True
+        thread.join(10)

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import torch
-import uvicorn
 
 from memetrm.heads import create_head, save_pretrained
 from memetrm.serving.app import create_app
@@ -27,19 +23,12 @@ pytestmark = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 SHOTS = Path(__file__).resolve().parents[1] / "runs" / "screenshots"  # git-ignored
 
 
 @pytest.fixture
-def serve(tmp_path: Path, trace_head: str) -> Iterator:
-    """Start uvicorn in a thread for a model reading ``fields`` (fake encoder, traced head)."""
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+def serve(tmp_path: Path, trace_head: str, live_server) -> Callable[[list[str], list[str]], str]:
+    """Serve a model reading ``fields`` (fake encoder, traced head); returns its URL."""
 
     def start(fields: list[str], labels: list[str]) -> str:
         torch.manual_seed(0)
@@ -49,21 +38,9 @@ def serve(tmp_path: Path, trace_head: str) -> Iterator:
                         encoder="fake", fields=fields, tokens=False, threshold=0.5,
                         dataset="a test set", labels=labels)
         app = create_app(Predictor(model, encoder=FakeEncoder(), ocr=FakeOCR()))
-        port = free_port()
-        srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=srv.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not srv.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-            time.sleep(0.05)
-        servers.append((srv, thread))
-        return f"http://127.0.0.1:{port}"
+        return live_server(app, log_level="warning")
 
-    yield start
-    for srv, thread in servers:
-        srv.should_exit = True
-        thread.join(10)
+    return start
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -37,39 +36,20 @@ class PoisonEncoder(FakeEncoder):
         return super().encode_texts(texts, tokens)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def serve(tmp_path: Path):
-    """Start a server (header deadline, connection cap, pending cap) in a thread; stop it after."""
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+def serve(tmp_path: Path, live_server):
+    """Start a server (header deadline, connection cap, pending cap); returns its URL."""
 
     def start(limits: Limits, delay: float = 0.0, header_timeout: float = 1.0,
               connections: int = 256) -> str:
         predictor = make_predictor(tmp_path)
         predictor.encoder = PoisonEncoder()
         predictor.encoder.delay = delay
-        port = free_port()
-        srv = uvicorn.Server(uvicorn.Config(
-            create_app(predictor, limits), host="127.0.0.1", port=port, log_level="error",
-            limit_concurrency=connections, http=protocol_with_header_timeout(header_timeout)))
-        thread = threading.Thread(target=srv.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not srv.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-            time.sleep(0.02)
-        servers.append((srv, thread))
-        return f"http://127.0.0.1:{port}"
+        return live_server(create_app(predictor, limits), log_level="error",
+                           limit_concurrency=connections,
+                           http=protocol_with_header_timeout(header_timeout))
 
-    yield start
-    for srv, thread in servers:
-        srv.should_exit = True
-        thread.join(10)
+    return start
 
 
 def post(url: str, text: str, timeout: float = 30) -> httpx.Response:
