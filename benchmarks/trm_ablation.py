@@ -34,10 +34,12 @@ from memetrm.training.runner import run
 from memetrm.utils import atomic_write_text
 
 REFERENCE = "reference: mlp"
+BASE = "trm (n=3, T=3, N_sup=8, hidden 128)"
+ONCE = "no recursion (n=1, T=1, N_sup=1: the network once)"
 SPLITS = ("dev_seen", "test_seen", "dev_unseen")
 #: name -> (head, head options); everything else is the head's preset
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "trm (n=3, T=3, N_sup=8, hidden 128)": ("trm", {}),
+    BASE: ("trm", {}),
     "n=1": ("trm", {"n": 1}),
     "n=6": ("trm", {"n": 6}),
     "T=1": ("trm", {"T": 1}),
@@ -47,7 +49,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "hidden 256": ("trm", {"hidden": 256}),
     "ACT on (trm-act: halting in training and inference)": ("trm-act", {}),
     "token input (trm-latent: 8 resampled latents)": ("trm-latent", {}),
-    "no recursion (n=1, T=1, N_sup=1: the network once)": ("trm", {"n": 1, "T": 1, "n_sup": 1}),
+    ONCE: ("trm", {"n": 1, "T": 1, "n_sup": 1}),
     REFERENCE: ("mlp", {}),
 }
 DATA, DOC = Path("docs/data/trm_ablation.json"), Path("docs/trm.md")
@@ -81,6 +83,24 @@ def confirm(rows: list[dict[str, Any]], seeds: int, epochs: int, data_root: str 
     return {"seeds": seeds, "epochs": epochs, "rows": out}
 
 
+def findings(rows: list[dict[str, Any]]) -> str:
+    """What the ablation says, in words, from its dev_seen numbers alone."""
+    by = {r["name"]: r["dev_seen"]["mean"] for r in rows}
+    best = best_variant(rows)
+    parts = []
+    if BASE in by and ONCE in by:
+        gap = by[BASE] - by[ONCE]
+        parts.append(f"Recursion {'helps' if gap > 0 else 'does not help'}: the `trm` defaults "
+                     f"score {by[BASE]:.3f} on dev_seen against {by[ONCE]:.3f} for the same "
+                     f"network applied once ({gap:+.3f}).")
+    if REFERENCE in by:
+        gap = best["dev_seen"]["mean"] - by[REFERENCE]
+        parts.append(f"The best TRM on dev, {best['name']} ({best['dev_seen']['mean']:.3f}), is "
+                     f"{'above' if gap > 0 else 'below'} `mlp` ({by[REFERENCE]:.3f}) by "
+                     f"{abs(gap):.3f}.")
+    return " ".join(parts)
+
+
 def render(data: Path = DATA) -> None:
     """The ablation table in docs/trm.md, from the JSON the last run wrote."""
     if not data.is_file():
@@ -93,7 +113,7 @@ def render(data: Path = DATA) -> None:
              f"{row['seconds_per_epoch']:.1f}"] for row in rows_in]
     header = [f"variant ({r['seeds']} seeds x {r['epochs']} epochs)", "dev_seen AUROC (selects)",
               "test_seen AUROC [95% CI]", "dev_unseen AUROC", "train s/epoch"]
-    text = f"`{r['command']}`:\n\n" + markdown_table(header, rows)
+    text = f"`{r['command']}`:\n\n" + markdown_table(header, rows) + "\n\n" + findings(r["rows"])
     if r.get("confirm"):
         c = r["confirm"]
         table = []

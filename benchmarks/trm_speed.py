@@ -39,12 +39,13 @@ from memetrm.training.runner import load_run_features, run_train_config
 from memetrm.utils import atomic_write_text
 
 DATA, DOC = Path("docs/data/trm_speed.json"), Path("docs/trm.md")
-#: label -> (head, head options). "trm-act, no halting in training" is the ACT head as it was
-#: trained before halting took effect in training: every row runs all N_sup steps.
+NO_HALT = "trm-act, no halting in training"
+#: label -> (head, head options); NO_HALT is the ACT head as it trained before halting took
+#: effect in training: every row runs all N_sup steps.
 HEADS: dict[str, tuple[str, dict[str, Any]]] = {
     "mlp": ("mlp", {}),
     "trm": ("trm", {}),
-    "trm-act, no halting in training": ("trm-act", {"act_train": False}),
+    NO_HALT: ("trm-act", {"act_train": False}),
     "trm-act": ("trm-act", {}),
 }
 #: rows per inference batch, as ``memetrm.training.predict`` uses
@@ -133,9 +134,15 @@ def render(data: Path = DATA) -> str | None:
           f"{inf['mean_steps']:.2f} / {inf['n_sup']}", f"{inf['auroc_early_exit']:.3f}"],
          ["full depth", f"{inf['full_depth_seconds']:.3f}", f"{inf['n_sup']} / {inf['n_sup']}",
           f"{inf['auroc_full_depth']:.3f}"]], "lrrr")
+    by = {row["head"]: row for row in r["train"]}
+    act, no_halt = by.get("trm-act"), by.get(NO_HALT)
+    saving = ([f"Halting in training computes {act['work_fraction']:.0%} of the rows x steps, and "
+               f"a `trm-act` epoch takes {act['seconds_per_epoch'] / no_halt['seconds_per_epoch']:.0%}"
+               " of the time of the same head trained without halting.", ""]
+              if act and no_halt else [])
     table = "\n".join([
         f"`{r['command']}` ({r['epochs']} epochs on {r['train_rows']} train memes, "
-        f"{r['threads']} thread(s), {r['machine']}):", "", train, "",
+        f"{r['threads']} thread(s), {r['machine']}):", "", train, "", *saving,
         f"After those epochs, halting threshold {inf['threshold']:.2f} calibrated on dev_seen; "
         f"on {inf['split']} ({inf['rows']} memes, held out) early exit is "
         f"{inf['speedup']:.1f}x faster than full depth:",

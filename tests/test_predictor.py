@@ -170,3 +170,26 @@ def test_cli_predict_single_image(model_dir: Path, encoder: Encoder, meme: Path,
     r = runner.invoke(app, ["predict", "--model", str(model_dir), "--image",
                             str(meme.with_name("nope.png"))])
     assert r.exit_code == 2 and "nope.png: no such file" in r.output
+
+
+def test_cli_predict_from_texts_alone(tmp_path: Path, model_dir: Path, encoder: Encoder,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model that reads no image (text + caption) scores a meme from its texts; a model that
+    reads the image says so (exit 2) instead of guessing."""
+    monkeypatch.setattr(predictor_mod, "create_encoder", lambda *a, **k: encoder)
+    save_pretrained(create_head("mlp", {"text": 384, "caption": 384}), tmp_path / "hm",
+                    encoder="minilm-effnet", fields=["text", "caption"], tokens=False,
+                    threshold=0.5, dataset="hateful_memes")
+    runner = CliRunner()
+    args = ["predict", "--model", str(tmp_path / "hm"), "--text", "some text", "--json"]
+    r = runner.invoke(app, [*args, "--caption", "a man holding a sign"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["image"] is None and 0 < res["prob"] < 1 and res["ocr_text"] is None
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and "caption" in r.output
+    r = runner.invoke(app, ["predict", "--model", str(model_dir), "--text", "hello"])
+    assert r.exit_code == 2 and "an image is required" in r.output
+    r = runner.invoke(app, ["predict", "--model", str(model_dir), "--text", "hello",
+                            "--input", str(tmp_path)])
+    assert r.exit_code == 2 and "give one meme" in r.output

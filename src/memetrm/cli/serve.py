@@ -35,9 +35,11 @@ def predict(
     threshold: Threshold = None,
     device: Device = None,
 ) -> None:
-    """Score one meme (--image) or a folder/jsonl/Parquet (--input ... --output results.jsonl)."""
-    if (image is None) == (input is None):
-        raise typer.BadParameter("give exactly one of --image or --input")
+    """Score one meme (--image and/or --text, --caption) or a folder/jsonl/Parquet (--input ...
+    --output results.jsonl). A model that reads no image scores a meme from its texts alone."""
+    one = image is not None or text is not None or caption is not None
+    if one == (input is not None):
+        raise typer.BadParameter("give one meme (--image and/or --text, --caption) or --input")
     if input is not None and output is None:
         raise typer.BadParameter("--input needs --output")
     if engine not in ("local", "ray"):
@@ -68,13 +70,13 @@ def predict(
         console.print(f"{summary} -> {output}")
         return
     texts = {k: v for k, v in {"text": text, "caption": caption}.items() if v is not None}
-    result = predictor.predict([open_image(image)], [texts])[0]
+    result = predictor.predict([open_image(image) if image else None], [texts])[0]
     if as_json:
-        typer.echo(json.dumps({"image": str(image), **result}, allow_nan=False))
+        typer.echo(json.dumps({"image": str(image) if image else None, **result}, allow_nan=False))
         return
     color = "red" if result["label"] else "green"
     verdict = f"[{color}]{result['label_name']}[/{color}]"
-    Console().print(f"{image}: p({predictor.label_names[1]}) = [bold]{result['prob']:.3f}[/bold] "
+    Console().print(f"{image or 'meme'}: p({predictor.label_names[1]}) = [bold]{result['prob']:.3f}[/bold] "
                     f"-> {verdict} "
                     f"(threshold {result['threshold']:.3f}, model {result['model']})")
     if result["ocr_text"] is not None:
