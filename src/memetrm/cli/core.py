@@ -282,10 +282,10 @@ def register(app: typer.Typer) -> None:
                            meta.get("tokens", False), data_root,
                            on_missing_image or saved.get("on_missing_image", "error"),
                            cache_dir, device=str(dev))
-        y = fs.labels.numpy()
+        y = fs.labels.cpu().numpy()
         if (y != y).any() or len(set(y.tolist())) < 2:
             raise ConfigError(f"{dataset}/{split} needs labels of both classes to be evaluated")
-        prob = predict(head, fs)["prob"].numpy()
+        prob = predict(head, fs)["prob"].cpu().numpy()
         pred = prob >= threshold
         names = meta.get("labels") or ["negative", "positive"]
         ci = bootstrap_ci(y, [prob], [threshold])

@@ -126,7 +126,7 @@ def train_seeds(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str, s
             bar.update(task, completed=(seed + 1) * tcfg.epochs)  # early stopping skips the rest
             # the full-depth trace too: the report plots it and depth stats score full depth
             outs = {s: predict(result.head, feats[s], trace=True) for s in eval_splits}
-            thr = dev_threshold(dev_fs.labels.numpy(), outs[roles["dev"]]["prob"].numpy(),
+            thr = dev_threshold(dev_fs.labels.cpu().numpy(), outs[roles["dev"]]["prob"].cpu().numpy(),
                                 tcfg.threshold_metric, roles["dev"])
             runs.append(SeedRun(seed, result, thr, outs, seconds))
             halted = result.calibration.get("dev_auroc_halted")
@@ -169,7 +169,7 @@ def train_seeds_cv(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str
     from sklearn.model_selection import StratifiedKFold
 
     pool = FeatureSet.concat([feats[roles["train"]], feats[roles["dev"]]])
-    y = pool.labels.numpy()
+    y = pool.labels.cpu().numpy()
     eval_splits = [s for s in feats if s not in (roles["train"], roles["dev"])]
     known = {f.name for f in dataclasses.fields(head_config(cfg.head, **cfg.head_cfg))}
     runs = []
@@ -185,7 +185,7 @@ def train_seeds_cv(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str
                 r = _fit_seed(cfg, seed, pool.subset(tr), pool.subset(held), tcfg,
                               _epoch_display(bar, task, label))
                 bar.update(task, completed=(seed * (cfg.cv + 1) + k + 1) * tcfg.epochs)
-                oof[held] = predict(r.head, pool.subset(held))["prob"].numpy()
+                oof[held] = predict(r.head, pool.subset(held))["prob"].cpu().numpy()
                 epochs.append(r.best_epoch + 1)
                 chosen.append({k: v for k, v in r.calibration.items() if k in known})
             hparams = {k: _median([c[k] for c in chosen]) for k in chosen[0]}
@@ -224,8 +224,8 @@ def summarize_seeds(cfg: RunConfig, feats: dict[str, FeatureSet],
     thresholds = [r.threshold for r in runs]
     splits_out = {}
     for s in runs[0].outputs:
-        y = feats[s].labels.numpy()
-        probs = [r.outputs[s]["prob"].numpy() for r in runs]
+        y = feats[s].labels.cpu().numpy()
+        probs = [r.outputs[s]["prob"].cpu().numpy() for r in runs]
         per_seed = [compute_metrics(y, p, t) for p, t in zip(probs, thresholds, strict=True)]
         ci = bootstrap_ci(y, probs, thresholds, n_boot=cfg.bootstrap) if cfg.bootstrap else None
         splits_out[s] = summarize(per_seed, ci)
@@ -240,9 +240,9 @@ def seed_ensemble(cfg: RunConfig, feats: dict[str, FeatureSet], runs: list[SeedR
     """The seeds' mean probability as one model: its threshold on dev, its metrics (with a
     bootstrap CI) on every evaluated split. No spread over seeds, so ``std`` is None."""
     mean = {s: np.mean([r.outputs[s]["prob"].numpy() for r in runs], axis=0) for s in runs[0].outputs}
-    thr = choose_threshold(feats[dev_split].labels.numpy(), mean[dev_split], metric)
+    thr = choose_threshold(feats[dev_split].labels.cpu().numpy(), mean[dev_split], metric)
     return {"threshold": thr, "seeds": len(runs),
-            "splits": {s: ensemble_metrics(feats[s].labels.numpy(), p, thr, cfg.bootstrap)
+            "splits": {s: ensemble_metrics(feats[s].labels.cpu().numpy(), p, thr, cfg.bootstrap)
                        for s, p in mean.items()}}
 
 
@@ -403,8 +403,8 @@ def _depth_stats(y: np.ndarray, outs: list[dict]) -> dict[str, float] | None:
     if "steps" not in outs[0] or "trace" not in outs[0]:
         return None
     steps = [o["steps"].float().mean().item() for o in outs]
-    full = [auroc(y, o["trace"][:, -1].numpy()) for o in outs]
-    halted = [auroc(y, o["prob"].numpy()) for o in outs]
+    full = [auroc(y, o["trace"][:, -1].cpu().numpy()) for o in outs]
+    halted = [auroc(y, o["prob"].cpu().numpy()) for o in outs]
     return {
         "mean_steps": float(np.mean(steps)), "max_steps": int(outs[0]["trace"].shape[1]),
         "auroc_halted": float(np.mean(halted)), "auroc_full_depth": float(np.mean(full)),
