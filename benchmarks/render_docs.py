@@ -1,27 +1,37 @@
 """Re-render every generated table in README.md and docs/ from the results kept in docs/data/.
 
-Each benchmark keeps its numbers in a JSON file there and owns the renderer of its tables;
-this runs them all with no training or measuring (``make docs``).
+Each benchmark keeps its numbers in a JSON file there; ``benchmarks.render`` holds one
+renderer per benchmark, and this runs them all with no training, measuring or torch
+(``make docs``). Run from the repository root:
 
-    python benchmarks/render_docs.py
+    python -m benchmarks.render_docs
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+from benchmarks.render import (
+    align,
+    heads,
+    hostile,
+    ocr_eval,
+    quality,
+    scale,
+    serve,
+    trm_ablation,
+    trm_speed,
+    trm_sweep,
+)
 
-#: benchmark modules whose ``render()`` writes a generated block
-RENDERERS = ["heads", "quality", "trm_sweep", "trm_speed", "trm_ablation", "serve", "hostile",
-             "ocr_eval", "align", "scale"]
+#: every renderer, in the order the docs were first generated
+RENDERERS = [heads, quality, trm_sweep, trm_speed, trm_ablation, serve, hostile, ocr_eval, align,
+             scale]
 
 
 def main() -> int:
-    for name in RENDERERS:
-        importlib.import_module(name).render()
+    for module in RENDERERS:
+        module.render()
     return 0
 
 

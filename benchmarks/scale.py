@@ -4,7 +4,7 @@ Input: MultiOFF's test split (images + their text, so no OCR), repeated ``--repe
 fresh ids. Each engine scores it into a fresh output; items/s count the whole call (Ray's
 cluster is started before the clock starts; every worker's model load is included).
 
-    python benchmarks/scale.py --model /tmp/models/mo-mlp --data-root ../shared/data
+    python -m benchmarks.scale --model /tmp/models/mo-mlp --data-root ../shared/data
 """
 
 from __future__ import annotations
@@ -18,15 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.render.scale import DATA, render
 from memetrm.data import resolve_data_root
-from memetrm.evaluation.report import markdown_table, replace_block
 from memetrm.features.distributed import init_ray
 from memetrm.serving.batch import predict_batch
 from memetrm.serving.predictor import Predictor
 from memetrm.serving.ray_batch import predict_ray
 from memetrm.utils import atomic_write_text
-
-DATA, DOC = Path("docs/data/scale.json"), Path("docs/scale.md")
 
 
 def write_input(data_root: str | None, out: Path, repeat: int) -> int:
@@ -63,30 +61,6 @@ def timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def render(data: Path = DATA) -> None:
-    if not data.is_file():
-        return
-    r = json.loads(data.read_text())
-    local = r["engines"]["local"]["items_per_s"]
-    rows = [[name, f"{e['items_per_s']:.2f}", f"{e['items_per_s'] / local:.2f}x",
-             f"{e['seconds']:.1f}", str(e["errors"])] for name, e in r["engines"].items()]
-    est = r["estimate_1m"]
-    replace_block(DOC, "scale", "\n".join([
-        f"`{r['command']}`: {r['items']} memes ({r['machine']}).", "",
-        markdown_table(["engine", "items/s (model loads included)", "vs local", "seconds",
-                        "error rows"], rows, "lrrrr"),
-        "", "Ray and local outputs: " + "; ".join(
-            f"{name}: same ids {e['vs_local']['same_ids']}, same errors "
-            f"{e['vs_local']['same_errors']}, max |prob difference| "
-            f"{e['vs_local']['max_abs_prob_diff']:.1e}"
-            for name, e in r["engines"].items() if "vs_local" in e) + ".",
-        "", f"Estimate (not measured): 1M memes at the measured per-worker rate of "
-            f"{est['per_worker_items_per_s']:.2f} items/s take {est['hours_per_worker']:.1f} "
-            "worker-hours; N workers (CPU processes or GPUs) divide that by N if scaling stays "
-            "linear, which holds while image decoding and the input store keep up. A GPU worker "
-            "is far faster than a CPU one: measure it with `--gpus-per-worker 1` on your node."]))
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, required=True)
@@ -118,7 +92,7 @@ def main() -> int:
         print(f"{name:>16}: {e['items_per_s']:6.2f} items/s ({e['items_per_s'] / local:.2f}x local)"
               + (f"; vs local: {e['vs_local']}" if "vs_local" in e else ""))
     per_worker = engines["local"]["items_per_s"]
-    result = {"command": "python benchmarks/scale.py " + " ".join(sys.argv[1:]), "items": n,
+    result = {"command": "python -m benchmarks.scale " + " ".join(sys.argv[1:]), "items": n,
               "machine": f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}",
               "engines": engines,
               "estimate_1m": {"per_worker_items_per_s": per_worker,

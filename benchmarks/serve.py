@@ -5,7 +5,7 @@ freshly initialised MLP head on minilm-effnet: the encoder dominates the cost, t
 then for each client count reports throughput, p50/p95/p99 latency, and the server's RSS
 before and after.
 
-    python benchmarks/serve.py [--model DIR] [--clients 1 8 32] [--duration 20] [--ocr]
+    python -m benchmarks.serve [--model DIR] [--clients 1 8 32] [--duration 20] [--ocr]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import httpx
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from memetrm.evaluation.report import markdown_table, replace_block
+from benchmarks.render.serve import DATA, render
 from memetrm.utils import atomic_write_text
 
 SERVER = """
@@ -103,25 +103,6 @@ def run_load(url: str, clients: int, duration: float, image: bytes, ocr: bool) -
                for q in (50, 95, 99)}}
 
 
-DATA, DOC = Path("docs/data/serve.json"), Path("docs/serving.md")
-
-
-def render(data: Path = DATA) -> None:
-    """The load table in docs/serving.md, from the JSON the last run wrote."""
-    if not data.is_file():
-        return
-    r = json.loads(data.read_text())
-    rows = [[str(x["clients"]), str(x["requests"]), str(x["errors"]), f"{x['rps']:.2f}",
-             *(f"{x[f'p{q}']:.0f}" for q in (50, 95, 99))] for x in r["runs"]]
-    table = markdown_table(["clients", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms"],
-                           rows, "rrrrrrr")
-    replace_block(DOC, "serve-load", "\n".join([
-        f"`{r['command']}` ({r['mode']}, {r['duration']:g} s per client count; model "
-        f"`{r['model']}`; {r['machine']}):", "", table, "",
-        f"Server RSS: {r['rss_before_mb']:.0f} MB before the load, {r['rss_after_mb']:.0f} MB "
-        f"after (peak {r['rss_peak_mb']:.0f} MB)."]))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", type=Path, help="model dir (default: an untrained MLP head)")
@@ -169,7 +150,7 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(10)
-    result = {"command": "python benchmarks/serve.py " + " ".join(sys.argv[1:]), "mode": mode,
+    result = {"command": "python -m benchmarks.serve " + " ".join(sys.argv[1:]), "mode": mode,
               "duration": args.duration, "model": model_id, "runs": runs,
               "machine": f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}",
               "rss_before_mb": before, "rss_after_mb": after, "rss_peak_mb": peak}

@@ -3,7 +3,7 @@
 Same encoder (minilm-effnet), same head (mlp), same MultiOFF train split, same batches; the
 only difference is whether the frozen encoder runs inside the loop.
 
-    python benchmarks/train_speed.py --data-root ../shared/data [--n 128]
+    python -m benchmarks.train_speed --data-root ../shared/data [--n 128]
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import time
 
 import torch
 
+from memetrm.config import DataOptions
 from memetrm.data import get_dataset, open_image, select_fields
 from memetrm.encoders import create_encoder
 from memetrm.features import FeatureSet, load_features
@@ -28,7 +29,8 @@ def main() -> None:
     args = ap.parse_args()
     fields = ["image", "text"]
 
-    cached = load_features("multioff", "train", "minilm-effnet", fields, data_root=args.data_root)
+    cached = load_features("multioff", "train", "minilm-effnet", fields,
+                           data=DataOptions(args.data_root))
     sub = FeatureSet(cached.ids[: args.n], {k: v[: args.n] for k, v in cached.tensors.items()},
                      cached.labels[: args.n])
     fit(create_head("mlp", sub.input_dims), sub, sub, TrainConfig(epochs=1))  # warm-up: imports

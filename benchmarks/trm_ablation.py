@@ -11,8 +11,8 @@ the table's ranking is by dev AUROC, and test_seen / dev_unseen are shown for th
 seeds under the head benchmark's budget (early stopping on dev_seen), and reports both with their
 seed ensembles; ``--confirm-only`` does that from the ablation already in the JSON.
 
-    python benchmarks/trm_ablation.py --data-root ../shared/data --seeds 2 --epochs 6
-    python benchmarks/trm_ablation.py --data-root ../shared/data --confirm-only --confirm-seeds 5
+    python -m benchmarks.trm_ablation --data-root ../shared/data --seeds 2 --epochs 6
+    python -m benchmarks.trm_ablation --data-root ../shared/data --confirm-only --confirm-seeds 5
 """
 
 from __future__ import annotations
@@ -21,21 +21,17 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from benchmarks.render.trm_ablation import BASE, DATA, ONCE, REFERENCE, best_variant, render
 from memetrm.config import RunConfig
-from memetrm.evaluation.report import fmt, markdown_table, replace_block
 from memetrm.progress import console
 from memetrm.provenance import provenance
 from memetrm.training.runner import run
 from memetrm.utils import atomic_write_text
 
-REFERENCE = "reference: mlp"
-BASE = "trm (n=3, T=3, N_sup=8, hidden 128)"
-ONCE = "no recursion (n=1, T=1, N_sup=1: the network once)"
 SPLITS = ("dev_seen", "test_seen", "dev_unseen")
 #: name -> (head, head options); everything else is the head's preset
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -52,7 +48,6 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     ONCE: ("trm", {"n": 1, "T": 1, "n_sup": 1}),
     REFERENCE: ("mlp", {}),
 }
-DATA, DOC = Path("docs/data/trm_ablation.json"), Path("docs/trm.md")
 
 
 def hm_config(head: str, head_cfg: dict[str, Any], seeds: int, data_root: str | None,
@@ -60,11 +55,6 @@ def hm_config(head: str, head_cfg: dict[str, Any], seeds: int, data_root: str | 
     return RunConfig(dataset="hateful_memes", head=head, head_cfg=head_cfg,
                      fields=["text", "caption"], eval_splits=["dev_unseen"], seeds=seeds,
                      data_root=data_root, train={"batch_size": 256, **train})
-
-
-def best_variant(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The TRM variant with the best mean dev_seen AUROC (test plays no part)."""
-    return max((r for r in rows if r["name"] != REFERENCE), key=lambda r: r["dev_seen"]["mean"])
 
 
 def confirm(rows: list[dict[str, Any]], seeds: int, epochs: int, data_root: str | None
@@ -83,56 +73,6 @@ def confirm(rows: list[dict[str, Any]], seeds: int, epochs: int, data_root: str 
     return {"seeds": seeds, "epochs": epochs, "rows": out}
 
 
-def findings(rows: list[dict[str, Any]]) -> str:
-    """What the ablation says, in words, from its dev_seen numbers alone."""
-    by = {r["name"]: r["dev_seen"]["mean"] for r in rows}
-    best = best_variant(rows)
-    parts = []
-    if BASE in by and ONCE in by:
-        gap = by[BASE] - by[ONCE]
-        parts.append(f"Recursion {'helps' if gap > 0 else 'does not help'}: the `trm` defaults "
-                     f"score {by[BASE]:.3f} on dev_seen against {by[ONCE]:.3f} for the same "
-                     f"network applied once ({gap:+.3f}).")
-    if REFERENCE in by:
-        gap = best["dev_seen"]["mean"] - by[REFERENCE]
-        parts.append(f"The best TRM on dev, {best['name']} ({best['dev_seen']['mean']:.3f}), is "
-                     f"{'above' if gap > 0 else 'below'} `mlp` ({by[REFERENCE]:.3f}) by "
-                     f"{abs(gap):.3f}.")
-    return " ".join(parts)
-
-
-def render(data: Path = DATA) -> None:
-    """The ablation table in docs/trm.md, from the JSON the last run wrote."""
-    if not data.is_file():
-        return
-    r = json.loads(data.read_text())
-    rows_in = sorted(r["rows"], key=lambda row: -row["dev_seen"]["mean"])
-    best = best_variant(rows_in)["name"]
-    rows = [[row["name"] + (" **(best TRM on dev)**" if row["name"] == best else ""),
-             fmt(row["dev_seen"]), fmt(row["test_seen"], ci=True), fmt(row["dev_unseen"]),
-             f"{row['seconds_per_epoch']:.1f}"] for row in rows_in]
-    header = [f"variant ({r['seeds']} seeds x {r['epochs']} epochs)", "dev_seen AUROC (selects)",
-              "test_seen AUROC [95% CI]", "dev_unseen AUROC", "train s/epoch"]
-    text = f"`{r['command']}`:\n\n" + markdown_table(header, rows) + "\n\n" + findings(r["rows"])
-    if r.get("confirm"):
-        c = r["confirm"]
-        table = []
-        for row in c["rows"]:
-            table.append([row["name"], fmt(row["splits"]["dev_seen"]),
-                          fmt(row["splits"]["test_seen"], ci=True),
-                          fmt(row["splits"]["dev_unseen"], ci=True),
-                          f"{row['seconds_per_epoch']:.1f}"])
-            table.append([f"{row['name']}, seed ensemble", fmt(row["ensemble"]["dev_seen"]),
-                          fmt(row["ensemble"]["test_seen"], ci=True),
-                          fmt(row["ensemble"]["dev_unseen"], ci=True), ""])
-        text += (f"\n\nThe variant first on dev against `mlp`, {c['seeds']} seeds, up to "
-                 f"{c['epochs']} epochs with early stopping on dev_seen (`{c['command']}`):\n\n"
-                 + markdown_table([f"model ({c['seeds']} seeds)", "dev_seen AUROC",
-                                   "test_seen AUROC [95% CI]", "dev_unseen AUROC [95% CI]",
-                                   "train s/epoch"], table))
-    replace_block(DOC, "trm-ablation", text)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-root", default=None)
@@ -147,7 +87,7 @@ def main() -> None:
                     help="skip the ablation; confirm from the one in the JSON")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    command = "python benchmarks/trm_ablation.py " + " ".join(sys.argv[1:])
+    command = "python -m benchmarks.trm_ablation " + " ".join(sys.argv[1:])
     if args.confirm_only:
         data = json.loads(DATA.read_text())
     else:

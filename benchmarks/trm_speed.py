@@ -8,7 +8,7 @@ after that short ``trm-act`` training and a halting threshold calibrated on dev_
 early-exit inference (halted rows are not computed further) against full depth on the held-out
 test_seen, with the mean steps and the AUROC of both.
 
-    python benchmarks/trm_speed.py --data-root ../shared/data [--epochs 2] [--threads 1]
+    python -m benchmarks.trm_speed --data-root ../shared/data [--epochs 2] [--threads 1]
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
+from benchmarks.render.trm_speed import DATA, NO_HALT, render
 from memetrm.config import RunConfig
-from memetrm.evaluation.report import markdown_table, replace_block
 from memetrm.features import FeatureSet
 from memetrm.heads import create_head
 from memetrm.heads.trm import TRMHead
@@ -38,8 +38,6 @@ from memetrm.training.engine import tensor_auroc
 from memetrm.training.runner import load_run_features, run_train_config
 from memetrm.utils import atomic_write_text
 
-DATA, DOC = Path("docs/data/trm_speed.json"), Path("docs/trm.md")
-NO_HALT = "trm-act, no halting in training"
 #: label -> (head, head options); NO_HALT is the ACT head as it trained before halting took
 #: effect in training: every row runs all N_sup steps.
 HEADS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -107,7 +105,7 @@ def inference(head: TRMHead, dev: FeatureSet, test: FeatureSet, repeats: int) ->
     full_s, trace = best_time(full, repeats)
     return {
         "split": test.meta.get("split", "test"), "rows": len(test),
-        "threshold": head.halt_threshold.item(),
+        "threshold": head.halt_threshold_,
         "calibration": calibration, "n_sup": head.cfg.n_sup,
         "mean_steps": out["steps"].float().mean().item(),
         "early_exit_seconds": early_s, "full_depth_seconds": full_s,
@@ -115,40 +113,6 @@ def inference(head: TRMHead, dev: FeatureSet, test: FeatureSet, repeats: int) ->
         "auroc_early_exit": tensor_auroc(test.labels, out["prob"]),
         "auroc_full_depth": tensor_auroc(test.labels, trace[:, -1]),
     }
-
-
-def render(data: Path = DATA) -> str | None:
-    """The speed tables, written into docs/trm.md and returned; None before the first run."""
-    if not data.is_file():
-        return None
-    r = json.loads(data.read_text())
-    train = markdown_table(
-        ["head", "s / epoch", "vs mlp", "rows x steps computed", "optimizer steps / batch"],
-        [[row["head"], f"{row['seconds_per_epoch']:.2f}", f"{row['ratio_to_mlp']:.1f}x",
-          f"{row['work_fraction']:.0%}", f"{row['steps_per_batch']:.2f}"]
-         for row in r["train"]], "lrrrr")
-    inf = r["inference"]
-    infer = markdown_table(
-        [f"trm-act on {inf['split']}", "seconds", "mean steps", "AUROC"],
-        [["early exit", f"{inf['early_exit_seconds']:.3f}",
-          f"{inf['mean_steps']:.2f} / {inf['n_sup']}", f"{inf['auroc_early_exit']:.3f}"],
-         ["full depth", f"{inf['full_depth_seconds']:.3f}", f"{inf['n_sup']} / {inf['n_sup']}",
-          f"{inf['auroc_full_depth']:.3f}"]], "lrrr")
-    by = {row["head"]: row for row in r["train"]}
-    act, no_halt = by.get("trm-act"), by.get(NO_HALT)
-    saving = ([f"Halting in training computes {act['work_fraction']:.0%} of the rows x steps, and "
-               f"a `trm-act` epoch takes {act['seconds_per_epoch'] / no_halt['seconds_per_epoch']:.0%}"
-               " of the time of the same head trained without halting.", ""]
-              if act and no_halt else [])
-    table = "\n".join([
-        f"`{r['command']}` ({r['epochs']} epochs on {r['train_rows']} train memes, "
-        f"{r['threads']} thread(s), {r['machine']}):", "", train, "", *saving,
-        f"After those epochs, halting threshold {inf['threshold']:.2f} calibrated on dev_seen; "
-        f"on {inf['split']} ({inf['rows']} memes, held out) early exit is "
-        f"{inf['speedup']:.1f}x faster than full depth:",
-        "", infer])
-    replace_block(DOC, "trm-speed", table)
-    return table
 
 
 def main() -> None:
@@ -167,7 +131,7 @@ def main() -> None:
     # warm-up: the first fit imports the LR schedules, which must not count as mlp time
     warm = FeatureSet(train.ids[:64], {k: v[:64] for k, v in train.tensors.items()},
                       train.labels[:64])
-    fit(create_head("mlp", train.input_dims), warm, None, TrainConfig(epochs=1, device="cpu"))
+    fit(create_head("mlp", train.input_dims), warm, None, TrainConfig(epochs=1))
     load = os.getloadavg()[0]
 
     rows, trained = [], {}
@@ -185,7 +149,7 @@ def main() -> None:
           f"({inf['mean_steps']:.2f} of {inf['n_sup']} steps, AUROC {inf['auroc_early_exit']:.4f})"
           f" vs full depth {inf['full_depth_seconds']:.3f} s (AUROC {inf['auroc_full_depth']:.4f})")
     atomic_write_text(args.json, json.dumps({
-        "command": "python benchmarks/trm_speed.py " + " ".join(sys.argv[1:]),
+        "command": "python -m benchmarks.trm_speed " + " ".join(sys.argv[1:]),
         "provenance": provenance(data_hash=combined_hash(
             {s: feats[s].meta["data_hash"] for s in (roles["train"], roles["dev"])})),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, load average {load:.1f} "

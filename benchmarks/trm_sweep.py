@@ -4,7 +4,7 @@ Each variant is trained over the same seeds; the table shows dev AUROC (the sele
 criterion) and, for the record, test AUROC. The variant to use is the one with the best dev
 mean -- never the best test number.
 
-    python benchmarks/trm_sweep.py --data-root ../shared/data --dataset multioff --seeds 3
+    python -m benchmarks.trm_sweep --data-root ../shared/data --dataset multioff --seeds 3
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import torch
 
+from benchmarks.render.trm_sweep import DATA, render
 from memetrm.config import RunConfig
-from memetrm.evaluation.report import markdown_table, replace_block
 from memetrm.training.runner import run
 from memetrm.utils import atomic_write_text
 
@@ -28,22 +27,6 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "dropout 0.2, wd 0.1": ({"dropout": 0.2}, {"weight_decay": 0.1}),
     "hidden 64, n_sup 4": ({"hidden": 64, "n_sup": 4}, {}),
 }
-
-
-DATA, DOC = Path("docs/data/trm_sweep.json"), Path("docs/trm.md")
-
-
-def render(data: Path = DATA) -> None:
-    """The sweep table in docs/trm.md, from the JSON the last run wrote."""
-    if not data.is_file():
-        return
-    r = json.loads(data.read_text())
-    best = max(r["rows"], key=lambda row: row["dev"]["mean"])["name"]
-    rows = [[row["name"] + (" (best on dev)" if row["name"] == best else ""),
-             f"{row['dev']['mean']:.3f} ± {row['dev']['std']:.3f}",
-             f"{row['test']['mean']:.3f} ± {row['test']['std']:.3f}"] for row in r["rows"]]
-    header = [f"TRM variant ({r['dataset']}, {r['seeds']} seeds)", "dev AUROC", "test AUROC"]
-    replace_block(DOC, "trm-sweep", f"`{r['command']}`:\n\n" + markdown_table(header, rows))
 
 
 def main() -> None:
@@ -61,7 +44,7 @@ def main() -> None:
         rows.append({"name": name, "dev": r["splits"][r["roles"]["dev"]]["auroc"],
                      "test": r["splits"][r["roles"]["test"]]["auroc"]})
     atomic_write_text(DATA, json.dumps({
-        "command": "python benchmarks/trm_sweep.py " + " ".join(sys.argv[1:]),
+        "command": "python -m benchmarks.trm_sweep " + " ".join(sys.argv[1:]),
         "dataset": args.dataset, "seeds": args.seeds, "rows": rows}, indent=2))
     render()
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +19,106 @@ from memetrm.heads import create_head
 from memetrm.training.engine import param_groups
 
 UPPER = ("alignment", "encoders", "evaluation", "features", "serving", "data", "training", "cli")
+SRC = Path(__file__).resolve().parents[1] / "src"
+#: modules every layer may use; they use no layer themselves
+BASE = {f"memetrm.{m}" for m in ("config", "devices", "checkpoint", "provenance", "utils",
+                                 "errors", "progress")}
+#: third-party packages a head may build on besides the standard library
+HEAD_STACK = {"torch", "numpy", "sklearn"}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(SRC).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a file imports, at any depth (but under ``if TYPE_CHECKING``), resolved to
+    module names: ``from memetrm.layers import lorentz`` is ``memetrm.layers.lorentz``."""
+    tree = ast.parse(path.read_text())
+    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+            and getattr(node.test, "id", "") == "TYPE_CHECKING" for n in ast.walk(node)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for a in node.names:
+                sub = f"{node.module}.{a.name}"
+                found.add(sub if sub in MODULES else node.module)
+    return found
+
+
+MODULES = {_module_name(p): p for p in (SRC / "memetrm").rglob("*.py")}
+GRAPH = {m: {i for i in _imports(p) if i in MODULES} for m, p in MODULES.items()}
+
+
+def _under(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def test_no_import_circle() -> None:
+    """Tarjan's strongly connected components of the module import graph: all singletons."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles: list[list[str]] = []
+
+    def visit(m: str) -> None:
+        index[m] = low[m] = len(index)
+        stack.append(m)
+        for n in GRAPH[m]:
+            if n not in index:
+                visit(n)
+                low[m] = min(low[m], low[n])
+            elif n in stack:
+                low[m] = min(low[m], index[n])
+        if low[m] == index[m]:
+            comp = []
+            while True:
+                n = stack.pop()
+                comp.append(n)
+                if n == m:
+                    break
+            if len(comp) > 1 or m in GRAPH[m]:
+                circles.append(sorted(comp))
+
+    for m in sorted(GRAPH):
+        if m not in index:
+            visit(m)
+    assert not circles, circles
+
+
+def test_serving_uses_neither_training_nor_feature_internals() -> None:
+    bad = {(m, i) for m, deps in GRAPH.items() if _under(m, "memetrm.serving") for i in deps
+           if _under(i, "memetrm.training") or i.startswith("memetrm.features.")}
+    assert not bad, sorted(bad)
+
+
+def test_heads_build_only_on_layers_their_base_and_the_standard_stack() -> None:
+    stdlib = set(sys.stdlib_module_names)
+    for m, path in MODULES.items():
+        if not _under(m, "memetrm.heads"):
+            continue
+        for i in _imports(path):
+            top = i.split(".")[0]
+            ok = (top in stdlib or top in HEAD_STACK or i in BASE or _under(i, "memetrm.layers")
+                  or _under(i, "memetrm.heads"))
+            assert ok, f"{m} imports {i}"
+
+
+def test_base_modules_import_no_layer() -> None:
+    for m in BASE:
+        assert GRAPH[m] <= BASE | {"memetrm"}, f"{m} imports {sorted(GRAPH[m] - BASE)}"
+
+
+def test_heads_are_never_probed_for_capabilities() -> None:
+    """Serving and training ask ``isinstance(head, Memory)``, never ``hasattr``."""
+    probes = [f"{p.relative_to(SRC)}:{i}" for p in MODULES.values()
+              for i, line in enumerate(p.read_text().splitlines(), 1) if "hasattr(" in line]
+    assert not probes, probes
 
 
 @pytest.mark.parametrize("module", ["memetrm.heads", "memetrm.layers"])

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from memetrm.config import DataOptions
 from memetrm.errors import DataError
 from memetrm.features import load_features
 
@@ -21,8 +22,8 @@ def _reset_calls():
 
 
 def _load(root: Path, cache: Path, **kw):
-    return load_features(str(root), "train", "test-fake", ["image", "text"], cache_dir=cache,
-                         num_workers=0, batch_size=8, **kw)
+    return load_features(str(root), "train", "test-fake", ["image", "text"],
+                         data=DataOptions(cache_dir=cache), num_workers=0, batch_size=8, **kw)
 
 
 def test_second_run_hits_cache(tiny_jsonl_dataset: Path, tmp_path: Path) -> None:
@@ -75,10 +76,10 @@ def test_token_features_and_bad_image_named(tiny_jsonl_dataset: Path, tmp_path: 
 
 
 def test_worker_processes_decode_images(tiny_jsonl_dataset: Path, tmp_path: Path) -> None:
-    fs = load_features(str(tiny_jsonl_dataset), "dev", "test-fake", ["image"], cache_dir=tmp_path,
-                       num_workers=2, batch_size=4)
+    fs = load_features(str(tiny_jsonl_dataset), "dev", "test-fake", ["image"],
+                       data=DataOptions(cache_dir=tmp_path), num_workers=2, batch_size=4)
     ref = load_features(str(tiny_jsonl_dataset), "dev", "test-fake", ["image"],
-                        cache_dir=tmp_path / "b", num_workers=0, batch_size=5)
+                        data=DataOptions(cache_dir=tmp_path / "b"), num_workers=0, batch_size=5)
     assert (fs.tensors["image"] == ref.tensors["image"]).all()
 
 
@@ -100,9 +101,11 @@ def test_mixed_precision_extraction_keeps_the_cache_layout(tiny_jsonl_dataset: P
                                                            device: str, precision: str) -> None:
     """Features made under autocast (on any device) are fp32 pooled / fp16 tokens, same shapes."""
     ref = load_features(str(tiny_jsonl_dataset), "train", "test-fake", ["image", "text"], tokens=True,
-                        cache_dir=tmp_path / "a", num_workers=0, device="cpu", precision="fp32")
+                        data=DataOptions(cache_dir=tmp_path / "a"), num_workers=0, device="cpu",
+                        precision="fp32")
     mixed = load_features(str(tiny_jsonl_dataset), "train", "test-fake", ["image", "text"],
-                          tokens=True, cache_dir=tmp_path / "b", num_workers=0, device=device,
+                          tokens=True, data=DataOptions(cache_dir=tmp_path / "b"), num_workers=0,
+                          device=device,
                           precision=precision)
     assert mixed.ids == ref.ids
     for key, t in ref.tensors.items():

@@ -84,8 +84,8 @@ def test_a_few_steps_lower_the_loss(name: str, device: str, data) -> None:
 
     head.to(device)
     before = loss()
-    result = fit(head, train, dev, TrainConfig(epochs=3, batch_size=64, lr=3e-3, patience=0,
-                                               device=device))
+    result = fit(head, train, dev, TrainConfig(epochs=3, batch_size=64, lr=3e-3, patience=0),
+                 device=device)
     after = loss()
     assert after < before, (before, after)
     assert next(result.head.parameters()).device.type == device

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
+from benchmarks.ocr_metrics import error_counts, normalize
 from memetrm.data.images import open_image
-from memetrm.serving.ocr import OCR, error_counts, normalize, restore_spaces
+from memetrm.serving.ocr import OCR, restore_spaces
 
 
 @pytest.fixture(scope="module")

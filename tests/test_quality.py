@@ -15,7 +15,7 @@ from sklearn.linear_model import LogisticRegression
 from typer.testing import CliRunner
 
 from memetrm.cli.main import app
-from memetrm.config import RunConfig
+from memetrm.config import DataOptions, RunConfig
 from memetrm.encoders.towers import MPNET_SHA256, assemble_split_zip, mpnet_dir, sha256_file, verify_weights
 from memetrm.errors import ConfigError
 from memetrm.evaluation.metrics import batched_metrics, choose_threshold, parse_threshold_metric
@@ -78,7 +78,7 @@ def toy(n: int, seed: int) -> FeatureSet:
 
 def test_linear_probe_is_the_exact_logistic_regression_with_c_chosen_on_dev() -> None:
     train, dev = toy(200, 0), toy(100, 1)
-    result = fit(create_head("linear-probe", train.input_dims), train, dev, TrainConfig(device="cpu"))
+    result = fit(create_head("linear-probe", train.input_dims), train, dev, TrainConfig())
     c = result.calibration["C"]
     assert c in C_GRID and len(result.calibration["dev_auroc_by_C"]) == len(C_GRID)
     assert result.dev_score == pytest.approx(max(result.calibration["dev_auroc_by_C"].values()))
@@ -93,14 +93,14 @@ def test_linear_probe_is_the_exact_logistic_regression_with_c_chosen_on_dev() ->
 def test_linear_probe_needs_c_without_dev() -> None:
     train = toy(50, 0)
     with pytest.raises(ConfigError, match="C must be given"):
-        fit(create_head("linear-probe", train.input_dims), train, None, TrainConfig(device="cpu"))
-    fit(create_head("linear-probe", train.input_dims, C=1.0), train, None, TrainConfig(device="cpu"))
+        fit(create_head("linear-probe", train.input_dims), train, None, TrainConfig())
+    fit(create_head("linear-probe", train.input_dims, C=1.0), train, None, TrainConfig())
 
 
 def cv_config(root: Path, cache: Path, head: str = "mlp", **kw) -> RunConfig:
     return RunConfig(dataset=str(root), encoder="test-fake", head=head, seeds=2, cv=3,
                      fields=["text"], cache_dir=str(cache), bootstrap=0,
-                     train={"epochs": 4, "lr": 3e-3, "device": "cpu"}, **kw)
+                     train={"epochs": 4, "lr": 3e-3}, **kw)
 
 
 def test_cross_validation_reports_out_of_fold_scores_and_never_reads_test(tmp_path: Path) -> None:
@@ -125,7 +125,7 @@ def test_seed_ensemble_row_is_the_mean_of_the_seeds(tmp_path: Path) -> None:
     root = write_dataset(tmp_path / "d", [i % 2 for i in range(30)])
     res = run(RunConfig(dataset=str(root), encoder="test-fake", head="mlp", seeds=3, fields=["text"],
                         cache_dir=str(tmp_path / "cache"), bootstrap=50, out_dir=str(tmp_path / "run"),
-                        train={"epochs": 3, "lr": 3e-3, "device": "cpu"}))
+                        train={"epochs": 3, "lr": 3e-3}))
     preds = json.loads((tmp_path / "run" / "predictions.json").read_text())["test"]
     mean = np.mean(preds["probs"], axis=0)
     from memetrm.evaluation import auroc
@@ -172,7 +172,7 @@ def test_compare_saves_an_ensemble_that_evaluate_loads(tmp_path: Path) -> None:
 def test_fields_may_name_their_own_encoder(tmp_path: Path) -> None:
     root = write_dataset(tmp_path / "d", [i % 2 for i in range(30)])
     fs = load_features(str(root), "test", "test-fake", ["text", "text@test-fake"],
-                       cache_dir=str(tmp_path / "c"))
+                       data=DataOptions(cache_dir=str(tmp_path / "c")))
     assert fs.fields == ["text", "text@test-fake"]
     assert torch.equal(fs.tensors["text"], fs.tensors["text@test-fake"])
 
@@ -238,20 +238,22 @@ def test_retrieval_memory_is_built_from_train_and_memory_add_changes_a_predictio
     root = write_dataset(tmp_path / "d", [i % 2 for i in range(30)])
     res = run(RunConfig(dataset=str(root), encoder="test-fake", head="retrieval", seeds=1,
                         fields=["text"], cache_dir=str(tmp_path / "c"), bootstrap=0,
-                        train={"epochs": 3, "lr": 3e-3, "device": "cpu"}, save=str(tmp_path / "m")))
+                        train={"epochs": 3, "lr": 3e-3}, save=str(tmp_path / "m")))
     cal = res["calibration"][0]
     assert {"k", "temperature", "alpha"} <= set(cal)
     head, config = from_pretrained(tmp_path / "m")
-    assert len(head.cfg.memory_ids) == len(head.memory) == 60  # the train split
-    config["config"]["alpha"] = 4.0  # make the memory's vote count, whatever dev chose
+    assert len(head.memory_ids) == len(head.bank) == 60  # the train split
+    assert (tmp_path / "m" / "memory_ids.json").is_file()
+    assert "memory_ids" not in json.dumps(config)  # ids live beside the weights
+    config["fitted"][""]["alpha_"] = 4.0  # make the memory's vote count, whatever dev chose
     (tmp_path / "m" / "config.json").write_text(json.dumps(config))
     meme = {"text": "cat cat cat"}
     before = Predictor(tmp_path / "m", device="cpu").predict([None], [meme])[0]
-    assert len(before["neighbours"]) == head.cfg.k
+    assert len(before["neighbours"]) == head.k_
     flip = 0 if before["prob"] >= 0.5 else 1
     (tmp_path / "add.jsonl").write_text("".join(
-        json.dumps({"id": f"new{i}", "label": flip, **meme}) + "\n" for i in range(head.cfg.k)))
-    assert add_to_memory(tmp_path / "m", tmp_path / "add.jsonl", device="cpu") == 60 + head.cfg.k
+        json.dumps({"id": f"new{i}", "label": flip, **meme}) + "\n" for i in range(head.k_)))
+    assert add_to_memory(tmp_path / "m", tmp_path / "add.jsonl", device="cpu") == 60 + head.k_
     after = Predictor(tmp_path / "m", device="cpu").predict([None], [meme])[0]
     assert (after["prob"] - before["prob"]) * (1 if flip else -1) > 0.05
     assert all(n["id"].startswith("new") and n["label"] == flip for n in after["neighbours"])

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from memetrm.config import DataOptions
 from memetrm.features import load_features
 from memetrm.features.cache import FeatureCache
 from memetrm.features.distributed import extract_ray, init_ray, merge, shard_bounds
@@ -118,14 +119,14 @@ def test_a_killed_worker_is_retried_and_nothing_is_lost_or_doubled(
 
 def _local_cache(root: Path, tmp_path: Path) -> dict[str, dict[str, torch.Tensor]]:
     return {s: load_features(str(root), s, "test-fake", ["image", "text"],
-                             cache_dir=tmp_path / "local", num_workers=0).tensors
+                             data=DataOptions(cache_dir=tmp_path / "local"), num_workers=0).tensors
             for s in ("train", "test")}
 
 
 def _assert_cache_equal(root: Path, cache_dir: Path, local: dict) -> None:
     for split, tensors in local.items():
-        fs = load_features(str(root), split, "test-fake", ["image", "text"], cache_dir=cache_dir,
-                           num_workers=0)
+        fs = load_features(str(root), split, "test-fake", ["image", "text"],
+                           data=DataOptions(cache_dir=cache_dir), num_workers=0)
         assert fs.meta["encoded"] == []  # warm: written by the distributed run
         for k, t in tensors.items():
             assert torch.allclose(fs.tensors[k], t), (split, k)

@@ -35,7 +35,7 @@ def test_permuting_test_labels_changes_no_selection(tmp_path: Path) -> None:
     for name, y in (("original", labels), ("permuted", shuffled)):
         cfg = RunConfig(dataset=str(write_dataset(tmp_path / name, y)), encoder="test-fake",
                         head="mlp", seeds=3, fields=["text"], cache_dir=str(tmp_path / "cache"),
-                        train={"epochs": 6, "lr": 3e-3, "device": "cpu"}, bootstrap=0,
+                        train={"epochs": 6, "lr": 3e-3}, bootstrap=0,
                         save=str(tmp_path / f"{name}-model"))
         out[name] = run(cfg)
     a, b = out["original"], out["permuted"]

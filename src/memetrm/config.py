@@ -2,22 +2,46 @@
 
 Precedence, lowest first: ``RunConfig`` defaults < the head's preset (its options and training
 overrides, applied when the run is resolved) < the YAML file < options the user typed < ``--set``.
+Typed options and ``--set`` go through one rule: each names a key path (``train.lr``) and a
+value, checked against that key's type.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from memetrm.data.registry import MISSING_IMAGE_POLICIES
-from memetrm.data.validation import BAD_LINE_POLICIES
 from memetrm.errors import ConfigError
 
-DEFAULT_ENCODER = "minilm-effnet"
+#: what to do with a record whose image file is missing: fail naming ids, or drop and count
+MISSING_IMAGE_POLICIES = ("error", "skip")
+#: what to do with a malformed dataset line: fail listing them, or leave out and count
+BAD_LINE_POLICIES = ("error", "skip")
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Where records are read from and how bad ones are handled, plus the feature cache: what
+    every command that reads a dataset passes down to extraction."""
+
+    data_root: str | None = None
+    cache_dir: str | None = None
+    on_missing_image: str = "error"
+    on_bad_line: str = "error"
+    allow_outside_images: bool = False
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("on_missing_image", MISSING_IMAGE_POLICIES),
+                              ("on_bad_line", BAD_LINE_POLICIES)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
 
 @dataclass
@@ -25,7 +49,8 @@ class RunConfig:
     """One experiment: data, encoder, head and its options, training options, seeds, outputs."""
 
     dataset: str = "multioff"
-    encoder: str = DEFAULT_ENCODER
+    #: None: the default encoder (``memetrm.encoders.DEFAULT_ENCODER``)
+    encoder: str | None = None
     head: str = "mlp"
     #: head options passed to ``create_head`` (over the head preset's defaults)
     head_cfg: dict[str, Any] = field(default_factory=dict)
@@ -60,27 +85,82 @@ class RunConfig:
     save: str | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+        hints = typing.get_type_hints(RunConfig)
+        for f in dataclasses.fields(self):
+            check_type(f.name, getattr(self, f.name), hints[f.name])
+        if self.seeds < 1:
             raise ConfigError(f"seeds must be a positive integer, got {self.seeds!r}")
-        if isinstance(self.cv, bool) or not isinstance(self.cv, int) or self.cv == 1 or self.cv < 0:
+        if self.cv == 1 or self.cv < 0:
             raise ConfigError(f"cv must be 0 (select on dev) or a number of folds >= 2, got {self.cv!r}")
-        if not isinstance(self.bootstrap, int) or self.bootstrap < 0:
+        if self.bootstrap < 0:
             raise ConfigError(f"bootstrap must be an integer >= 0, got {self.bootstrap!r}")
-        for name, allowed in (("on_missing_image", MISSING_IMAGE_POLICIES),
-                              ("on_bad_line", BAD_LINE_POLICIES)):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("head_cfg", "train"):
-            if not isinstance(getattr(self, name), dict):
-                raise ConfigError(f"{name} must be a mapping, got {getattr(self, name)!r}")
+        self.data  # noqa: B018  (checks the data policies)
+
+    @property
+    def data(self) -> DataOptions:
+        return DataOptions(self.data_root, self.cache_dir, self.on_missing_image, self.on_bad_line,
+                           self.allow_outside_images)
 
 
-def _coerce(value: str) -> Any:
-    """YAML scalars: ``1e-4`` -> float, ``true`` -> bool, ``[a, b]`` -> list."""
+def check_type(name: str, value: Any, hint: Any) -> None:
+    """Refuse a value that does not fit its field's annotation (an int is a float too)."""
+    if not _fits(value, hint):
+        raise ConfigError(f"{name} must be {_describe(hint)}, got {value!r}")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (types.UnionType, typing.Union):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (list, tuple):
+        args = typing.get_args(hint)
+        return isinstance(value, list | tuple) and all(_fits(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    return isinstance(value, origin or hint)
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return " or ".join(_describe(h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
+        hint, f"a {getattr(typing.get_origin(hint), '__name__', hint)}")
+
+
+#: YAML 1.2's float, which PyYAML's YAML 1.1 resolver misses (``1e-4`` without a dot)
+_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+$")
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value by YAML's rules: ``3`` int, ``1e-4`` float, ``true`` bool,
+    ``[a, b]`` list, anything else the string itself."""
+    if _FLOAT.match(text.strip()):
+        return float(text)
     try:
-        return float(value) if "e" in value.lower() and not value.isalpha() else yaml.safe_load(value)
-    except (ValueError, yaml.YAMLError):
-        return value
+        return yaml.safe_load(text) if text.strip() else text
+    except yaml.YAMLError:
+        return text
+
+
+def set_key(data: dict[str, Any], key: str, value: Any) -> None:
+    """``data[a][b] = value`` for ``key = "a.b"``, creating the mappings on the way."""
+    node = data
+    *parents, leaf = key.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{key}: {p!r} is not a mapping")
+    node[leaf] = value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -88,13 +168,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not KEY=VALUE (e.g. train.lr=1e-4)")
         key, value = item.split("=", 1)
-        node = data
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {p!r} is not a mapping")
-        node[leaf] = _coerce(value)
+        set_key(data, key.strip(), parse_value(value))
     return data
 
 
@@ -112,10 +186,16 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                    **typed: Any) -> RunConfig:
-    """YAML file < ``typed`` options (None = not typed, never overrides) < ``--set`` overrides."""
+                    typed: dict[str, Any] | None = None) -> RunConfig:
+    """YAML file < ``typed`` options < ``--set`` overrides.
+
+    ``typed`` maps key paths (``"dataset"``, ``"train.threshold_metric"``) to what the user
+    typed; None means not typed and never overrides the file.
+    """
     data = read_yaml(path) if path else {}
-    data.update({k: v for k, v in typed.items() if v is not None})
+    for key, value in (typed or {}).items():
+        if value is not None:
+            set_key(data, key, value)
     apply_overrides(data, overrides or [])
     known = {f.name for f in dataclasses.fields(RunConfig)}
     unknown = set(data) - known

@@ -87,3 +87,9 @@ def sha256_text(*parts: str) -> str:
         h.update(p.encode())
         h.update(b"\0")
     return h.hexdigest()
+
+
+def split_field(spec: str, encoder: str) -> tuple[str, str]:
+    """``text@mpnet-effnet`` -> ("text", "mpnet-effnet"); a bare field uses ``encoder``."""
+    field, sep, enc = spec.partition("@")
+    return field, (enc if sep else encoder)

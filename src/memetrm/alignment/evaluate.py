@@ -16,6 +16,7 @@ import torch
 from memetrm.alignment.metrics import retrieval_metrics
 from memetrm.alignment.objectives import AlignModel
 from memetrm.alignment.trainer import load_alignment, pair_tensors
+from memetrm.config import DataOptions
 from memetrm.data import get_dataset
 from memetrm.data.validation import read_jsonl
 from memetrm.features import FeatureSet, load_features
@@ -157,5 +158,5 @@ def evaluate_alignment_dir(path: str | Path, dataset: str | None = None, split: 
     dataset = dataset or config["dataset"]
     fs = load_features(dataset, split, config["encoder"],
                        [model.cfg.image_field, model.cfg.text_field],
-                       data_root=data_root, on_missing_image="skip")
+                       data=DataOptions(data_root, on_missing_image="skip"))
     return evaluate_alignment(model, config, fs, dataset, split, data_root)[0]

@@ -11,6 +11,7 @@ from typing import Any
 from memetrm.alignment.evaluate import evaluate_alignment
 from memetrm.alignment.objectives import AlignConfig
 from memetrm.alignment.trainer import align_train_config, save_alignment, train_alignment
+from memetrm.config import DataOptions
 from memetrm.data import get_dataset
 from memetrm.data.registry import MissingImagePolicy
 from memetrm.encoders import DEFAULT_ENCODER
@@ -22,7 +23,7 @@ def run_alignment(dataset: str, out: Path, cfg: AlignConfig, encoder: str = DEFA
                   data_root: str | Path | None = None,
                   on_missing_image: MissingImagePolicy = "skip",
                   log: Callable[[dict[str, Any]], None] | None = None,
-                  tcfg: TrainConfig | None = None) -> dict[str, Any]:
+                  tcfg: TrainConfig | None = None, device: str = "auto") -> dict[str, Any]:
     """Train on the train split, select the epoch on dev, report on test; returns the metrics.
 
     ``out`` receives projections, config, ``metrics.json``, ``history.json`` and (MERU) the
@@ -31,10 +32,11 @@ def run_alignment(dataset: str, out: Path, cfg: AlignConfig, encoder: str = DEFA
     tcfg = tcfg or align_train_config()
     roles = get_dataset(dataset, data_root).roles()
     fields = [cfg.image_field, cfg.text_field]
-    sets = {s: load_features(dataset, s, encoder, fields, data_root=data_root,
-                             on_missing_image=on_missing_image, device=tcfg.device)
+    data = DataOptions(str(data_root) if data_root else None, on_missing_image=on_missing_image)
+    sets = {s: load_features(dataset, s, encoder, fields, data=data, device=device)
             for s in dict.fromkeys(roles.values())}
-    model, history = train_alignment(sets[roles["train"]], sets[roles["dev"]], cfg, tcfg, log=log)
+    model, history = train_alignment(sets[roles["train"]], sets[roles["dev"]], cfg, tcfg, log=log,
+                                     device=device)
     meta = {"dataset": dataset, "encoder": encoder, "splits": roles,
             "n_pairs": {s: len(fs) for s, fs in sets.items()},
             "skipped_missing_images": {s: fs.meta.get("skipped_missing_images", [])

@@ -42,7 +42,7 @@ def dev_score(model: AlignModel, dev: FeatureSet, device: torch.device | None = 
 
 
 def train_alignment(train: FeatureSet, dev: FeatureSet | None, cfg: AlignConfig,
-                    tcfg: TrainConfig | None = None, log: Any = None
+                    tcfg: TrainConfig | None = None, log: Any = None, device: str = "auto"
                     ) -> tuple[AlignModel, list[dict[str, float]]]:
     """Fit projections on frozen pooled features; keep the epoch best on dev mean recall."""
     tcfg = tcfg or align_train_config()
@@ -50,7 +50,7 @@ def train_alignment(train: FeatureSet, dev: FeatureSet | None, cfg: AlignConfig,
     torch.manual_seed(tcfg.seed)
     model = AlignModel(cfg, train.tensors[cfg.image_field].shape[1],
                        train.tensors[cfg.text_field].shape[1])
-    result = fit(model, train, dev, tcfg, score=dev_score, on_epoch=log)
+    result = fit(model, train, dev, tcfg, score=dev_score, on_epoch=log, device=device)
     return result.head.eval().cpu(), result.history  # type: ignore[return-value]
 
 

@@ -1,26 +1,20 @@
-"""``memetrm align`` (projection training + retrieval/zero-shot report) and ``memetrm data``."""
+"""``memetrm align``: projections on frozen towers, with a retrieval / zero-shot report."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from memetrm.cli.options import DataRoot, Device
-from memetrm.config import DEFAULT_ENCODER
+from memetrm.cli.options import DataRoot, Device, MissingImages
+from memetrm.encoders.registry import DEFAULT_ENCODER
 from memetrm.progress import make_progress
 
 console = Console(stderr=True)
-
-data_app = typer.Typer(help="Prepare extra datasets as Hateful-Memes-format jsonl folders.",
-                       no_args_is_help=True)
-prepare_app = typer.Typer(help="Build a dataset folder usable as --dataset PATH.",
-                          no_args_is_help=True)
-data_app.add_typer(prepare_app, name="prepare")
 
 
 def metrics_table(m: dict[str, Any]) -> Table:
@@ -47,37 +41,35 @@ def metrics_table(m: dict[str, Any]) -> Table:
 
 
 def align(
-    dataset: str = typer.Option(..., "--dataset", help="registered name or jsonl folder path"),
-    objective: str = typer.Option("clip", "--objective", help="clip | meru | itm"),
-    out: Path = typer.Option(..., "--out", help="run directory to write"),
-    encoder: str = typer.Option(DEFAULT_ENCODER, "--encoder"),
-    epochs: int = typer.Option(30, "--epochs", min=1),
-    batch_size: int = typer.Option(128, "--batch-size", min=2),
-    lr: float = typer.Option(1e-3, "--lr"),
-    embed_dim: int = typer.Option(256, "--embed-dim", min=2),
-    image_field: str = typer.Option("image", "--image-field",
-                                    help="the 'image' side (e.g. caption when images are absent)"),
-    text_field: str = typer.Option("text", "--text-field"),
-    seed: int = typer.Option(0, "--seed"),
+    dataset: Annotated[str, typer.Option(help="Registered name or jsonl folder path.")],
+    out: Annotated[Path, typer.Option(help="Run directory to write.")],
+    objective: Annotated[str, typer.Option(help="clip | meru | itm")] = "clip",
+    encoder: Annotated[str, typer.Option()] = DEFAULT_ENCODER,
+    epochs: Annotated[int, typer.Option(min=1)] = 30,
+    batch_size: Annotated[int, typer.Option(min=2)] = 128,
+    lr: Annotated[float, typer.Option()] = 1e-3,
+    embed_dim: Annotated[int, typer.Option(min=2)] = 256,
+    image_field: Annotated[str, typer.Option(
+        help="The 'image' side (e.g. caption when images are absent).")] = "image",
+    text_field: Annotated[str, typer.Option()] = "text",
+    seed: Annotated[int, typer.Option()] = 0,
     data_root: DataRoot = None,
-    on_missing_image: str = typer.Option("skip", "--on-missing-image", help="skip | error"),
+    on_missing_image: MissingImages = None,
     device: Device = None,
-    as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON on stdout"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
     """Train projections on frozen towers (LiT-style) and report held-out retrieval/zero-shot."""
     from memetrm.alignment import AlignConfig, align_train_config, run_alignment
     from memetrm.devices import resolve_device
 
-    if on_missing_image not in ("skip", "error"):
-        raise typer.BadParameter("--on-missing-image must be skip or error")
-    tcfg = align_train_config(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                              device=str(resolve_device(device)))
+    tcfg = align_train_config(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     cfg = AlignConfig(objective=objective, embed_dim=embed_dim, image_field=image_field,
                       text_field=text_field)
     with make_progress() as bar:
         task = bar.add_task(f"align {objective}", total=tcfg.epochs)
         metrics = run_alignment(
-            dataset, out, cfg, encoder, data_root, on_missing_image, tcfg=tcfg,
+            dataset, out, cfg, encoder, data_root, on_missing_image or "skip", tcfg=tcfg,
+            device=str(resolve_device(device)),
             log=lambda row: bar.update(task, advance=1, description=(
                 f"align {objective} epoch {row['epoch'] + 1}: loss {row['loss']:.4f}"
                 + (f", dev mean R@k {row['dev_score']:.3f}" if "dev_score" in row else ""))))
@@ -88,24 +80,5 @@ def align(
     console.print(f"saved to {out}")
 
 
-def prepare_openclipart_cmd(
-    source: Path = typer.Option(Path("/usr/share/openclipart/svg"), "--source",
-                                help="folder of SVGs (Debian package openclipart-svg)"),
-    out: Path = typer.Option(Path("~/.cache/memetrm/datasets/openclipart"), "--out"),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="keep N files (hash order)"),
-    size: int = typer.Option(224, "--size", min=16, help="square output side, pixels"),
-    workers: int = typer.Option(2, "--workers", min=0, help="render processes (0 = inline)"),
-    timeout: float = typer.Option(20.0, "--timeout", help="seconds per SVG before skipping it"),
-    max_mb: float = typer.Option(5.0, "--max-mb", help="skip SVG files larger than this"),
-) -> None:
-    """Rasterise Open Clip Art SVGs into train/val/test jsonl + PNGs (broken files are skipped)."""
-    from memetrm.data.openclipart import prepare_openclipart
-
-    prepare_openclipart(source, out, limit, size, workers, timeout, int(max_mb * 1_000_000),
-                        log=console.print)
-
-
 def register(app: typer.Typer) -> None:
-    app.command("align")(align)
-    prepare_app.command("openclipart")(prepare_openclipart_cmd)
-    app.add_typer(data_app, name="data")
+    app.command()(align)

@@ -1,4 +1,5 @@
-"""Entry point: each command group lives in its own module exposing ``register(app)``."""
+"""Entry point: each command is a module-level function in its own module, which exposes
+``register(app)``; the work itself lives in the library."""
 
 from __future__ import annotations
 
@@ -56,8 +57,9 @@ def _global(
         torch.set_num_threads(threads)
 
 
-#: command modules under memetrm.cli; each defines ``register(app: typer.Typer) -> None``
-COMMAND_MODULES = ["core", "serve", "align"]
+#: command modules under memetrm.cli, in ``--help`` order; each defines ``register(app)``
+COMMAND_MODULES = ["listing", "extract", "train", "evaluate", "report", "predict", "serve",
+                   "memory", "align", "data"]
 
 for _mod in COMMAND_MODULES:
     importlib.import_module(f"memetrm.cli.{_mod}").register(app)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from memetrm.devices import DEVICE_HELP
+from memetrm.errors import ConfigError
 
 DataRoot = Annotated[str | None, typer.Option(
     "--data-root", envvar="MEMETRM_DATA",
@@ -26,7 +27,8 @@ AllowOutside = Annotated[bool, typer.Option(
     "--allow-outside-images", help="Follow image paths that leave the dataset folder.")]
 CacheDir = Annotated[str | None, typer.Option(
     envvar="MEMETRM_CACHE", help="Feature cache folder (default ~/.cache/memetrm).")]
-Device = Annotated[str | None, typer.Option(help=f"Where to run: {DEVICE_HELP} [default: auto]")]
+Device = Annotated[str | None, typer.Option(
+    "--device", help=f"Where to run: {DEVICE_HELP} [default: auto]")]
 Precision = Annotated[str | None, typer.Option(
     help="Encoder precision on an accelerator: auto, fp32, fp16 or bf16 [default: auto]; "
          "cached features stay fp32.")]
@@ -40,7 +42,28 @@ Threshold = Annotated[float | None, typer.Option(
     "--threshold", min=0.0, max=1.0,
     help="Decision threshold to use instead of the one chosen on dev and saved with the model.")]
 Model = Annotated[Path, typer.Option("--model", help="A model directory from `train --save`.")]
+ENGINES = ("local", "ray")
 
 
 def split_csv(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+Overrides = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override any config key, e.g. --set train.lr=1e-4 --set head_cfg.hidden=256 "
+                  "(values by YAML's rules; beats --config and typed options).")]
+ConfigFile = Annotated[Path | None, typer.Option(
+    "--config", help="YAML run config; options you type override it, --set overrides both.")]
+PrintConfig = Annotated[bool, typer.Option(
+    "--print-config", help="Print the resolved config as YAML and exit.")]
+JsonOut = Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")]
+Engine = Annotated[str, typer.Option(
+    "--engine", help="local, or ray (shards the work over Ray workers).")]
+RayAddress = Annotated[str | None, typer.Option(
+    "--address", help="Ray cluster to join (default: start an embedded local one).")]
+Workers = Annotated[int, typer.Option("--workers", min=1, help="Ray workers.")]
+GpusPerWorker = Annotated[float, typer.Option("--gpus-per-worker", min=0)]
+
+
+def check_engine(engine: str) -> None:
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")

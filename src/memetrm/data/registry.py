@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from memetrm.config import MISSING_IMAGE_POLICIES
 from memetrm.data.records import MemeRecord
 from memetrm.errors import ConfigError, DataError
 from memetrm.progress import console
@@ -17,7 +18,6 @@ DEFAULT_DATA_ROOT = Path("../shared/data")
 _DATASETS: dict[str, type[MemeDataset]] = {}
 
 MissingImagePolicy = Literal["error", "skip"]
-MISSING_IMAGE_POLICIES = ("error", "skip")
 
 
 def resolve_data_root(data_root: str | Path | None = None) -> Path:

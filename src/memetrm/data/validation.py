@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from memetrm.config import BAD_LINE_POLICIES
 from memetrm.errors import ConfigError, DataError
 
 
@@ -22,7 +23,6 @@ def parse_jsonl_line(line: str, where: str) -> dict[str, Any]:
     return obj
 
 
-BAD_LINE_POLICIES = ("error", "skip")
 #: UTF-8 byte-order mark, which some editors write at the start of a file
 BOM = b"\xef\xbb\xbf"
 #: How many bad lines an error message lists before giving only the total.

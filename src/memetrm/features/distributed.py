@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from memetrm.config import DataOptions
 from memetrm.data.records import MemeRecord
 from memetrm.devices import resolve_device
 from memetrm.features.cache import FeatureCache
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         cache = FeatureCache(Path(args.cache_dir) if args.cache_dir else None)
         for split in args.splits.split(",") if args.splits else ds.splits():
             plan = plan_extraction(args.dataset, split, args.encoder, fields, args.tokens,
-                                   args.data_root, args.on_missing_image)
+                                   DataOptions(args.data_root, on_missing_image=args.on_missing_image))
             extract_torchrun(plan, cache, args.precision, args.batch_size,
                              log=print if dist.get_rank() == 0 else lambda _m: None)
     finally:

@@ -6,15 +6,15 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from memetrm.config import DataOptions
 from memetrm.data import get_dataset, open_image, select_fields
 from memetrm.data.records import MemeRecord
-from memetrm.data.registry import MemeDataset, MissingImagePolicy
+from memetrm.data.registry import MemeDataset
 from memetrm.devices import autocast, resolve_device
 from memetrm.encoders import Encoder, create_encoder, encoder_version
 from memetrm.errors import ConfigError, DataError
@@ -22,7 +22,7 @@ from memetrm.features.cache import FeatureCache, content_hash, entry_key
 from memetrm.features.featureset import FeatureSet
 from memetrm.progress import make_progress
 from memetrm.provenance import combined_hash
-from memetrm.utils import sha256_text
+from memetrm.utils import sha256_text, split_field
 
 
 class _ImageDataset(Dataset):
@@ -139,12 +139,10 @@ class ExtractionPlan:
 
 
 def plan_extraction(dataset: str, split: str, encoder: str, fields: Sequence[str],
-                    tokens: bool = False, data_root: str | Path | None = None,
-                    on_missing_image: MissingImagePolicy = "error", on_bad_line: str = "error",
-                    allow_outside_images: bool = False) -> ExtractionPlan:
+                    tokens: bool = False, data: DataOptions = DataOptions()) -> ExtractionPlan:
     """Validate a split for ``fields`` and name the cache entries its features go to."""
-    ds = get_dataset(dataset, data_root, on_bad_line=on_bad_line,
-                     allow_outside_images=allow_outside_images)
+    ds = get_dataset(dataset, data.data_root, on_bad_line=data.on_bad_line,
+                     allow_outside_images=data.allow_outside_images)
     all_records = ds.records(split)
     have = {k for r in all_records for k in r.texts} | {"image" for r in all_records if r.image}
     lacking = [f for f in fields if f not in have]
@@ -152,7 +150,7 @@ def plan_extraction(dataset: str, split: str, encoder: str, fields: Sequence[str
         raise ConfigError(f"{ds.identity}/{split} has no field(s) {lacking}; its fields are "
                           f"{sorted(have)}")
     try:
-        selection = select_fields(all_records, fields, on_missing_image,
+        selection = select_fields(all_records, fields, data.on_missing_image,
                                   warn=lambda m: ds.warn(f"{ds.identity}/{split}: {m}"))
     except DataError as e:
         raise DataError(f"{ds.identity}/{split}: {e}") from e
@@ -170,25 +168,19 @@ def plan_extraction(dataset: str, split: str, encoder: str, fields: Sequence[str
                           selection.skipped_missing_images)
 
 
-def split_field(spec: str, encoder: str) -> tuple[str, str]:
-    """``text@mpnet-effnet`` -> ("text", "mpnet-effnet"); a bare field uses ``encoder``."""
-    field, sep, enc = spec.partition("@")
-    return field, (enc if sep else encoder)
-
-
 def load_features(dataset: str, split: str, encoder: str, fields: Sequence[str],
-                  *args: Any, **kwargs: Any) -> FeatureSet:
+                  **options: Any) -> FeatureSet:
     """Features of one split, from the cache when it is warm, else extracted and cached.
 
     A field may name its own encoder, ``text@mpnet-effnet``, so one run can read several
     encoders (MiniLM and mpnet text features side by side); its features keep that name.
-    The remaining arguments are those of ``load_encoder_features``.
+    ``options`` are the keyword arguments of ``load_encoder_features``.
     """
     groups: dict[str, list[str]] = {}
     for spec in fields:
         groups.setdefault(split_field(spec, encoder)[1], []).append(spec)
     sets = {enc: load_encoder_features(dataset, split, enc, [split_field(s, enc)[0] for s in specs],
-                                       *args, **kwargs)
+                                       **options)
             for enc, specs in groups.items()}
     if len(sets) == 1 and not any("@" in s for s in fields):
         return sets[encoder] if encoder in sets else next(iter(sets.values()))
@@ -214,16 +206,13 @@ def load_encoder_features(
     split: str,
     encoder: str,
     fields: Sequence[str],
+    *,
     tokens: bool = False,
-    data_root: str | Path | None = None,
-    on_missing_image: MissingImagePolicy = "error",
-    cache_dir: str | Path | None = None,
+    data: DataOptions = DataOptions(),
     batch_size: int = 32,
     num_workers: int | None = None,
     device: str = "auto",
     precision: str = "auto",
-    on_bad_line: str = "error",
-    allow_outside_images: bool = False,
 ) -> FeatureSet:
     """Features of one split from one encoder: cached, or extracted and cached.
 
@@ -231,9 +220,8 @@ def load_encoder_features(
     all. ``meta["encoded"]`` lists the fields that needed a forward pass.
     """
     dev = resolve_device(device)
-    plan = plan_extraction(dataset, split, encoder, fields, tokens, data_root, on_missing_image,
-                           on_bad_line, allow_outside_images)
-    cache = FeatureCache(cache_dir)
+    plan = plan_extraction(dataset, split, encoder, fields, tokens, data)
+    cache = FeatureCache(data.cache_dir)
     enc: Encoder | None = None
     tensors: dict[str, torch.Tensor] = {}
     encoded, seconds = [], 0.0

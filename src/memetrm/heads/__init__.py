@@ -17,7 +17,7 @@ from memetrm.heads import (  # noqa: F401  (each module registers its heads)
     trm,
     trm_latent,
 )
-from memetrm.heads.base import Head, HeadConfig
+from memetrm.heads.base import Head, HeadConfig, Memory, Prediction, Recursive
 from memetrm.heads.registry import (
     create_head,
     from_pretrained,
@@ -31,6 +31,9 @@ from memetrm.heads.registry import (
 __all__ = [
     "Head",
     "HeadConfig",
+    "Memory",
+    "Prediction",
+    "Recursive",
     "create_head",
     "from_pretrained",
     "head_config",

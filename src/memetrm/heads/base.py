@@ -9,12 +9,28 @@ A batch is a flat dict of tensors (``memetrm.layers.Batch``): ``batch[field]`` i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, TypedDict
 
 import torch
 import torch.nn.functional as F
 
-from memetrm.layers import Batch, StepFn, Trainable
+from memetrm.errors import ConfigError
+from memetrm.layers import Batch, MemoryBank, StepFn, Trainable
+
+
+class Prediction(TypedDict, total=False):
+    """What ``Head.predict`` returns, per row; only ``prob`` is always there."""
+
+    #: p(positive), (B,)
+    prob: torch.Tensor
+    #: p after every refinement step, (B, S): ``Recursive`` heads
+    trace: torch.Tensor
+    #: steps a row ran before it halted, (B,): ``Recursive`` heads
+    steps: torch.Tensor
+    #: memory rows of the nearest memes, (B, k): ``Memory`` heads
+    neighbours: torch.Tensor
+    #: their similarities, (B, k)
+    neighbour_similarity: torch.Tensor
 
 
 @dataclass
@@ -48,6 +64,11 @@ class Head(Trainable):
     #: the registered name it was created under (set by ``create_head``)
     name: str = ""
 
+    #: attributes that ``solve`` / ``calibrate`` choose on dev (scikit-learn's ``attr_``), apart
+    #: from the hyperparameters in ``cfg``: saved in config.json's "fitted", restored on load,
+    #: and set from the folds' medians before a cross-validated refit
+    fitted_attrs: ClassVar[tuple[str, ...]] = ()
+
     def __init__(self, cfg: HeadConfig, input_dims: dict[str, int],
                  token_dims: dict[str, int] | None = None):
         super().__init__()
@@ -55,6 +76,18 @@ class Head(Trainable):
         self.input_dims = dict(input_dims)
         self.token_dims = dict(token_dims or {})
         self.fields = list(self.input_dims)
+
+    def fitted(self) -> dict[str, Any]:
+        """The fitted state, JSON-ready."""
+        return {a: getattr(self, a) for a in self.fitted_attrs}
+
+    def set_fitted(self, **state: Any) -> None:
+        unknown = set(state) - set(self.fitted_attrs)
+        if unknown:
+            raise ConfigError(f"head {self.name or type(self).__name__!r} has no fitted "
+                              f"attribute(s) {sorted(unknown)}; it has {list(self.fitted_attrs)}")
+        for name, value in state.items():
+            setattr(self, name, value)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Logits, shape (B,)."""
@@ -70,6 +103,51 @@ class Head(Trainable):
         return loss.item()
 
     @torch.no_grad()
-    def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """``{"prob": (B,)}``; heads may add ``trace`` (B, S) and ``steps`` (B,)."""
+    def predict(self, batch: Batch) -> Prediction:
+        """``{"prob": (B,)}``; capabilities add their keys (see ``Prediction``)."""
         return {"prob": torch.sigmoid(self(batch))}
+
+
+class Recursive:
+    """Capability of a head that refines its answer over steps (the TRM): ``predict`` adds
+    ``steps`` (and ``trace`` when it ran every step), ``reasoning_trace`` the full-depth trace."""
+
+    def reasoning_trace(self, batch: Batch) -> torch.Tensor:
+        """(B, S) probability after every step, at full depth."""
+        raise NotImplementedError
+
+
+class Memory:
+    """Capability of a head that keeps labelled memes and lets the nearest vote: ``remember``
+    after training, ``add`` later without retraining, ``neighbours`` and ``explain`` to show a
+    moderator which precedents drove a score; ``predict`` adds ``neighbours`` and
+    ``neighbour_similarity``. The memes live in ``self.bank`` (a ``MemoryBank``)."""
+
+    bank: MemoryBank
+
+    def memory_key(self, batch: Batch) -> torch.Tensor:
+        """(B, D) unit-norm vectors under which memes are stored and looked up."""
+        raise NotImplementedError
+
+    @property
+    def memory_ids(self) -> list[str]:
+        return self.bank.ids
+
+    def remember(self, train: Batch, ids: list[str]) -> None:
+        """The memory becomes the training memes (called once training is done)."""
+        self.bank.reset()
+        self.add(train, ids)
+
+    def add(self, batch: Batch, ids: list[str]) -> None:
+        """Append labelled memes (``batch["label"]``); the learned weights are untouched."""
+        self.bank.add(self.memory_key(batch), batch["label"], ids)
+
+    def neighbours(self, batch: Batch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Similarities and memory rows of the k nearest memes, (B, k) each."""
+        return self.bank.search(self.memory_key(batch), k)
+
+    def explain(self, out: Prediction) -> list[list[dict[str, Any]]] | None:
+        """Id, label and similarity of each row's neighbours, or None without them."""
+        if "neighbours" not in out:
+            return None
+        return self.bank.describe(out["neighbours"], out["neighbour_similarity"])

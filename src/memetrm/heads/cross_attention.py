@@ -14,29 +14,12 @@ from torch import nn
 from memetrm.errors import ConfigError
 from memetrm.heads.base import Head, TokenFusionConfig
 from memetrm.heads.registry import register_head
-from memetrm.layers import Batch, masked_mean, mlp
+from memetrm.layers import Batch, CrossBlock, FieldTokens, masked_mean, mlp
 
 
 @dataclass
 class CrossAttentionConfig(TokenFusionConfig):
     layers: int = 1
-
-
-class CrossBlock(nn.Module):
-    """Post-norm cross-attention + FFN, the transformer-decoder half without self-attention."""
-
-    def __init__(self, d: int, heads: int, dropout: float, ffn_mult: int = 2):
-        super().__init__()
-        self.attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
-        self.norm1 = nn.LayerNorm(d)
-        self.ff = nn.Sequential(nn.Linear(d, ffn_mult * d), nn.GELU(), nn.Dropout(dropout),
-                                nn.Linear(ffn_mult * d, d))
-        self.norm2 = nn.LayerNorm(d)
-
-    def forward(self, q: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor) -> torch.Tensor:
-        a, _ = self.attn(q, kv, kv, key_padding_mask=~kv_mask, need_weights=False)
-        q = self.norm1(q + a)
-        return self.norm2(q + self.ff(q))
 
 
 @register_head("cross-attention")
@@ -53,8 +36,7 @@ class CrossAttentionHead(Head):
             raise ConfigError("cross-attention needs at least two fields")
         tdims = token_dims or input_dims
         d = cfg.d_model
-        self.proj = nn.ModuleDict({f: nn.Linear(tdims[f], d) for f in self.fields})
-        self.type_emb = nn.ParameterDict({f: nn.Parameter(torch.zeros(d)) for f in self.fields})
+        self.tokens = FieldTokens({f: tdims[f] for f in self.fields}, d, norm=False)
         self.blocks = nn.ModuleDict({
             f: nn.ModuleList(CrossBlock(d, cfg.heads, cfg.dropout, cfg.ffn_mult) for _ in range(cfg.layers))
             for f in self.fields
@@ -62,8 +44,9 @@ class CrossAttentionHead(Head):
         self.classifier = mlp(2 * d * len(self.fields), cfg.hidden, 1, cfg.dropout)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        toks = {f: self.proj[f](batch[f"{f}.tokens"].float()) + self.type_emb[f] for f in self.fields}
-        masks = {f: batch[f"{f}.mask"].bool() for f in self.fields}
+        toks, masks = {}, {}
+        for f in self.fields:
+            toks[f], masks[f] = self.tokens(batch, [f])
         pooled = []
         for f in self.fields:
             others = [g for g in self.fields if g != f]

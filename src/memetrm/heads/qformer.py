@@ -16,7 +16,7 @@ from torch import nn
 from memetrm.errors import ConfigError
 from memetrm.heads.base import Head, TokenFusionConfig
 from memetrm.heads.registry import register_head
-from memetrm.layers import Attention, Batch, FeedForward, FieldTokens, mlp
+from memetrm.layers import Batch, FieldTokens, attention_stack, mlp
 
 
 @dataclass
@@ -41,9 +41,7 @@ class QFormerHead(Head):
         d = cfg.d_model
         self.tokens = FieldTokens(token_dims or input_dims, d)
         self.queries = nn.Parameter(0.02 * torch.randn(cfg.queries, d))
-        self.blocks = nn.ModuleList(nn.ModuleList([
-            Attention(d, cfg.heads, cfg.dropout), Attention(d, cfg.heads, cfg.dropout),
-            FeedForward(d, cfg.ffn_mult, cfg.dropout)]) for _ in range(cfg.layers))
+        self.blocks = attention_stack(d, cfg.heads, cfg.ffn_mult, cfg.dropout, cfg.layers)
         self.norm = nn.LayerNorm(d)
         self.classifier = mlp(d, cfg.hidden, 1, cfg.dropout)
 

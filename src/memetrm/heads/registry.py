@@ -4,6 +4,7 @@ safetensors + JSON model directories (``save_pretrained`` / ``from_pretrained``)
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,10 @@ from typing import Any, TypeVar
 from memetrm.checkpoint import load_config, load_weights, save_checkpoint
 from memetrm.errors import ConfigError
 from memetrm.heads.base import Head, HeadConfig
+from memetrm.layers import MemoryBank
+
+#: ids of the memes in each memory of a model, by module path (``""`` for the head itself)
+MEMORY_IDS_NAME = "memory_ids.json"
 
 H = TypeVar("H", bound=type[Head])
 
@@ -83,13 +88,20 @@ def create_head(name: str, input_dims: dict[str, int], token_dims: dict[str, int
 
 
 def save_pretrained(head: Head, path: str | Path, card: str | None = None, **meta: Any) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` (+ a ``README.md`` model card) atomically;
-    ``meta`` carries the threshold, encoder, fields, provenance and so on."""
+    """Write ``model.safetensors`` + ``config.json`` (+ ``memory_ids.json`` for heads with a
+    memory, + a ``README.md`` model card) atomically; ``meta`` carries the threshold, encoder,
+    fields, provenance and so on."""
     if not head.name:
         raise ConfigError("only heads built by create_head (with a registered name) can be saved")
+    fitted = {name: m.fitted() for name, m in head.named_modules()
+              if isinstance(m, Head) and m.fitted_attrs}
     config = {"head": head.name, "config": dataclasses.asdict(head.cfg),
-              "input_dims": head.input_dims, "token_dims": head.token_dims, **meta}
-    return save_checkpoint(path, head, config, {"README.md": card.encode()} if card else None)
+              "input_dims": head.input_dims, "token_dims": head.token_dims, "fitted": fitted, **meta}
+    extra = {"README.md": card.encode()} if card else {}
+    banks = {name: m.ids for name, m in head.named_modules() if isinstance(m, MemoryBank)}
+    if banks:
+        extra[MEMORY_IDS_NAME] = json.dumps(banks).encode()
+    return save_checkpoint(path, head, config, extra)
 
 
 def from_pretrained(path: str | Path) -> tuple[Head, dict[str, Any]]:
@@ -98,12 +110,34 @@ def from_pretrained(path: str | Path) -> tuple[Head, dict[str, Any]]:
     try:
         head = create_head(config["head"], config["input_dims"], config.get("token_dims") or None,
                            **config["config"])
+        for name, state in (config.get("fitted") or {}).items():
+            head.get_submodule(name).set_fitted(**state)
     except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as e:
         raise ConfigError(f"{path}: config.json does not describe a usable memetrm head "
                           f"({e})") from e
+    _load_memory_ids(head, Path(path))
     try:
         head.load_state_dict(load_weights(path))
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
         raise ConfigError(f"{path}: weights do not fit the config ({first})") from e
     return head.eval(), config
+
+
+def _load_memory_ids(head: Head, path: Path) -> None:
+    banks = {name: m for name, m in head.named_modules() if isinstance(m, MemoryBank)}
+    if not banks:
+        return
+    ids_path = path / MEMORY_IDS_NAME
+    try:
+        saved = json.loads(ids_path.read_text()) if ids_path.is_file() else {}
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{ids_path}: not readable JSON ({e})") from e
+    for name, bank in banks.items():
+        ids = saved.get(name, []) if isinstance(saved, dict) else None
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise ConfigError(f"{ids_path}: the memory {name or 'of the head'} needs a list of "
+                              "string ids")
+        if len(ids) != len(bank):
+            raise ConfigError(f"{ids_path}: {len(ids)} ids for a memory of {len(bank)} memes")
+        bank.ids = list(ids)

@@ -48,11 +48,14 @@ class LinearProbeHead(Head):
 
     config_class = LinearProbeConfig
     seeded = False
+    fitted_attrs = ("C_",)
 
     def __init__(self, cfg: LinearProbeConfig, input_dims: dict[str, int],
                  token_dims: dict[str, int] | None = None):
         super().__init__(cfg, input_dims, token_dims)
         self.net = nn.Linear(sum(input_dims.values()), 1)
+        #: the C of the fit: ``cfg.C``, the best of the sweep on dev, or set before a refit
+        self.C_: float | None = cfg.C
 
     def features(self, batch: Batch) -> torch.Tensor:
         """Each field scaled to unit length, then concatenated: the embeddings as the towers
@@ -66,7 +69,7 @@ class LinearProbeHead(Head):
     def solve(self, train: Batch, dev: Batch | None, metric: MetricFn) -> dict[str, Any]:
         from sklearn.linear_model import LogisticRegression
 
-        if self.cfg.C is None and dev is None:
+        if self.C_ is None and dev is None:
             raise ConfigError("linear-probe: without a dev split, C must be given (head_cfg.C)")
 
         def features(batch: Batch) -> np.ndarray:
@@ -75,7 +78,7 @@ class LinearProbeHead(Head):
 
         x, y = features(train), train["label"].cpu().numpy()
         xd = features(dev) if dev is not None else None
-        grid = [self.cfg.C] if self.cfg.C is not None else C_GRID
+        grid = [self.C_] if self.cfg.C is not None or dev is None else C_GRID
         # one model refitted along the C path, each fit starting from the last (warm start)
         clf = LogisticRegression(max_iter=5000, tol=1e-6, warm_start=True,
                                  class_weight="balanced" if self.cfg.balanced else None)
@@ -89,7 +92,7 @@ class LinearProbeHead(Head):
         with torch.no_grad():
             self.net.weight.copy_(torch.from_numpy(fits[best][0]))
             self.net.bias.copy_(torch.from_numpy(fits[best][1]))
-        self.cfg.C = grid[best]
+        self.C_ = grid[best]
         return {"C": grid[best], **({"dev_auroc_by_C": dict(zip(map(str, grid), scores, strict=True))}
                                   if scores else {})}
 

@@ -23,9 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from memetrm.errors import ConfigError
-from memetrm.heads.base import Head, HeadConfig
+from memetrm.heads.base import Head, HeadConfig, Prediction, Recursive
 from memetrm.heads.registry import register_head
 from memetrm.layers import Batch, FieldNorm, FieldTokens, MetricFn, StepFn, masked_mean
+from memetrm.layers.recursion import AttentionBlock, MLPBlock, select_rows
 
 #: Thresholds ``calibrate`` tries; 1.0 never halts (sigmoid(q) > 1 is impossible) = full depth.
 HALT_GRID = np.round(np.arange(0.05, 1.0001, 0.01), 2)
@@ -49,9 +50,6 @@ class TRMConfig(HeadConfig):
     halt_exploration: float = 0.1
     #: weight of the Q-head's BCE in each step's loss (0.5 in the reference)
     q_loss_weight: float = 0.5
-    #: 1.0 never halts: full depth until ``calibrate`` picks a threshold on dev, so
-    #: checkpoint selection during training scores the full-depth answer
-    halt_threshold: float = 1.0
     dropout: float = 0.0
 
 
@@ -60,76 +58,26 @@ class TRMAttConfig(TRMConfig):
     heads: int = 4
 
 
-def rms_norm(d: int) -> nn.RMSNorm:
-    """Weight-free RMSNorm as in the paper: post-norm keeps recursed states at unit scale."""
-    return nn.RMSNorm(d, eps=1e-5, elementwise_affine=False)
-
-
-class SwiGLU(nn.Module):
-    """Gated MLP; the 2/3 factor keeps its parameter count equal to a plain ``expansion`` MLP."""
-
-    def __init__(self, d: int, expansion: float, dropout: float):
-        super().__init__()
-        inner = max(1, round(expansion * d * 2 / 3))
-        self.gate_up = nn.Linear(d, 2 * inner, bias=False)
-        self.down = nn.Linear(inner, d, bias=False)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up(h).chunk(2, dim=-1)
-        return self.down(self.drop(F.silu(gate) * up))
-
-
-class MLPBlock(nn.Module):
-    """``h = RMSNorm(h + SwiGLU(h))``; pooled states have no sequence to mix, so no mask."""
-
-    def __init__(self, d: int, expansion: float, dropout: float):
-        super().__init__()
-        self.ffn = SwiGLU(d, expansion, dropout)
-        self.norm = rms_norm(d)
-
-    def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.norm(h + self.ffn(h))
-
-
-class AttentionBlock(nn.Module):
-    """TRM-Att block: post-norm self-attention over the valid tokens, then SwiGLU."""
-
-    def __init__(self, d: int, heads: int, expansion: float, dropout: float):
-        super().__init__()
-        self.attn = nn.MultiheadAttention(d, heads, dropout=dropout, bias=False, batch_first=True)
-        self.norm1 = rms_norm(d)
-        self.ffn = SwiGLU(d, expansion, dropout)
-        self.norm2 = rms_norm(d)
-
-    def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        pad = None if mask is None else ~mask
-        a, _ = self.attn(h, h, h, key_padding_mask=pad, need_weights=False)
-        h = self.norm1(h + a)
-        return self.norm2(h + self.ffn(h))
-
-
-def select_rows(batch: Batch, rows: torch.Tensor) -> Batch:
-    """The batch restricted to ``rows`` (a boolean mask or indices); every tensor is per-row."""
-    return {k: v[rows] for k, v in batch.items()}
-
-
-# The seed's recipe (n=3, T=3 from its write-up, n_sup=8 from its config) and its training
-# options, with the reference's AdamW betas; hidden stays at 128 rather than the seed's 512 so
-# a 30-epoch run fits on a CPU.
-SEED_TRAIN = {"lr": 1e-4, "weight_decay": 0.05, "epochs": 30, "betas": (0.9, 0.95)}
+# The origin recipe (blog post 000: n=3, T=3 from its write-up, n_sup=8 from its config) and its
+# training options, with the reference's AdamW betas; hidden stays at 128 rather than its 512
+# so a 30-epoch run fits on a CPU.
+ORIGIN_TRAIN = {"lr": 1e-4, "weight_decay": 0.05, "epochs": 30, "betas": (0.9, 0.95)}
 #: the reference's optimisation: weights averaged with EMA 0.999, LR warmed up then constant
-REFERENCE_TRAIN = {**SEED_TRAIN, "ema": 0.999, "schedule": "constant"}
+REFERENCE_TRAIN = {**ORIGIN_TRAIN, "ema": 0.999, "schedule": "constant"}
 
 
-@register_head("trm", train=SEED_TRAIN)
-@register_head("trm-act", train=SEED_TRAIN, act=True, act_train=True)
-@register_head("trm-paper", train=SEED_TRAIN, in_all=False, n=6, T=3, n_sup=16)
+@register_head("trm", train=ORIGIN_TRAIN)
+@register_head("trm-act", train=ORIGIN_TRAIN, act=True, act_train=True)
+@register_head("trm-paper", train=ORIGIN_TRAIN, in_all=False, n=6, T=3, n_sup=16)
 @register_head("trm-ema", train=REFERENCE_TRAIN, in_all=False)
-class TRMHead(Head):
+class TRMHead(Recursive, Head):
     """Tiny Recursive Model over the pooled fields: latent and deep recursion, deep supervision."""
 
     config_class = TRMConfig
+    #: with ACT, the halting probability past which a row stops; 1.0 never halts (full depth)
+    #: until ``calibrate`` picks a threshold on dev, so checkpoint selection during training
+    #: scores the full-depth answer
+    fitted_attrs = ("halt_threshold_",)
 
     def __init__(self, cfg: TRMConfig, input_dims: dict[str, int],
                  token_dims: dict[str, int] | None = None):
@@ -153,8 +101,7 @@ class TRMHead(Head):
             # the reference's init: sigmoid(-5) ~ 0.007, so no row halts before the Q-head learns
             nn.init.zeros_(self.q_head.weight)
             nn.init.constant_(self.q_head.bias, -5.0)
-        # a buffer, so a threshold chosen by ``calibrate`` travels with the safetensors weights
-        self.register_buffer("halt_threshold", torch.tensor(float(cfg.halt_threshold)))
+        self.halt_threshold_ = 1.0
 
     # --- variant hooks (overridden by the token-sequence head) ---------------------------------
 
@@ -297,10 +244,10 @@ class TRMHead(Head):
         return trace.gather(1, (steps - 1).unsqueeze(1)).squeeze(1)
 
     @torch.no_grad()
-    def predict(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def predict(self, batch: Batch) -> Prediction:
         """``prob`` and ``steps`` per row. Without ACT every row runs full depth, so the full
         ``trace`` comes at no cost; with ACT each row stops computing at its first step whose
-        halting prob exceeds ``halt_threshold`` (``reasoning_trace`` gives the full trace)."""
+        halting prob exceeds ``halt_threshold_`` (``reasoning_trace`` gives the full trace)."""
         if self.q_head is None:
             trace, _ = self.unroll(batch)
             steps = torch.full((trace.shape[0],), self.cfg.n_sup, dtype=torch.long,
@@ -309,12 +256,13 @@ class TRMHead(Head):
         return self.predict_early_exit(batch)
 
     @torch.no_grad()
-    def predict_early_exit(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def predict_early_exit(self, batch: Batch) -> Prediction:
         """Supervision steps on the still-active rows only; ``prob`` is each row's answer at its
         halting step, the same as ``prob_at(trace, halting_steps(halts, threshold))``."""
-        threshold = self.halt_threshold.item()
-        n = next(iter(batch.values())).shape[0]
-        rows = torch.arange(n, device=self.halt_threshold.device)
+        threshold = self.halt_threshold_
+        first = next(iter(batch.values()))
+        n = first.shape[0]
+        rows = torch.arange(n, device=first.device)
         prob = torch.empty(n, device=rows.device)
         steps = torch.full((n,), self.cfg.n_sup, dtype=torch.long, device=rows.device)
         y = z = None
@@ -354,8 +302,7 @@ class TRMHead(Head):
             if score >= full - HALT_AUROC_TOLERANCE and mean_steps < best[0]:
                 best = (mean_steps, float(thr), score)
         mean_steps, thr, score = best
-        self.halt_threshold.fill_(thr)
-        self.cfg.halt_threshold = thr
+        self.halt_threshold_ = thr
         return {"halt_threshold": thr, "mean_steps": mean_steps, "dev_auroc_halted": score,
                 "dev_auroc_full": full, "n_sup": self.cfg.n_sup}
 

@@ -1,7 +1,7 @@
 """TRM over resampled latents: each recursion step attends over a meme's parts at the cost of M
 latents instead of every token.
 
-A Perceiver-style reader (``perceiver``'s ``Resampler``) turns the image and text tokens into
+A Perceiver-style reader (``layers.Resampler``) turns the image and text tokens into
 M latents; they are TRM's x, and y and z are M-long sequences refined by the same post-norm
 attention blocks as ``trm-att``. The reader re-reads the tokens at every supervision step (its
 weights change between optimizer steps), once per step, not once per recursion.
@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from memetrm.heads.perceiver import PerceiverConfig, Resampler
 from memetrm.heads.registry import register_head
-from memetrm.heads.trm import SEED_TRAIN, TRMAttConfig, TRMAttHead
-from memetrm.layers import Batch
+from memetrm.heads.trm import ORIGIN_TRAIN, TRMAttConfig, TRMAttHead
+from memetrm.layers import Batch, Resampler
 
 
 @dataclass
@@ -27,7 +26,7 @@ class TRMLatentConfig(TRMAttConfig):
     reader_layers: int = 1
 
 
-@register_head("trm-latent", train=SEED_TRAIN, in_all=False)
+@register_head("trm-latent", train=ORIGIN_TRAIN, in_all=False)
 class TRMLatentHead(TRMAttHead):
     """TRM-Att over M Perceiver-resampled latents of all fields' tokens."""
 
@@ -35,9 +34,8 @@ class TRMLatentHead(TRMAttHead):
 
     def _build_input(self) -> None:
         cfg = self.cfg
-        self.reader = Resampler(self.token_dims or self.input_dims, PerceiverConfig(
-            d_model=cfg.hidden, heads=cfg.heads, layers=cfg.reader_layers, latents=cfg.latents,
-            dropout=cfg.dropout))
+        self.reader = Resampler(self.token_dims or self.input_dims, cfg.hidden, cfg.heads,
+                                cfg.reader_layers, cfg.latents, cfg.dropout)
 
     def no_weight_decay(self) -> set[str]:
         return {"reader.latents"}

@@ -47,10 +47,6 @@ class Trainable(nn.Module):
         hyperparameter on ``dev``; returns what was chosen, or None to train with SGD."""
         return None
 
-    def remember(self, train: Batch, ids: list[str]) -> None:
-        """Keep what the model needs of the training examples themselves (a retrieval memory);
-        called once training is done, before ``calibrate``."""
-
     def calibrate(self, dev_batch: Batch, metric: MetricFn) -> dict[str, Any]:
         """Post-training choices made on the dev split only (e.g. a halting threshold)."""
         return {}
@@ -135,11 +131,11 @@ class FieldTokens(nn.Module):
     """Each field's token features projected to one width, plus a learned modality embedding,
     so a shared attention stack can tell image patches from text or caption tokens."""
 
-    def __init__(self, token_dims: dict[str, int], d: int):
+    def __init__(self, token_dims: dict[str, int], d: int, norm: bool = True):
         super().__init__()
         self.fields = list(token_dims)
-        self.proj = nn.ModuleDict({f: nn.Sequential(nn.LayerNorm(k), nn.Linear(k, d))
-                                   for f, k in token_dims.items()})
+        self.proj = nn.ModuleDict({f: nn.Sequential(nn.LayerNorm(k), nn.Linear(k, d)) if norm
+                                   else nn.Linear(k, d) for f, k in token_dims.items()})
         self.type_emb = nn.ParameterDict({f: nn.Parameter(torch.zeros(d)) for f in self.fields})
 
     def forward(self, batch: Batch, fields: list[str] | None = None
@@ -149,6 +145,20 @@ class FieldTokens(nn.Module):
         x = torch.cat([self.proj[f](batch[f"{f}.tokens"].float()) + self.type_emb[f]
                        for f in fields], 1)
         return x, torch.cat([batch[f"{f}.mask"].bool() for f in fields], 1)
+
+
+def attend(attn: nn.MultiheadAttention, q: torch.Tensor, kv: torch.Tensor,
+           kv_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``attn(q, kv, kv)`` ignoring keys whose mask is False.
+
+    A query row with no valid key at all gets a zero update: PyTorch would return NaN for it
+    (a softmax over nothing), and one such row would poison the loss of the whole batch.
+    """
+    if kv_mask is None:
+        return attn(q, kv, kv, need_weights=False)[0]
+    empty = ~kv_mask.any(-1)  # rows with no valid key: attend to all, then drop the update
+    out = attn(q, kv, kv, key_padding_mask=~kv_mask & ~empty[:, None], need_weights=False)[0]
+    return out.masked_fill(empty[:, None, None], 0.0)
 
 
 class Attention(nn.Module):
@@ -166,13 +176,7 @@ class Attention(nn.Module):
     def update(self, x: torch.Tensor, kv: torch.Tensor | None = None,
                kv_mask: torch.Tensor | None = None) -> torch.Tensor:
         q = self.norm(x)
-        kv = q if kv is None else kv
-        if kv_mask is None:
-            return self.attn(q, kv, kv, need_weights=False)[0]
-        empty = ~kv_mask.any(-1)  # rows with no valid key: attend to all, then drop the update
-        out = self.attn(q, kv, kv, key_padding_mask=~kv_mask & ~empty[:, None],
-                        need_weights=False)[0]
-        return out.masked_fill(empty[:, None, None], 0.0)
+        return attend(self.attn, q, q if kv is None else kv, kv_mask)
 
     def forward(self, x: torch.Tensor, kv: torch.Tensor | None = None,
                 kv_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -192,3 +196,49 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.net(x)
+
+
+class CrossBlock(nn.Module):
+    """Post-norm cross-attention + FFN, the transformer-decoder half without self-attention."""
+
+    def __init__(self, d: int, heads: int, dropout: float, ffn_mult: int = 2):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.norm1 = nn.LayerNorm(d)
+        self.ff = nn.Sequential(nn.Linear(d, ffn_mult * d), nn.GELU(), nn.Dropout(dropout),
+                                nn.Linear(ffn_mult * d, d))
+        self.norm2 = nn.LayerNorm(d)
+
+    def forward(self, q: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor) -> torch.Tensor:
+        q = self.norm1(q + attend(self.attn, q, kv, kv_mask))
+        return self.norm2(q + self.ff(q))
+
+
+def attention_stack(d: int, heads: int, ffn_mult: int, dropout: float,
+                    layers: int) -> nn.ModuleList:
+    """``layers`` x [attention, attention, feed-forward]: the reader of the Perceiver
+    Resampler (cross, then self) and of the Q-Former (joint self, then cross)."""
+    return nn.ModuleList(nn.ModuleList([
+        Attention(d, heads, dropout), Attention(d, heads, dropout),
+        FeedForward(d, ffn_mult, dropout)]) for _ in range(layers))
+
+
+class Resampler(nn.Module):
+    """Perceiver Resampler (Flamingo): ``latents`` learned queries, refined by cross-attention
+    to every field's tokens and self-attention; cost grows with latents x tokens."""
+
+    def __init__(self, token_dims: dict[str, int], d: int, heads: int, layers: int,
+                 latents: int, dropout: float, ffn_mult: int = 2):
+        super().__init__()
+        self.tokens = FieldTokens(token_dims, d)
+        self.latents = nn.Parameter(0.02 * torch.randn(latents, d))
+        self.blocks = attention_stack(d, heads, ffn_mult, dropout, layers)
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """(B, M, d) latents summarising the meme."""
+        x, mask = self.tokens(batch)
+        z = self.latents.expand(x.shape[0], -1, -1)
+        for cross, self_attn, ffn in self.blocks:
+            z = ffn(self_attn(cross(z, x, mask)))
+        return self.norm(z)

@@ -9,12 +9,12 @@ import torch
 from memetrm.checkpoint import load_config
 from memetrm.data.images import open_image
 from memetrm.errors import ConfigError, DataError, MemetrmError
-from memetrm.heads import save_pretrained
+from memetrm.heads import Memory, save_pretrained
 from memetrm.serving.batch import iter_inputs
 from memetrm.serving.predictor import Predictor
 
 #: keys ``save_pretrained`` writes itself; the rest of config.json is carried over unchanged
-_OWN_KEYS = ("head", "config", "input_dims", "token_dims")
+_OWN_KEYS = ("head", "config", "input_dims", "token_dims", "fitted")
 
 
 def add_to_memory(model_dir: str | Path, source: Path, device: str = "auto",
@@ -25,11 +25,11 @@ def add_to_memory(model_dir: str | Path, source: Path, device: str = "auto",
     model_dir = Path(model_dir)
     predictor = Predictor(model_dir, device=device)
     head = predictor.head
-    if not hasattr(head, "add_memory"):
+    if not isinstance(head, Memory):
         raise ConfigError(f"{model_dir}: head {head.name!r} has no retrieval memory; train a "
                           "`retrieval` head to add memes to")
     items, errors = [], []
-    known = set(head.cfg.memory_ids)
+    known = set(head.memory_ids)
     for item in iter_inputs(source):
         if item.error is None and item.label not in (0, 1, True, False):
             item.error = f"{source}: id {item.id}: label must be 0 or 1, got {item.label!r}"
@@ -51,9 +51,9 @@ def add_to_memory(model_dir: str | Path, source: Path, device: str = "auto",
             raise DataError(f"{source}: {e} (nothing added)") from e
         batch = predictor.features(prepared)
         batch["label"] = torch.tensor([float(it.label) for it in chunk], device=predictor.device)
-        head.add_memory(batch, [it.id for it in chunk])
+        head.add(batch, [it.id for it in chunk])
     config = load_config(model_dir)
     card = model_dir / "README.md"
     save_pretrained(head.cpu(), model_dir, card=card.read_text() if card.is_file() else None,
                     **{k: v for k, v in config.items() if k not in _OWN_KEYS})
-    return len(head.cfg.memory_ids)
+    return len(head.memory_ids)

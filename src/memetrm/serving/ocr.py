@@ -1,4 +1,4 @@
-"""Offline OCR for memes (RapidOCR, models shipped in its wheel) plus the metrics to judge it.
+"""Offline OCR for memes (RapidOCR, models shipped in its wheel).
 
 The PP-OCR recogniser was trained mostly on Chinese, where words are not separated, so it
 often glues English words together ("Trumpwasbringing"). A text encoder tokenises such runs
@@ -139,26 +139,3 @@ def restore_spaces(text: str, min_len: int = 8) -> str:
         return " ".join(min(options)[1])
 
     return _GLUED_PUNCT.sub(r"\1 ", _LETTERS.sub(fix, text))
-
-
-def normalize(text: str) -> str:
-    """Case-fold and collapse whitespace: the only normalisation the CER/WER figures use."""
-    return " ".join(text.lower().split())
-
-
-def _edit_distance(a: list[str] | str, b: list[str] | str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, start=1):
-        cur = [i]
-        for j, y in enumerate(b, start=1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
-        prev = cur
-    return prev[-1]
-
-
-def error_counts(reference: str, hypothesis: str) -> tuple[int, int, int, int]:
-    """(char edits, ref chars, word edits, ref words) after ``normalize``; sum these over a
-    corpus and divide, so long memes weigh more than one-word ones (corpus CER/WER)."""
-    ref, hyp = normalize(reference), normalize(hypothesis)
-    return (_edit_distance(ref, hyp), len(ref),
-            _edit_distance(ref.split(), hyp.split()), len(ref.split()))

@@ -14,13 +14,12 @@ import torch
 from PIL import Image
 
 from memetrm.checkpoint import weights_path
-from memetrm.config import DEFAULT_ENCODER
 from memetrm.devices import resolve_device
-from memetrm.encoders import Encoder, create_encoder
+from memetrm.encoders import DEFAULT_ENCODER, Encoder, create_encoder
 from memetrm.errors import ConfigError, DataError, MemetrmError
-from memetrm.features.extract import split_field
-from memetrm.heads import Head, from_pretrained
+from memetrm.heads import Head, Memory, from_pretrained
 from memetrm.serving.ocr import OCR
+from memetrm.utils import split_field
 
 DEFAULT_LABELS = ("not hateful", "hateful")
 #: what a caller may give as an item's text: the meme text, or a field -> text mapping
@@ -188,7 +187,7 @@ class Predictor:
         n = len(items)
         traces = out["trace"].float().cpu().tolist() if "trace" in out else [None] * n
         steps = out["steps"].cpu().tolist() if "steps" in out else [None] * n
-        neighbours = self._neighbours(out) or [None] * n
+        neighbours = (self.head.explain(out) if isinstance(self.head, Memory) else None) or [None] * n
         results = []
         for p, prob, trace, step, near in zip(items, probs, traces, steps, neighbours, strict=True):
             label = int(prob >= self.threshold)
@@ -204,16 +203,6 @@ class Predictor:
                 "neighbours": near,
             })
         return results
-
-    def _neighbours(self, out: dict[str, torch.Tensor]) -> list[list[dict[str, Any]]] | None:
-        """Ids, labels and similarities of the memory memes nearest each item (retrieval heads)."""
-        if "neighbours" not in out:
-            return None
-        ids, labels = self.head.cfg.memory_ids, self.head.memory_labels.cpu().tolist()
-        return [[{"id": ids[j], "label": int(labels[j]), "similarity": round(s, 4)}
-                 for j, s in zip(row, sims, strict=True)]
-                for row, sims in zip(out["neighbours"].cpu().tolist(),
-                                     out["neighbour_similarity"].float().cpu().tolist(), strict=True)]
 
     def run_each(self, items: Sequence[Prepared]) -> list[dict[str, Any] | Exception]:
         """``run``, but a failing batch is retried item by item, so only the item at fault fails

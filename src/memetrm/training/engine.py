@@ -26,6 +26,7 @@ from memetrm.devices import resolve_device
 from memetrm.errors import ConfigError
 from memetrm.evaluation.metrics import auroc, parse_threshold_metric
 from memetrm.features.featureset import FeatureSet
+from memetrm.heads.base import Memory, Recursive
 from memetrm.layers import Trainable
 
 #: ``score(model, dev, device) -> float``: higher is better; picks the epoch to keep.
@@ -59,8 +60,6 @@ class TrainConfig:
     threshold_metric: str = "f1"
     #: torch CPU threads while training; None leaves the process setting (``--threads``) alone
     threads: int | None = None
-    #: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps
-    device: str = "auto"
     #: skip a ragged last batch (contrastive objectives need negatives in every batch)
     drop_last: bool = False
 
@@ -94,10 +93,6 @@ class FitResult:
     #: the raw trained weights (differs from ``head`` under EMA)
     live_head: Trainable | None = None
 
-    @property
-    def dev_auroc(self) -> float:
-        return self.dev_score
-
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups: decay for weight matrices only (nanoGPT's ``configure_optimizers`` rule),
@@ -126,7 +121,7 @@ def predict(head: Any, fs: FeatureSet, batch_size: int = 512,
     outs: dict[str, list[torch.Tensor]] = {}
     for b in fs.batches(batch_size, device=device):
         out = head.predict(b)
-        if trace and "trace" not in out and hasattr(head, "reasoning_trace"):
+        if trace and "trace" not in out and isinstance(head, Recursive):
             out["trace"] = head.reasoning_trace(b)
         for k, v in out.items():
             outs.setdefault(k, []).append(v.detach().cpu())
@@ -158,12 +153,14 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 def fit(model: Trainable, train: FeatureSet, dev: FeatureSet | None, cfg: TrainConfig,
         score: ScoreFn = auroc_score,
-        on_epoch: Callable[[dict[str, float]], None] | None = None) -> FitResult:
-    """Train ``model`` on ``train``; keep the epoch with the best ``score`` on ``dev``.
+        on_epoch: Callable[[dict[str, float]], None] | None = None,
+        device: str | torch.device = "auto") -> FitResult:
+    """Train ``model`` on ``train`` on ``device`` (auto: CUDA, then MPS, then CPU); keep the
+    epoch with the best ``score`` on ``dev``.
 
     Without a dev set the last epoch is kept and nothing is calibrated.
     """
-    device = resolve_device(cfg.device)
+    device = resolve_device(device)
     with torch_threads(cfg.threads):
         return _fit(model.to(device), train, dev, cfg, score, on_epoch, device)
 
@@ -233,7 +230,7 @@ def _fit(model: Trainable, train: FeatureSet, dev: FeatureSet | None, cfg: Train
         eval_model.load_state_dict(best_state)
         model.load_state_dict(live_state)
     eval_model.eval()
-    if _overrides(eval_model, "remember"):
+    if isinstance(eval_model, Memory):
         eval_model.remember(train.batch(device=device), train.ids)
     calibration = eval_model.calibrate(dev_batch, tensor_auroc) if dev_batch is not None else {}
     if dev is None:
@@ -242,7 +239,7 @@ def _fit(model: Trainable, train: FeatureSet, dev: FeatureSet | None, cfg: Train
 
 
 def _overrides(model: Trainable, hook: str) -> bool:
-    """Whether ``model`` implements an optional hook; the full train batch is built only then."""
+    """Whether ``model`` implements ``solve``; the full train batch is built only then."""
     return getattr(type(model), hook) is not getattr(Trainable, hook)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from memetrm.evaluation.metrics import auroc
-from memetrm.evaluation.report import run_name
+from memetrm.evaluation.tables import run_name
 from memetrm.heads import Head, create_head, save_pretrained
 from memetrm.training.runner import RunOutput, dev_threshold, ensemble_metrics
 

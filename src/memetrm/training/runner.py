@@ -20,6 +20,7 @@ import torch
 
 from memetrm.config import RunConfig
 from memetrm.data import get_dataset
+from memetrm.encoders import DEFAULT_ENCODER
 from memetrm.errors import DataError
 from memetrm.evaluation import (
     bootstrap_ci,
@@ -39,12 +40,17 @@ from memetrm.utils import atomic_write_text, seed_everything
 
 def run_train_config(cfg: RunConfig) -> TrainConfig:
     """``TrainConfig`` defaults < the head preset's training options < the run's ``train``."""
-    return resolve_train_config(head_entry(cfg.head).train, {"device": cfg.device}, cfg.train)
+    return resolve_train_config(head_entry(cfg.head).train, cfg.train)
+
+
+def with_defaults(cfg: RunConfig) -> RunConfig:
+    """The run config with the default encoder named (``None`` in the config means it)."""
+    return dataclasses.replace(cfg, encoder=cfg.encoder or DEFAULT_ENCODER)
 
 
 def resolved_config(cfg: RunConfig) -> dict[str, Any]:
     """The run config with every default filled in: what ``--print-config`` shows and results record."""
-    out = dataclasses.asdict(cfg)
+    out = dataclasses.asdict(with_defaults(cfg))
     out["head_cfg"] = dataclasses.asdict(head_config(cfg.head, **cfg.head_cfg))
     out["train"] = dataclasses.asdict(run_train_config(cfg))
     return out
@@ -52,6 +58,7 @@ def resolved_config(cfg: RunConfig) -> dict[str, Any]:
 
 def load_run_features(cfg: RunConfig) -> tuple[dict[str, FeatureSet], list[str], dict[str, str]]:
     """Features of every split the run needs, the fields used, and the train/dev/test roles."""
+    cfg = with_defaults(cfg)
     ds = get_dataset(cfg.dataset, cfg.data_root, on_bad_line=cfg.on_bad_line,
                      allow_outside_images=cfg.allow_outside_images)
     fields = cfg.fields or list(ds.default_fields)
@@ -59,10 +66,8 @@ def load_run_features(cfg: RunConfig) -> tuple[dict[str, FeatureSet], list[str],
     tokens = head_entry(cfg.head).cls.needs_tokens
     splits = list(dict.fromkeys([*roles.values(), *cfg.eval_splits]))
     feats = {
-        s: load_features(cfg.dataset, s, cfg.encoder, fields, tokens=tokens,
-                         data_root=cfg.data_root, on_missing_image=cfg.on_missing_image,
-                         cache_dir=cfg.cache_dir, device=cfg.device, precision=cfg.precision,
-                         on_bad_line=cfg.on_bad_line, allow_outside_images=cfg.allow_outside_images)
+        s: load_features(cfg.dataset, s, cfg.encoder, fields, tokens=tokens, data=cfg.data,
+                         device=cfg.device, precision=cfg.precision)
         for s in splits
     }
     return feats, fields, roles
@@ -86,11 +91,13 @@ class SeedRun:
 
 
 def _fit_seed(cfg: RunConfig, seed: int, train_fs: FeatureSet, dev_fs: FeatureSet | None,
-              tcfg: TrainConfig, on_epoch, head_cfg: dict[str, Any] | None = None) -> FitResult:
+              tcfg: TrainConfig, on_epoch, fitted: dict[str, Any] | None = None) -> FitResult:
     seed_everything(seed)
     head = create_head(cfg.head, train_fs.input_dims, train_fs.token_dims or None,
-                       **{**cfg.head_cfg, **(head_cfg or {})})
-    return fit(head, train_fs, dev_fs, dataclasses.replace(tcfg, seed=seed), on_epoch=on_epoch)
+                       **cfg.head_cfg)
+    head.set_fitted(**(fitted or {}))
+    return fit(head, train_fs, dev_fs, dataclasses.replace(tcfg, seed=seed), on_epoch=on_epoch,
+               device=cfg.device)
 
 
 def dev_threshold(y: np.ndarray, p: np.ndarray, metric: str, where: str) -> float:
@@ -171,7 +178,6 @@ def train_seeds_cv(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str
     pool = FeatureSet.concat([feats[roles["train"]], feats[roles["dev"]]])
     y = pool.labels.cpu().numpy()
     eval_splits = [s for s in feats if s not in (roles["train"], roles["dev"])]
-    known = {f.name for f in dataclasses.fields(head_config(cfg.head, **cfg.head_cfg))}
     runs = []
     with make_progress() as bar:
         task = bar.add_task(cfg.head, total=cfg.seeds * (cfg.cv + 1) * tcfg.epochs)
@@ -187,12 +193,12 @@ def train_seeds_cv(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str
                 bar.update(task, completed=(seed * (cfg.cv + 1) + k + 1) * tcfg.epochs)
                 oof[held] = predict(r.head, pool.subset(held))["prob"].cpu().numpy()
                 epochs.append(r.best_epoch + 1)
-                chosen.append({k: v for k, v in r.calibration.items() if k in known})
+                chosen.append(r.head.fitted())
             hparams = {k: _median([c[k] for c in chosen]) for k in chosen[0]}
             refit = dataclasses.replace(tcfg, epochs=int(np.median(epochs)), patience=0)
             final = _fit_seed(cfg, seed, pool, None, refit,
                               _epoch_display(bar, task, f"{cfg.head} seed {seed + 1} refit"),
-                              head_cfg=hparams)
+                              fitted=hparams)
             final.best_epoch, final.dev_score = refit.epochs - 1, auroc(y, oof)
             final.calibration = {**hparams, "fold_epochs": epochs}
             bar.update(task, completed=(seed + 1) * (cfg.cv + 1) * tcfg.epochs)
@@ -341,6 +347,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
 def run_models(cfg: RunConfig) -> RunOutput:
     """``run``, also returning the trained seeds and their features."""
     t0 = time.perf_counter()
+    cfg = with_defaults(cfg)
     config = resolved_config(cfg)
     tcfg = run_train_config(cfg)
     feats, fields, roles = load_run_features(cfg)

@@ -1,0 +1,85 @@
+"""``memetrm evaluate``: a saved model on a labelled split, at its dev-chosen threshold."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from memetrm.cli.options import CacheDir, DataRoot, Device, JsonOut, MissingImages, Model, Threshold
+from memetrm.config import DataOptions
+from memetrm.errors import ConfigError
+from memetrm.progress import console
+from memetrm.utils import atomic_write_text
+
+
+def evaluate(
+    model: Model,
+    dataset: Annotated[str | None, typer.Option(
+        help="Dataset name or folder [default: the model's own].")] = None,
+    split: Annotated[str | None, typer.Option(
+        help="Split to score [default: the dataset's test split].")] = None,
+    data_root: DataRoot = None,
+    cache_dir: CacheDir = None,
+    on_missing_image: MissingImages = None,
+    device: Device = None,
+    threshold: Threshold = None,
+    json_out: JsonOut = None,
+) -> None:
+    """Score a saved model on a split at its dev-chosen threshold (or --threshold): n,
+    metrics with a bootstrap CI, and the confusion matrix."""
+    from memetrm.data import get_dataset
+    from memetrm.devices import resolve_device
+    from memetrm.evaluation.saved import evaluate_scores
+    from memetrm.features import load_features
+    from memetrm.serving.predictor import load_model
+    from memetrm.training.engine import predict
+
+    dev = resolve_device(device)
+    head, meta, chosen = load_model(model, dev)
+    saved = meta.get("run_config") or {}
+    dataset = dataset or meta.get("dataset") or saved.get("dataset")
+    if not dataset:
+        raise ConfigError(f"{model}: the model does not name its dataset; pass --dataset")
+    split = split or get_dataset(dataset, data_root).roles()["test"]
+    data = DataOptions(data_root, cache_dir,
+                       on_missing_image or saved.get("on_missing_image", "error"))
+    fs = load_features(dataset, split, meta["encoder"], meta["fields"],
+                       tokens=meta.get("tokens", False), data=data, device=str(dev))
+    try:
+        report = evaluate_scores(fs.labels.cpu().numpy(), predict(head, fs)["prob"].cpu().numpy(),
+                                 chosen if threshold is None else threshold,
+                                 meta.get("labels") or ["negative", "positive"])
+    except ConfigError as e:
+        raise ConfigError(f"{dataset}/{split}: {e}") from None
+    source = "chosen on dev" if threshold is None else "set by --threshold"
+    console.print(metrics_table(report, f"{model} on {dataset}/{split}", source))
+    console.print(confusion_table(report))
+    if json_out:
+        atomic_write_text(json_out, json.dumps(
+            {"model": str(model), "dataset": dataset, "split": split, **report}, indent=2))
+
+
+def metrics_table(report: dict[str, Any], what: str, source: str) -> Table:
+    table = Table(title=f"{what}: n = {report['n']}, threshold {report['threshold']:.3f} ({source})")
+    for col in ("metric", "value", "95% bootstrap CI"):
+        table.add_column(col)
+    for m, v in report["metrics"].items():
+        table.add_row(m, f"{v['value']:.3f}", f"[{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]")
+    return table
+
+
+def confusion_table(report: dict[str, Any]) -> Table:
+    table = Table(title="confusion matrix (rows: true, columns: predicted)")
+    table.add_column("")
+    for name in report["labels"]:
+        table.add_column(name, justify="right")
+    for name, row in zip(report["labels"], report["confusion"], strict=True):
+        table.add_row(name, *map(str, row))
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(evaluate)

@@ -1,0 +1,34 @@
+"""``memetrm memory add``: labelled memes join a saved memory head, without retraining."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from memetrm.cli.options import Device, Model
+from memetrm.errors import DataError
+from memetrm.progress import console
+
+memory = typer.Typer(help="A memory head's labelled memes (retrieval).", no_args_is_help=True)
+
+
+@memory.command("add")
+def memory_add(
+    model: Model,
+    input: Annotated[Path, typer.Option(
+        help="jsonl: id, label (0/1), text fields, optional img path.")],
+    device: Device = None,
+) -> None:
+    """Add labelled memes to a saved memory head without retraining (all rows or none)."""
+    if not input.is_file():
+        raise DataError(f"{input}: no such file")
+    from memetrm.serving.memory import add_to_memory
+
+    size = add_to_memory(model, input, device=device)
+    console.print(f"{model}: memory now holds {size} memes")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(memory, name="memory")

@@ -1,0 +1,108 @@
+"""``memetrm predict``: one meme, or a resumable batch (folder, jsonl, Parquet) to a file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from memetrm.cli.options import (
+    Device,
+    Engine,
+    GpusPerWorker,
+    Model,
+    RayAddress,
+    Threshold,
+    Workers,
+    check_engine,
+)
+from memetrm.errors import DataError
+from memetrm.progress import console
+
+
+def predict(
+    model: Model,
+    image: Annotated[Path | None, typer.Option(help="One meme image.")] = None,
+    text: Annotated[str | None, typer.Option(help="Meme text; omitted: read by OCR.")] = None,
+    caption: Annotated[str | None, typer.Option(
+        help="Caption, for models trained with one.")] = None,
+    input: Annotated[Path | None, typer.Option(
+        help="Folder of images, jsonl (id, img, text) or Parquet (id, img path or bytes, text, "
+             "caption).")] = None,
+    output: Annotated[Path | None, typer.Option(
+        help="Results .jsonl (appended, resumable) or .parquet.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 16,
+    engine: Engine = "local",
+    address: RayAddress = None,
+    workers: Workers = 2,
+    gpus_per_worker: GpusPerWorker = 0.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the prediction as JSON.")] = False,
+    threshold: Threshold = None,
+    device: Device = None,
+) -> None:
+    """Score one meme (--image and/or --text, --caption) or a folder/jsonl/Parquet (--input ...
+    --output results.jsonl). A model that reads no image scores a meme from its texts alone."""
+    one = image is not None or text is not None or caption is not None
+    if one == (input is not None):
+        raise typer.BadParameter("give one meme (--image and/or --text, --caption) or --input")
+    if input is not None and output is None:
+        raise typer.BadParameter("--input needs --output")
+    check_engine(engine)
+    for path in (image, input):
+        if path is not None and not path.exists():  # checked before the model loads
+            raise DataError(f"{path}: no such file or folder")
+    if input is not None and engine == "ray":
+        from memetrm.serving.ray_batch import predict_ray
+
+        summary = predict_ray(model, input, output, address=address, workers=workers,
+                              gpus_per_worker=gpus_per_worker, batch_size=batch_size,
+                              threshold=threshold)
+        console.print(f"{summary} -> {output}")
+        return
+    from memetrm.serving.predictor import Predictor  # torch: only once the inputs are known good
+
+    predictor = Predictor(model, device=device, threshold=threshold)
+    if input is not None:
+        from memetrm.serving.batch import predict_batch
+
+        try:
+            summary = predict_batch(predictor, input, output, batch_size)
+        except KeyboardInterrupt:
+            console.print(f"interrupted: finished batches are in {output}; "
+                          "rerun the same command to resume")
+            raise typer.Exit(130) from None
+        console.print(f"{summary} -> {output}")
+        return
+    from memetrm.data.images import open_image
+
+    texts = {k: v for k, v in {"text": text, "caption": caption}.items() if v is not None}
+    result = predictor.predict([open_image(image) if image else None], [texts])[0]
+    if as_json:
+        typer.echo(json.dumps({"image": str(image) if image else None, **result}, allow_nan=False))
+        return
+    show(result, str(image or "meme"), predictor.label_names[1])
+
+
+def show(result: dict[str, Any], name: str, positive: str) -> None:
+    """One prediction for a person: verdict, and what explains it (OCR, trace, neighbours)."""
+    out = Console()
+    color = "red" if result["label"] else "green"
+    out.print(f"{name}: p({positive}) = [bold]{result['prob']:.3f}[/bold] -> "
+              f"[{color}]{result['label_name']}[/{color}] (threshold {result['threshold']:.3f}, "
+              f"model {result['model']})")
+    if result["ocr_text"] is not None:
+        out.print(f"OCR text: {result['ocr_text']!r}")
+    if result["trace"]:
+        out.print("trace: " + " -> ".join(f"{p:.3f}" for p in result["trace"]))
+    if result["steps"] is not None:  # an early-exit head returns steps without a trace
+        of = f" of {len(result['trace'])}" if result["trace"] else ""
+        out.print(f"halted after {result['steps']}{of} steps")
+    for n in result["neighbours"] or []:
+        out.print(f"  near {n['id']} (label {n['label']}, similarity {n['similarity']:.3f})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(predict)

@@ -1,0 +1,175 @@
+"""``memetrm train`` and ``memetrm compare``: heads over N seeds on cached features, selected on
+dev (or by cross-validation), every split reported with CIs.
+
+``compare`` is ``train`` with every head by default. Options typed on the command line map to
+config keys (``TYPED_KEYS``) and apply over ``--config`` by one rule; ``--set`` beats both.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from memetrm.cli.options import (
+    AllowOutside,
+    BadLine,
+    CacheDir,
+    ConfigFile,
+    DataRoot,
+    Dataset,
+    Device,
+    Encoder,
+    Fields,
+    MissingImages,
+    Overrides,
+    Precision,
+    PrintConfig,
+    ThresholdMetric,
+    split_csv,
+)
+from memetrm.config import RunConfig, load_run_config
+from memetrm.errors import ConfigError
+from memetrm.progress import console
+from memetrm.utils import atomic_write_text
+
+#: command-line parameter -> the config key it sets (None typed = not typed, the file's value stays)
+TYPED_KEYS = {
+    "dataset": "dataset", "encoder": "encoder", "head": "head", "seeds": "seeds", "cv": "cv",
+    "fields": "fields", "data_root": "data_root", "cache_dir": "cache_dir",
+    "on_missing_image": "on_missing_image", "on_bad_line": "on_bad_line",
+    "allow_outside_images": "allow_outside_images", "device": "device",
+    "precision": "precision", "save": "save", "out_dir": "out_dir",
+    "threshold_metric": "train.threshold_metric",
+}
+
+
+def train(
+    dataset: Dataset = None,
+    encoder: Encoder = None,
+    head: Annotated[str | None, typer.Option(
+        "--head", "--heads", help="A head, several (comma-separated) or 'all' "
+        "[default: mlp for train, all for compare]; `memetrm list` names them.")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Seeds per head [default: 5].")] = None,
+    cv: Annotated[int | None, typer.Option(
+        "--cv", help="K folds: merge train and dev, select epoch, hyperparameters and "
+                     "threshold on out-of-fold predictions, refit, score test [default: "
+                     "off; suggested when dev has < 300 examples].")] = None,
+    threshold_metric: ThresholdMetric = None,
+    fields: Fields = None,
+    field_sets: Annotated[str | None, typer.Option(
+        "--field-sets", help="Sweep field subsets, ';'-separated, e.g. "
+        "'text;image;text,image' (a field may name its encoder: text@mpnet-effnet); every "
+        "head runs on each.")] = None,
+    ensemble: Annotated[int | None, typer.Option(
+        "--ensemble", min=1, help="Also report (and with --save, save) the mean of the K "
+                                  "configurations with the best dev AUROC.")] = None,
+    data_root: DataRoot = None,
+    cache_dir: CacheDir = None,
+    on_missing_image: MissingImages = None,
+    on_bad_line: BadLine = None,
+    allow_outside_images: AllowOutside = False,
+    device: Device = None,
+    precision: Precision = None,
+    config: ConfigFile = None,
+    set_: Overrides = None,
+    json_out: Annotated[Path | None, typer.Option(
+        "--json", help="Write results JSON here (a list when several heads run).")] = None,
+    out_dir: Annotated[Path | None, typer.Option(
+        help="Keep results + predictions here (one sub-folder per head when several run).")
+    ] = None,
+    save: Annotated[str | None, typer.Option(help="Save the best-dev checkpoint here.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write a markdown report here.")] = None,
+    print_config: PrintConfig = False,
+) -> None:
+    """Train heads on cached features over N seeds; select on dev; report every split."""
+    from memetrm.heads import list_heads
+
+    given = locals()
+    typed = {key: given[param] for param, key in TYPED_KEYS.items()}
+    typed["allow_outside_images"] = allow_outside_images or None  # a flag typed only when on
+    names = list_heads(all_only=True) if head == "all" else split_csv(head) or [None]
+    sets = ([split_csv(f) for f in field_sets.split(";") if split_csv(f)] if field_sets
+            else [split_csv(fields)])
+    combos = [(n, f) for n in names for f in sets]
+    if report and not out_dir:
+        out_dir = Path("runs")
+    if save and len(combos) > 1 and not ensemble:
+        raise ConfigError("--save keeps one model: name one head and one field set, or "
+                          "save an --ensemble")
+
+    def sub_dir(name: str | None, f: list[str] | None) -> str | None:
+        if not out_dir:
+            return None
+        parts = ([name or "head"] if len(names) > 1 else []) + (
+            ["+".join(f).replace("@", "_").replace(":", "_")] if field_sets else [])
+        return str(out_dir.joinpath(*parts))
+
+    cfgs = [load_run_config(config, set_, {
+        **typed, "head": name, "fields": f, "save": None if ensemble else save,
+        "out_dir": sub_dir(name, f)}) for name, f in combos]
+    if print_config:
+        from memetrm.training.runner import resolved_config
+
+        for cfg in cfgs:
+            typer.echo(yaml.safe_dump(resolved_config(cfg), sort_keys=False), nl=False)
+        return
+    run_and_report(cfgs, field_sets is not None, ensemble, save, out_dir, json_out, report)
+
+
+def run_and_report(cfgs: list[RunConfig], sweep: bool, ensemble: int | None, save: str | None,
+                   out_dir: Path | None, json_out: Path | None, report: Path | None) -> None:
+    """Run each configuration, print the comparison, and write what was asked for."""
+    from memetrm.devices import resolve_device
+    from memetrm.evaluation.tables import summary_table
+    from memetrm.training.runner import run_models
+
+    for cfg in cfgs:  # a device that is not there fails before any data or model is loaded
+        resolve_device(cfg.device)
+    outs = []
+    for cfg in cfgs:
+        console.rule(f"{cfg.dataset}: {cfg.head}" + (f" on {'+'.join(cfg.fields or [])}"
+                                                     if sweep else ""))
+        outs.append(run_models(cfg))
+    results = [o.results for o in outs]
+    console.print(summary_table(results))
+    record = _ensemble(outs, ensemble, save, out_dir) if ensemble else None
+    if json_out:
+        body: Any = results[0] if len(results) == 1 else results
+        atomic_write_text(json_out, json.dumps(
+            {"runs": results, "ensemble": record} if record else body, indent=2))
+        console.print(f"wrote {json_out}")
+    if report:
+        from memetrm.evaluation.report import write_report  # matplotlib: import on use
+
+        write_report([[Path(c.out_dir) for c in cfgs if c.out_dir]], report,
+                     title=f"memetrm: {cfgs[0].dataset}")
+        console.print(f"wrote {report}")
+
+
+def _ensemble(outs: list, k: int, save: str | None, out_dir: Path | None) -> dict[str, Any]:
+    from memetrm.evaluation.tables import ensemble_table
+    from memetrm.provenance import provenance
+    from memetrm.training.ensemble import save_ensemble, select_ensemble
+
+    tcfg = outs[0].results["config"]["train"]
+    sel = select_ensemble(outs, k, tcfg["threshold_metric"], outs[0].cfg.bootstrap)
+    console.print(ensemble_table(sel))
+    record = {k: v for k, v in sel.items() if not k.startswith("_")}
+    record["provenance"] = provenance(seeds=[r.seed for o in outs for r in o.runs])
+    if out_dir:
+        atomic_write_text(out_dir / "ensemble.json", json.dumps(record, indent=2))
+    if save:
+        save_ensemble(sel, save, record["provenance"])
+        console.print(f"saved the ensemble to {save}")
+    return record
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.command("compare", context_settings={"default_map": {"head": "all"}},
+                help="Train and compare several heads with the same features, seeds and "
+                     "protocol (train with --heads, all by default).")(train)
