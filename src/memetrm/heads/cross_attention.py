@@ -1,6 +1,6 @@
 """Real cross-attention over token sequences: each modality's tokens attend to the others'.
 
-The seed attends over one vector per modality; a softmax over a single key is 1, so that is an
+The origin recipe attends over one vector per modality; a softmax over a single key is 1, so that is an
 MLP in disguise. Here queries are a field's tokens and keys/values the other fields' tokens.
 """
 

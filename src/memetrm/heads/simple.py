@@ -1,4 +1,4 @@
-"""Baselines on pooled features: logistic regression (SGD or exact) and the seed's concat + MLP."""
+"""Baselines on pooled features: logistic regression (SGD or exact) and the origin recipe's concat + MLP."""
 
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ class MLPConfig(HeadConfig):
 
 @register_head("mlp")
 class MLPHead(Head):
-    """Concat of modality embeddings -> MLP, as in seed 000's CLIP + MLP baseline."""
+    """Concat of modality embeddings -> MLP, as in the origin recipe's (blog post 000) CLIP + MLP baseline."""
 
     config_class = MLPConfig
 
