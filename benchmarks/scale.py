@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchmarks.render.scale import DATA, render
 from memetrm.data import resolve_data_root
-from memetrm.features.distributed import init_ray
+from memetrm.devices import init_ray
 from memetrm.serving.batch import predict_batch
 from memetrm.serving.predictor import Predictor
 from memetrm.serving.ray_batch import predict_ray

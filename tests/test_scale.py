@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from memetrm.config import DataOptions
+from memetrm.devices import init_ray
 from memetrm.features import load_features
 from memetrm.features.cache import FeatureCache
-from memetrm.features.distributed import extract_ray, init_ray, merge, shard_bounds
+from memetrm.features.distributed import extract_ray, merge, shard_bounds
 from memetrm.features.extract import plan_extraction
 from memetrm.heads import create_head, save_pretrained
 from memetrm.serving.batch import predict_batch

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -82,3 +84,20 @@ def autocast(device: torch.device, precision: str = "auto") -> Iterator[None]:
         return
     with torch.autocast(device_type=device.type, dtype=dtype):
         yield
+
+
+#: environment variables a worker process needs to see what the driver sees
+WORKER_ENV = ("MEMETRM_PLUGINS", "MEMETRM_CACHE", "MEMETRM_DATA", "PYTHONPATH")
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Join the cluster at ``address``, or start an embedded local one (a laptop needs no
+    set-up). Workers get the driver's memetrm settings and plugins through their environment."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    env = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), *sys.path]))
+    ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
+             runtime_env={"env_vars": env}, ignore_reinit_error=True, log_to_driver=False)

@@ -13,7 +13,7 @@ from memetrm.alignment.objectives import AlignConfig
 from memetrm.alignment.trainer import align_train_config, save_alignment, train_alignment
 from memetrm.config import DataOptions
 from memetrm.data import get_dataset
-from memetrm.data.registry import MissingImagePolicy
+from memetrm.data.base import MissingImagePolicy
 from memetrm.encoders import DEFAULT_ENCODER
 from memetrm.features import load_features
 from memetrm.training.engine import TrainConfig

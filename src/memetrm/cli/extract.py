@@ -69,8 +69,9 @@ def extract(
     for split in split_csv(splits) or ds.splits():
         t0 = time.perf_counter()
         if engine == "ray":
+            from memetrm.devices import init_ray
             from memetrm.features.cache import FeatureCache
-            from memetrm.features.distributed import extract_ray, init_ray
+            from memetrm.features.distributed import extract_ray
             from memetrm.features.extract import plan_extraction
 
             init_ray(address, num_cpus=workers)

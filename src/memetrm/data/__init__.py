@@ -2,16 +2,10 @@
 
 from memetrm.data import hateful_memes as _hateful_memes  # noqa: F401  (registers)
 from memetrm.data import multioff as _multioff  # noqa: F401  (registers)
+from memetrm.data.base import MemeDataset, resolve_data_root
 from memetrm.data.images import open_image
 from memetrm.data.records import MemeRecord
-from memetrm.data.registry import (
-    MemeDataset,
-    get_dataset,
-    list_datasets,
-    register_dataset,
-    resolve_data_root,
-    select_fields,
-)
+from memetrm.data.registry import get_dataset, list_datasets, register_dataset, select_fields
 
 
 def load_split(dataset: str, split: str, data_root: str | None = None) -> list[MemeRecord]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import io
 
+from memetrm.data.base import MemeDataset
 from memetrm.data.records import MemeRecord
-from memetrm.data.registry import MemeDataset, register_dataset
+from memetrm.data.registry import register_dataset
 from memetrm.data.validation import BadLines, check_text, check_unique_ids, read_text
 from memetrm.errors import DataError
 

@@ -26,9 +26,6 @@ from memetrm.devices import resolve_device
 from memetrm.features.cache import FeatureCache
 from memetrm.features.extract import ExtractionPlan, encode_field, plan_extraction
 
-#: environment variables a worker process needs to see what the driver sees
-WORKER_ENV = ("MEMETRM_PLUGINS", "MEMETRM_CACHE", "MEMETRM_DATA", "PYTHONPATH")
-
 
 def shard_bounds(n: int, shards: int) -> list[tuple[int, int]]:
     """Contiguous [start, stop) ranges covering ``range(n)`` exactly once, sizes within 1."""
@@ -63,19 +60,6 @@ def merge(parts: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
                        for t in tensors]
         out[key] = torch.cat(tensors)
     return out
-
-
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Join the cluster at ``address``, or start an embedded local one (a laptop needs no
-    set-up). Workers get the driver's memetrm settings and plugins through their environment."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    env = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), *sys.path]))
-    ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
-             runtime_env={"env_vars": env}, ignore_reinit_error=True, log_to_driver=False)
 
 
 def extract_ray(plan: ExtractionPlan, cache: FeatureCache, workers: int = 2,

@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from memetrm.config import DataOptions
 from memetrm.data import get_dataset, open_image, select_fields
+from memetrm.data.base import MemeDataset
 from memetrm.data.records import MemeRecord
-from memetrm.data.registry import MemeDataset
 from memetrm.devices import autocast, resolve_device
 from memetrm.encoders import Encoder, create_encoder, encoder_version
 from memetrm.errors import ConfigError, DataError

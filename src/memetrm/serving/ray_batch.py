@@ -49,7 +49,7 @@ def predict_ray(model_dir: str | Path, source: Path, output: Path, *, address: s
     """Score ``source`` into ``output`` on a Ray cluster (an embedded local one by default)."""
     import ray
 
-    from memetrm.features.distributed import init_ray
+    from memetrm.devices import init_ray
 
     log = ResultLog(output)
     summary = BatchSummary()
