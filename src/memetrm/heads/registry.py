@@ -115,12 +115,12 @@ def from_pretrained(path: str | Path) -> tuple[Head, dict[str, Any]]:
     except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as e:
         raise ConfigError(f"{path}: config.json does not describe a usable memetrm head "
                           f"({e})") from e
-    _load_memory_ids(head, Path(path))
     try:
         head.load_state_dict(load_weights(path))
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
         raise ConfigError(f"{path}: weights do not fit the config ({first})") from e
+    _load_memory_ids(head, Path(path))
     return head.eval(), config
 
 

@@ -86,5 +86,6 @@ class RetrievalHead(Memory, MLPHead):
             if score > best[0]:
                 best = (score, (k, t, a))
         self.k_, self.temperature_, self.alpha_ = best[1]
-        return {**self.fitted(), "dev_auroc_retrieval": best[0],
+        return {"k": self.k_, "temperature": self.temperature_, "alpha": self.alpha_,
+                "dev_auroc_retrieval": best[0],
                 "dev_auroc_scorer": metric(dev_batch["label"], scorer)}
