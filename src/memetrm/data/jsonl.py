@@ -22,7 +22,9 @@ class JsonlFolder(MemeDataset):
     """Every ``*.jsonl`` (but captions) is a split of ``{"id", "img", "label", "text"}`` rows.
 
     An optional ``captions.jsonl`` of ``{"id", "captions": [...]}`` adds a ``caption`` field
-    (the first, best-beam caption), which stands in for the image when images are absent.
+    (the first, best-beam caption), which stands in for the image when images are absent, and
+    the other captions as ``caption_2``, ``caption_3``, ... (read by the caption views of
+    ``memetrm.features.views``).
     """
 
     @property
@@ -34,18 +36,18 @@ class JsonlFolder(MemeDataset):
         return sorted(p.stem for p in self.root.glob("*.jsonl") if p.name != CAPTIONS_FILE)
 
     @cached_property
-    def captions(self) -> dict[str, str]:
+    def captions(self) -> dict[str, list[str]]:
         path = self.root / CAPTIONS_FILE
         if not path.exists():
             return {}
-        out: dict[str, str] = {}
+        out: dict[str, list[str]] = {}
         bad = BadLines(path, self.on_bad_line)
         for lineno, obj in read_jsonl(path, bad):
             with bad.check():
                 caps = obj.get("captions", obj.get("caption"))
-                if isinstance(caps, list) and caps:
-                    caps = caps[0]
-                out[str(obj.get("id"))] = check_text(caps, f"{path}:{lineno}", "captions")
+                caps = caps if isinstance(caps, list) and caps else [caps]
+                out[str(obj.get("id"))] = [check_text(c, f"{path}:{lineno}", "captions")
+                                           for c in caps]
         bad.finish(self.warn)
         return out
 
@@ -69,8 +71,8 @@ class JsonlFolder(MemeDataset):
                     raise DataError(f"{where}: missing 'id'")
                 rid = str(obj["id"])
                 texts = {"text": check_text(obj.get("text"), f"{where} (id {rid})")}
-                if rid in self.captions:
-                    texts["caption"] = self.captions[rid]
+                for i, caption in enumerate(self.captions.get(rid, []), 1):
+                    texts["caption" if i == 1 else f"caption_{i}"] = caption
                 img = obj.get("img")
                 if img is not None and not isinstance(img, str):
                     raise DataError(f"{where} (id {rid}): 'img' must be a path string")

@@ -20,6 +20,7 @@ from memetrm.encoders import Encoder, create_encoder, encoder_version
 from memetrm.errors import ConfigError, DataError
 from memetrm.features.cache import FeatureCache, content_hash, entry_key
 from memetrm.features.featureset import FeatureSet
+from memetrm.features.views import combine_views, expand_views, with_joined
 from memetrm.progress import make_progress
 from memetrm.provenance import combined_hash
 from memetrm.utils import sha256_text, split_field
@@ -140,11 +141,14 @@ class ExtractionPlan:
 
 def plan_extraction(dataset: str, split: str, encoder: str, fields: Sequence[str],
                     tokens: bool = False, data: DataOptions = DataOptions()) -> ExtractionPlan:
-    """Validate a split for ``fields`` and name the cache entries its features go to."""
+    """Validate a split for ``fields`` and name the cache entries its features go to; a view
+    field (``caption_mean``) stands for every variant of its base field, and a joined field
+    (``text+caption``) reads its parts as one sequence."""
     ds = get_dataset(dataset, data.data_root, on_bad_line=data.on_bad_line,
                      allow_outside_images=data.allow_outside_images)
-    all_records = ds.records(split)
+    all_records = with_joined(ds.records(split), fields)
     have = {k for r in all_records for k in r.texts} | {"image" for r in all_records if r.image}
+    fields = expand_views(fields, have)
     lacking = [f for f in fields if f not in have]
     if lacking:
         raise ConfigError(f"{ds.identity}/{split} has no field(s) {lacking}; its fields are "
@@ -186,6 +190,7 @@ def load_features(dataset: str, split: str, encoder: str, fields: Sequence[str],
         return sets[encoder] if encoder in sets else next(iter(sets.values()))
     first = next(iter(sets.values()))
     tensors: dict[str, torch.Tensor] = {}
+    views: dict[str, torch.Tensor] = {}
     for enc, specs in groups.items():
         fs = sets[enc]
         if fs.ids != first.ids:
@@ -195,10 +200,12 @@ def load_features(dataset: str, split: str, encoder: str, fields: Sequence[str],
             base = split_field(spec, enc)[0]
             tensors.update({spec + k[len(base):]: v for k, v in fs.tensors.items()
                             if k == base or k.startswith(base + ".")})
+            if base in fs.views:
+                views[spec] = fs.views[base]
     meta = {**first.meta, "encoder": {enc: specs for enc, specs in groups.items()},
             "encoded": [e for fs in sets.values() for e in fs.meta["encoded"]],
             "extract_seconds": sum(fs.meta["extract_seconds"] for fs in sets.values())}
-    return FeatureSet(first.ids, tensors, first.labels, meta)
+    return FeatureSet(first.ids, tensors, first.labels, meta, views)
 
 
 def load_encoder_features(
@@ -225,7 +232,7 @@ def load_encoder_features(
     enc: Encoder | None = None
     tensors: dict[str, torch.Tensor] = {}
     encoded, seconds = [], 0.0
-    for field in fields:
+    for field in plan.fields:
         hit = plan.cached(cache, field)
         if hit is None:
             t0 = time.perf_counter()
@@ -237,14 +244,17 @@ def load_encoder_features(
             cache.save(plan.keys[field], hit, plan.cache_meta(field, str(dev), precision))
             encoded.append(field)
         tensors.update(hit)
-    return feature_set(plan, tensors, encoded, seconds)
+    return feature_set(plan, tensors, encoded, seconds, fields)
 
 
 def feature_set(plan: ExtractionPlan, tensors: dict[str, torch.Tensor], encoded: list[str],
-                seconds: float) -> FeatureSet:
+                seconds: float, fields: Sequence[str] | None = None) -> FeatureSet:
+    """The split's feature set; ``fields`` (default: the plan's) may name caption views,
+    which are built here from the plan's per-variant tensors."""
     labels = torch.tensor([float("nan") if r.label is None else float(r.label)
                            for r in plan.records])
-    return FeatureSet(plan.ids, tensors, labels, meta={
+    tensors, views = combine_views(tensors, fields or plan.fields, plan.fields, plan.tokens)
+    return FeatureSet(plan.ids, tensors, labels, views=views, meta={
         "dataset": plan.dataset.identity, "split": plan.split, "encoder": plan.encoder,
         "encoded": encoded, "extract_seconds": seconds,
         "skipped_missing_images": plan.skipped_missing_images,

@@ -18,6 +18,7 @@ from memetrm.devices import resolve_device
 from memetrm.encoders import DEFAULT_ENCODER, Encoder, create_encoder
 from memetrm.errors import ConfigError, DataError, MemetrmError
 from memetrm.heads import Head, Memory, from_pretrained
+from memetrm.features.views import join_texts, joined_parts, view_base
 from memetrm.serving.ocr import OCR
 from memetrm.utils import split_field
 
@@ -105,7 +106,10 @@ class Predictor:
         default = self.config.get("encoder", DEFAULT_ENCODER)
         self.encoder = encoder or create_encoder(default, device=self.device)
         self._default = default
-        self._sources = {spec: split_field(spec, default) for spec in self.fields}
+        #: field -> (item field it reads, encoder); a caption view reads the caption it was
+        #: trained on the variants of (one given caption is its own mean)
+        self._sources = {spec: (view_base(src), enc)
+                         for spec in self.fields for src, enc in [split_field(spec, default)]}
         #: encoders of fields that name another one (``text@mpnet-effnet``)
         self.extra_encoders = {enc: create_encoder(enc, device=self.device)
                                for _, enc in self._sources.values() if enc != default}
@@ -116,7 +120,7 @@ class Predictor:
     @property
     def input_fields(self) -> list[str]:
         """The item fields the model reads (``image``, ``text``, ...), whatever their encoders."""
-        return list(dict.fromkeys(f for f, _ in self._sources.values()))
+        return list(dict.fromkeys(p for f, _ in self._sources.values() for p in joined_parts(f)))
 
     @property
     def text_fields(self) -> list[str]:
@@ -168,7 +172,8 @@ class Predictor:
                 pixels = torch.stack([transform(p.image) for p in items])
                 out = encoder.encode_images(pixels.to(self.device), tokens=self.tokens)
             else:
-                out = encoder.encode_texts([p.texts[source] for p in items], tokens=self.tokens)
+                out = encoder.encode_texts([join_texts(p.texts, source) for p in items],
+                                           tokens=self.tokens)
             batch[field] = out.pooled.float().to(self.device)
             if self.tokens:
                 batch[f"{field}.tokens"] = out.tokens.float().to(self.device)
