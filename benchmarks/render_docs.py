@@ -15,6 +15,8 @@ from benchmarks.render import (
     align,
     heads,
     hostile,
+    learned_space,
+    memory_scale,
     ocr_eval,
     quality,
     scale,
@@ -22,11 +24,12 @@ from benchmarks.render import (
     trm_ablation,
     trm_speed,
     trm_sweep,
+    tune_speed,
 )
 
 #: every renderer, in the order the docs were first generated
 RENDERERS = [heads, quality, trm_sweep, trm_speed, trm_ablation, serve, hostile, ocr_eval, align,
-             scale]
+             scale, learned_space, tune_speed, memory_scale]
 
 
 def main() -> int:

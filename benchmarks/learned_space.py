@@ -1,0 +1,136 @@
+"""Learning the space on Hateful Memes: caption views, contrastive heads, a tuned text tower.
+
+Every configuration in ``CONFIGS`` trains ``--seeds`` seeds with the epoch (and each head's
+calibrated settings) selected on dev_seen, and reports test_seen and dev_unseen. Runs are
+incremental (``--only`` names configurations; the others keep their stored numbers), because
+on a 2-core CPU they are measured one by one. The dev-selected ensemble averages the seed
+ensembles of the ``--ensemble`` configurations with the best dev_seen AUROC among those
+measured; nothing is chosen on test. Summaries go to ``docs/data/learned_space.json`` and the
+tables of ``docs/learned_space.md`` are rendered from it.
+
+    python -m benchmarks.learned_space --data-root ../shared/data --only mlp-tc,rgcl-tc
+    python -m benchmarks.learned_space --tuned ~/tuned/minilm --only tuned-mlp
+    python -m benchmarks.learned_space --render-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.render.learned_space import DATA, DEV, TEST, UNSEEN, render
+from memetrm.config import RunConfig
+from memetrm.progress import console
+from memetrm.training.runner import dev_threshold, ensemble_metrics, run_models
+from memetrm.utils import atomic_write_text, default_cache_dir
+
+TC = ["text", "caption"]
+#: key -> (group, label, run settings); ``{tuned}`` is replaced by ``tuned:<--tuned>``
+CONFIGS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "mlp-tc": ("heads", "mlp, text + caption", {"head": "mlp", "fields": TC}),
+    "retrieval-tc": ("heads", "retrieval, text + caption", {"head": "retrieval", "fields": TC}),
+    "rgcl-tc": ("heads", "rgcl, text + caption", {"head": "rgcl", "fields": TC}),
+    "mlp-cmean": ("captions", "mlp, text + caption_mean (mean of 5 captions)",
+                  {"head": "mlp", "fields": ["text", "caption_mean"]}),
+    "mlp-crandom": ("captions", "mlp, text + caption_random (a random caption per epoch)",
+                    {"head": "mlp", "fields": ["text", "caption_random"]}),
+    "rgcl-crandom": ("captions", "rgcl, text + caption_random",
+                     {"head": "rgcl", "fields": ["text", "caption_random"]}),
+    "tuned-mlp": ("tuned", "mlp, tuned MiniLM, text+caption as one sequence",
+                  {"head": "mlp", "fields": ["text+caption"], "encoder": "{tuned}"}),
+    "tuned-mlp-3": ("tuned", "mlp, tuned MiniLM, text+caption, text, caption",
+                    {"head": "mlp", "fields": ["text+caption", "text", "caption"],
+                     "encoder": "{tuned}"}),
+    "tuned-rgcl": ("tuned", "rgcl, tuned MiniLM, text+caption as one sequence",
+                   {"head": "rgcl", "fields": ["text+caption"], "encoder": "{tuned}"}),
+    "frozen-mlp-joined": ("tuned", "mlp, frozen MiniLM, text+caption as one sequence",
+                          {"head": "mlp", "fields": ["text+caption"]}),
+    "trm-retrieval-tc": ("trm", "trm-retrieval, text + caption",
+                         {"head": "trm-retrieval", "fields": TC}),
+    "trm-tc": ("trm", "trm, text + caption", {"head": "trm", "fields": TC}),
+}
+
+
+def run_config(key: str, data_root: str | None, seeds: int, tuned: str | None) -> RunConfig:
+    settings = dict(CONFIGS[key][2])
+    if settings.get("encoder") == "{tuned}":
+        if not tuned:
+            raise SystemExit(f"{key} needs --tuned PATH (a folder from memetrm tune)")
+        settings["encoder"] = f"tuned:{tuned}"
+    return RunConfig(dataset="hateful_memes", seeds=seeds, data_root=data_root,
+                     eval_splits=[UNSEEN], train={"batch_size": 256},
+                     out_dir=str(prediction_dir() / key), **settings)
+
+
+def prediction_dir() -> Path:
+    """Per-seed predictions stay in the cache (they hold ids), not in docs/data."""
+    return default_cache_dir() / "learned_space"
+
+
+def summary(results: dict[str, Any]) -> dict[str, Any]:
+    keep = ("head", "fields", "encoder", "seeds", "roles", "splits", "ensemble", "calibration",
+            "train_seconds_per_seed")
+    return {k: results.get(k) for k in keep}
+
+
+def mean_probs(key: str) -> dict[str, tuple[list[str], np.ndarray, np.ndarray]]:
+    preds = json.loads((prediction_dir() / key / "predictions.json").read_text())
+    return {s: (p["ids"], np.asarray(p["labels"]), np.mean(p["probs"], axis=0))
+            for s, p in preds.items()}
+
+
+def dev_ensemble(runs: dict[str, Any], k: int, n_boot: int = 1000) -> dict[str, Any] | None:
+    """The ``k`` measured configurations with the best dev_seen seed-ensemble AUROC, averaged."""
+    have = [key for key in runs if (prediction_dir() / key / "predictions.json").is_file()]
+    ranked = sorted(have, key=lambda c: -runs[c]["ensemble"]["splits"][DEV]["auroc"]["mean"])
+    chosen = ranked[:k]
+    if len(chosen) < 2:
+        return None
+    per = [mean_probs(c) for c in chosen]
+    splits = {}
+    for s in (DEV, TEST, UNSEEN):
+        ids, y, _ = per[0][s]
+        if any(p[s][0] != ids for p in per):
+            raise SystemExit(f"{s}: the chosen configurations scored different memes")
+        splits[s] = (y, np.mean([p[s][2] for p in per], axis=0))
+    thr = dev_threshold(*splits[DEV], "f1", f"{DEV} (ensemble)")
+    return {"members": chosen, "threshold": thr,
+            "splits": {s: ensemble_metrics(y, p, thr, n_boot) for s, (y, p) in splits.items()}}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--only", default="", help=f"comma-separated keys of {list(CONFIGS)}")
+    ap.add_argument("--tuned", default=None, help="folder written by memetrm tune")
+    ap.add_argument("--ensemble", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--render-only", action="store_true")
+    args = ap.parse_args()
+    if not args.render_only:
+        torch.set_num_threads(args.threads)
+        data = json.loads(DATA.read_text()) if DATA.is_file() else {"runs": {}, "commands": []}
+        for key in filter(None, args.only.split(",")):
+            console.rule(f"{key}: {CONFIGS[key][1]}")
+            out = run_models(run_config(key, args.data_root, args.seeds, args.tuned))
+            group, label, _ = CONFIGS[key]
+            data["runs"][key] = {**summary(out.results), "group": group, "label": label,
+                                 "provenance": out.results["provenance"]}
+            data["ensemble"] = dev_ensemble(data["runs"], args.ensemble)
+            command = " ".join(["python -m benchmarks.learned_space", "--seeds", str(args.seeds),
+                                "--only", key] + (["--tuned", args.tuned] if args.tuned else []))
+            data["commands"] = [c for c in data["commands"] if f"--only {key}" not in c] + [command]
+            atomic_write_text(DATA, json.dumps(data, indent=1))
+    render()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

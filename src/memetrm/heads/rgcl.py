@@ -1,0 +1,189 @@
+"""Retrieval-guided contrastive learning (RGCL; Mei et al., ACL 2024) over frozen fields.
+
+An MLP maps the per-field LayerNorm'd features to an embedding; a linear classifier reads it.
+Training adds to the cross-entropy the RGCL term: for every meme, the nearest same-label
+training meme (the pseudo-gold positive) and the nearest opposite-label one (the hard
+negative), found in an index over the current embeddings rebuilt each epoch, plus the other
+memes of the batch (same label: positives, other label: negatives), with cosine similarity over
+a temperature. The retrieved memes pass through the current network, so both sides of every
+pair get gradients; a meme is never its own positive.
+
+The memory holds the training memes' embeddings (``Memory``), so at inference the nearest
+labelled memes can vote: the logistic output alone, the similarity-weighted vote alone, or
+their sum with a weight, whichever has the best dev AUROC (chosen by ``calibrate``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from memetrm.errors import ConfigError
+from memetrm.heads.base import Head, HeadConfig, Memory, Prediction
+from memetrm.heads.registry import register_head
+from memetrm.heads.retrieval import calibrate_vote, vote
+from memetrm.layers import Batch, FieldNorm, MemoryBank, MetricFn, StepFn, mlp, search
+
+
+@dataclass
+class RGCLConfig(HeadConfig):
+    hidden: int = 512
+    #: width of the learned embedding the memory and the contrastive term use
+    embed_dim: int = 256
+    #: hidden layers of the embedding MLP
+    layers: int = 1
+    dropout: float = 0.2
+    #: weight of the contrastive term (0: cross-entropy alone)
+    lam: float = 1.0
+    #: temperature of the contrastive softmax over cosine similarities
+    tau: float = 0.1
+    #: nearest same-label training memes used as positives (RGCL: 1)
+    pseudo_gold: int = 1
+    #: nearest opposite-label training memes used as negatives (RGCL: 1)
+    hard_negatives: int = 1
+    #: the batch's other memes as positives / negatives
+    in_batch: bool = True
+    #: the vote's k, temperature and weight until ``calibrate`` chooses them on dev
+    k: int = 10
+    temperature: float = 0.05
+    alpha: float = 0.0
+
+
+@register_head("rgcl")
+class RGCLHead(Memory, Head):
+    """Embedding MLP trained with cross-entropy + retrieval-guided contrastive loss (RGCL)."""
+
+    config_class = RGCLConfig
+    #: ``logit_weight_`` 0 is the vote alone, 1 the classifier (plus ``alpha_`` times the vote)
+    fitted_attrs = ("k_", "temperature_", "alpha_", "logit_weight_")
+
+    def __init__(self, cfg: RGCLConfig, input_dims: dict[str, int],
+                 token_dims: dict[str, int] | None = None):
+        super().__init__(cfg, input_dims, token_dims)
+        if cfg.embed_dim < 1 or cfg.tau <= 0 or cfg.lam < 0 or min(cfg.pseudo_gold,
+                                                                   cfg.hard_negatives) < 0:
+            raise ConfigError("rgcl: embed_dim >= 1, tau > 0, lam >= 0 and pseudo_gold, "
+                              f"hard_negatives >= 0 required, got {cfg}")
+        self.norm = FieldNorm(input_dims)
+        self.input_dropout = nn.Dropout(cfg.dropout)
+        self.embedder = mlp(self.norm.out_dim, cfg.hidden, cfg.layers, cfg.dropout,
+                            out_dim=cfg.embed_dim, norm=False)
+        self.classifier = nn.Linear(cfg.embed_dim, 1)
+        self.bank = MemoryBank(cfg.embed_dim)
+        self.k_, self.temperature_, self.alpha_ = cfg.k, cfg.temperature, cfg.alpha
+        self.logit_weight_ = 1.0
+        #: the training set and its label-wise rows, set by ``begin_epoch`` (never saved)
+        self._train: Batch | None = None
+        self._keys: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def embedding(self, batch: Batch) -> torch.Tensor:
+        return self.embedder(self.input_dropout(self.norm(batch)))
+
+    def memory_key(self, batch: Batch) -> torch.Tensor:
+        return F.normalize(self.embedding(batch), dim=-1)
+
+    def scorer(self, batch: Batch) -> torch.Tensor:
+        return self.classifier(self.embedding(batch)).squeeze(-1)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        e = self.embedding(batch)
+        logit = self.classifier(e).squeeze(-1)
+        if self.training or not len(self.bank) or not self.alpha_:
+            return logit
+        sims, idx = self.bank.search(F.normalize(e, dim=-1), self.k_)
+        return (self.logit_weight_ * logit
+                + self.alpha_ * vote(self.bank.labels, sims, idx, self.k_, self.temperature_))
+
+    # --- training -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def begin_epoch(self, train: Batch) -> None:
+        """Index the training memes under the current embeddings, one index per label."""
+        self._train = train
+        was = self.training
+        self.eval()
+        keys = torch.cat([self.memory_key({k: v[i:i + 4096] for k, v in train.items()})
+                          for i in range(0, len(train["label"]), 4096)])
+        self.train(was)
+        rows = torch.arange(len(keys), device=keys.device)
+        self._keys = {c: (keys[train["label"] == c], rows[train["label"] == c]) for c in (0, 1)}
+
+    def _retrieved(self, z: torch.Tensor, batch: Batch, same: bool, k: int) -> torch.Tensor:
+        """(B, k) training rows: the nearest of the anchor's label (itself excluded) or of the
+        other label."""
+        out = torch.empty(len(z), k, dtype=torch.long, device=z.device)
+        labels = batch["label"].long()
+        for c in (0, 1):
+            anchors = (labels == c) if same else (labels != c)
+            if not anchors.any():
+                continue
+            keys, rows = self._keys[c]
+            extra = 1 if same else 0
+            _, idx = search(keys, z[anchors].detach(), k + extra)
+            found = rows[idx]
+            if same:  # drop the anchor itself, keep the k nearest others
+                own = batch["row"][anchors].unsqueeze(1)
+                order = torch.argsort((found == own).to(torch.int8), dim=1, stable=True)
+                found = found.gather(1, order)[:, :k]
+            out[anchors] = found
+        return out
+
+    def contrastive_loss(self, z: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """-log(sum over positives / sum over positives and negatives) of exp(cos / tau)."""
+        cfg = self.cfg
+        y = batch["label"]
+        logits, positive = [], []
+        for same, k in ((True, cfg.pseudo_gold), (False, cfg.hard_negatives)):
+            if not k:
+                continue
+            rows = self._retrieved(z, batch, same, k)
+            assert self._train is not None
+            partner = {f: self._train[f][rows.flatten()] for f in self.fields}
+            zp = F.normalize(self.embedding(partner), dim=-1).view(len(z), k, -1)
+            logits.append((z.unsqueeze(1) * zp).sum(-1) / cfg.tau)
+            positive.append(torch.full_like(logits[-1], float(same), dtype=torch.bool))
+        if cfg.in_batch:
+            others = ~torch.eye(len(z), dtype=torch.bool, device=z.device)
+            logits.append(z @ z.T / cfg.tau)
+            positive.append((y.unsqueeze(0) == y.unsqueeze(1)) & others)
+        valid = [torch.ones_like(p) for p in positive[:-1]] + (
+            [others] if cfg.in_batch else [torch.ones_like(positive[-1])])
+        s, pos, ok = torch.cat(logits, 1), torch.cat(positive, 1), torch.cat(valid, 1)
+        has_pos = pos.any(1)
+        num = torch.logsumexp(s.masked_fill(~pos, float("-inf")), 1)
+        den = torch.logsumexp(s.masked_fill(~ok, float("-inf")), 1)
+        return -(num - den)[has_pos].mean() if has_pos.any() else s.sum() * 0
+
+    def training_step(self, batch: Batch, step: StepFn) -> float:
+        e = self.embedding(batch)
+        loss = self.loss(self.classifier(e).squeeze(-1), batch["label"])
+        if self.cfg.lam and self._train is not None and "row" in batch:
+            loss = loss + self.cfg.lam * self.contrastive_loss(F.normalize(e, dim=-1), batch)
+        step(loss)
+        return loss.item()
+
+    # --- inference ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict(self, batch: Batch) -> Prediction:
+        out: Prediction = {"prob": torch.sigmoid(self(batch))}
+        if len(self.bank):
+            sims, idx = self.neighbours(batch, self.k_)
+            out.update(neighbours=idx, neighbour_similarity=sims)
+        return out
+
+    @torch.no_grad()
+    def calibrate(self, dev_batch: Batch, metric: MetricFn) -> dict[str, Any]:
+        """The classifier, the vote, or their mix: whichever has the best dev AUROC."""
+        self._train, self._keys = None, {}
+        if not len(self.bank):
+            return {}
+        chosen = calibrate_vote(self.scorer(dev_batch), self.neighbours(dev_batch, 50),
+                                self.bank.labels, dev_batch["label"], metric, vote_alone=True)
+        self.k_, self.temperature_, self.alpha_, self.logit_weight_ = (
+            chosen.pop(a) for a in ("k", "temperature", "alpha", "logit_weight"))
+        return {**self.fitted(), **chosen}

@@ -1,0 +1,114 @@
+"""A Tiny Recursive Model that compares: the meme and its nearest labelled memes as tokens.
+
+A pooled vector gives the recursion nothing to weigh against anything. Here the input is a
+small token set: the meme, then its k nearest labelled training memes, each neighbour token
+carrying its vector, its label (a learned embedding; off in the no-label ablation) and its
+similarity to the meme. TRM-Att's recursion (self-attention blocks, latent and deep recursion,
+deep supervision) refines the meme's token while attending over its precedents; the answer is
+read at the meme's position.
+
+Memes are keyed as in ``retrieval`` (per-field LayerNorm without gains, concatenated, unit
+length): a fixed function of the frozen features, so the memory can grow (``memory add``)
+without retraining. A training meme's neighbours never include itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from memetrm.errors import ConfigError
+from memetrm.heads.base import Memory
+from memetrm.heads.registry import register_head
+from memetrm.heads.retrieval import field_key
+from memetrm.heads.trm import ORIGIN_TRAIN, TRMAttConfig, TRMAttHead
+from memetrm.layers import Batch, MemoryBank, search
+
+
+@dataclass
+class TRMRetrievalConfig(TRMAttConfig):
+    #: neighbours per meme (0: the meme alone, the no-retrieval ablation)
+    k: int = 8
+    #: give each neighbour token its label (False: the no-label ablation)
+    labels: bool = True
+    n: int = 2
+    T: int = 2
+    n_sup: int = 4
+
+
+@register_head("trm-retrieval", train=ORIGIN_TRAIN)
+@register_head("trm-retrieval-1pass", train=ORIGIN_TRAIN, in_all=False, n=1, T=1, n_sup=1)
+class TRMRetrievalHead(Memory, TRMAttHead):
+    """TRM over the meme and its k nearest labelled memes (vectors, labels, similarities)."""
+
+    config_class = TRMRetrievalConfig
+    needs_tokens = False
+
+    def __init__(self, cfg: TRMRetrievalConfig, input_dims: dict[str, int],
+                 token_dims: dict[str, int] | None = None):
+        if cfg.k < 0:
+            raise ConfigError(f"trm-retrieval: k must be >= 0, got {cfg.k}")
+        super().__init__(cfg, input_dims, token_dims)
+        self.bank = MemoryBank(sum(input_dims.values()))
+        #: each training row's neighbours among the other training rows, set by ``begin_epoch``
+        self._train_neighbours: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._train_keys: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _build_input(self) -> None:
+        d = self.cfg.hidden
+        self.key_proj = nn.Linear(sum(self.input_dims.values()), d)
+        self.label_emb = nn.Embedding(2, d)
+        self.sim_proj = nn.Linear(1, d)
+        #: what a token is: the meme (0) or a neighbour (1)
+        self.role_emb = nn.Parameter(torch.zeros(2, d))
+
+    def memory_key(self, batch: Batch) -> torch.Tensor:
+        return field_key(batch, self.fields)
+
+    @torch.no_grad()
+    def begin_epoch(self, train: Batch) -> None:
+        """Key the training memes once and find each one's neighbours among the others."""
+        if self._train_neighbours is not None or not self.cfg.k:
+            return
+        keys = self.memory_key(train)
+        sims, idx = search(keys, keys, min(self.cfg.k + 1, len(keys)))
+        own = torch.arange(len(keys), device=keys.device).unsqueeze(1)
+        order = torch.argsort((idx == own).to(torch.int8), dim=1, stable=True)[:, :self.cfg.k]
+        self._train_neighbours = (sims.gather(1, order), idx.gather(1, order))
+        self._train_keys = (keys, train["label"].float())
+
+    def _lookup(self, q: torch.Tensor, batch: Batch
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(sims, keys, labels) of the k neighbours: the memory's once it holds memes; before
+        that (training, dev scoring) the training memes', a training meme's own row excluded."""
+        if len(self.bank):
+            sims, idx = self.bank.search(q, self.cfg.k)
+            return sims, self.bank.embeddings[idx], self.bank.labels[idx]
+        if self._train_keys is None:
+            raise ConfigError("trm-retrieval: no memory to read neighbours from")
+        keys, labels = self._train_keys
+        if self.training and "row" in batch and self._train_neighbours is not None:
+            sims, idx = (t[batch["row"]] for t in self._train_neighbours)
+        else:
+            sims, idx = search(keys, q, self.cfg.k)
+        return sims, keys[idx], labels[idx]
+
+    def embed(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        q = self.memory_key(batch)
+        meme = (self.key_proj(q) + self.role_emb[0]).unsqueeze(1)
+        if not self.cfg.k:
+            return meme, None
+        sims, keys, labels = self._lookup(q, batch)
+        nb = self.key_proj(keys) + self.role_emb[1] + self.sim_proj(sims.unsqueeze(-1))
+        if self.cfg.labels:
+            nb = nb + self.label_emb(labels.long())
+        return torch.cat([meme, nb], 1), None
+
+    def _pool(self, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return y[:, 0]
+
+    def calibrate(self, dev_batch: Batch, metric):  # type: ignore[no-untyped-def]
+        self._train_neighbours = self._train_keys = None  # the memory answers from now on
+        return super().calibrate(dev_batch, metric)
