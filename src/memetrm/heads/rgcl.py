@@ -25,8 +25,8 @@ from torch import nn
 from memetrm.errors import ConfigError
 from memetrm.heads.base import Head, HeadConfig, Memory, Prediction
 from memetrm.heads.registry import register_head
-from memetrm.heads.retrieval import calibrate_vote, vote
-from memetrm.layers import Batch, FieldNorm, MemoryBank, MetricFn, StepFn, mlp, search
+from memetrm.heads.retrieval import K_GRID, calibrate_vote, vote
+from memetrm.layers import Batch, FieldNorm, InnerProductIndex, MemoryBank, MetricFn, StepFn, mlp
 
 
 @dataclass
@@ -78,7 +78,7 @@ class RGCLHead(Memory, Head):
         self.logit_weight_ = 1.0
         #: the training set and its label-wise rows, set by ``begin_epoch`` (never saved)
         self._train: Batch | None = None
-        self._keys: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._index: dict[int, tuple[InnerProductIndex, torch.Tensor]] = {}
 
     def embedding(self, batch: Batch) -> torch.Tensor:
         return self.embedder(self.input_dropout(self.norm(batch)))
@@ -106,24 +106,27 @@ class RGCLHead(Memory, Head):
         self._train = train
         was = self.training
         self.eval()
-        keys = torch.cat([self.memory_key({k: v[i:i + 4096] for k, v in train.items()})
+        keys = torch.cat([self.memory_key({f: train[f][i:i + 4096] for f in self.fields})
                           for i in range(0, len(train["label"]), 4096)])
         self.train(was)
         rows = torch.arange(len(keys), device=keys.device)
-        self._keys = {c: (keys[train["label"] == c], rows[train["label"] == c]) for c in (0, 1)}
+        self._index = {c: (InnerProductIndex(keys[train["label"] == c]), rows[train["label"] == c])
+                       for c in (0, 1)}
 
     def _retrieved(self, z: torch.Tensor, batch: Batch, same: bool, k: int) -> torch.Tensor:
         """(B, k) training rows: the nearest of the anchor's label (itself excluded) or of the
-        other label."""
-        out = torch.empty(len(z), k, dtype=torch.long, device=z.device)
+        other label; fewer columns if a label has too few training memes."""
         labels = batch["label"].long()
+        k = min([k] + [len(self._index[c][0]) - int(same) for c in (0, 1)])
+        out = torch.zeros(len(z), max(k, 0), dtype=torch.long, device=z.device)
+        if k <= 0:
+            return out
         for c in (0, 1):
             anchors = (labels == c) if same else (labels != c)
             if not anchors.any():
                 continue
-            keys, rows = self._keys[c]
-            extra = 1 if same else 0
-            _, idx = search(keys, z[anchors].detach(), k + extra)
+            index, rows = self._index[c]
+            _, idx = index.search(z[anchors], k + int(same))
             found = rows[idx]
             if same:  # drop the anchor itself, keep the k nearest others
                 own = batch["row"][anchors].unsqueeze(1)
@@ -137,21 +140,24 @@ class RGCLHead(Memory, Head):
         cfg = self.cfg
         y = batch["label"]
         logits, positive = [], []
+        train = self._train
         for same, k in ((True, cfg.pseudo_gold), (False, cfg.hard_negatives)):
-            if not k:
+            rows = self._retrieved(z, batch, same, k) if k and train is not None else None
+            if rows is None or not rows.shape[1]:
                 continue
-            rows = self._retrieved(z, batch, same, k)
-            assert self._train is not None
-            partner = {f: self._train[f][rows.flatten()] for f in self.fields}
-            zp = F.normalize(self.embedding(partner), dim=-1).view(len(z), k, -1)
+            partner = {f: train[f][rows.flatten()] for f in self.fields}
+            zp = F.normalize(self.embedding(partner), dim=-1).view(*rows.shape, -1)
             logits.append((z.unsqueeze(1) * zp).sum(-1) / cfg.tau)
-            positive.append(torch.full_like(logits[-1], float(same), dtype=torch.bool))
+            positive.append(torch.full_like(logits[-1], same, dtype=torch.bool))
         if cfg.in_batch:
             others = ~torch.eye(len(z), dtype=torch.bool, device=z.device)
             logits.append(z @ z.T / cfg.tau)
             positive.append((y.unsqueeze(0) == y.unsqueeze(1)) & others)
-        valid = [torch.ones_like(p) for p in positive[:-1]] + (
-            [others] if cfg.in_batch else [torch.ones_like(positive[-1])])
+        if not logits:
+            return z.sum() * 0
+        valid = [torch.ones_like(p) for p in positive]
+        if cfg.in_batch:
+            valid[-1] = others
         s, pos, ok = torch.cat(logits, 1), torch.cat(positive, 1), torch.cat(valid, 1)
         has_pos = pos.any(1)
         num = torch.logsumexp(s.masked_fill(~pos, float("-inf")), 1)
@@ -161,7 +167,7 @@ class RGCLHead(Memory, Head):
     def training_step(self, batch: Batch, step: StepFn) -> float:
         e = self.embedding(batch)
         loss = self.loss(self.classifier(e).squeeze(-1), batch["label"])
-        if self.cfg.lam and self._train is not None and "row" in batch:
+        if self.cfg.lam and "row" in batch:
             loss = loss + self.cfg.lam * self.contrastive_loss(F.normalize(e, dim=-1), batch)
         step(loss)
         return loss.item()
@@ -179,10 +185,10 @@ class RGCLHead(Memory, Head):
     @torch.no_grad()
     def calibrate(self, dev_batch: Batch, metric: MetricFn) -> dict[str, Any]:
         """The classifier, the vote, or their mix: whichever has the best dev AUROC."""
-        self._train, self._keys = None, {}
+        self._train, self._index = None, {}
         if not len(self.bank):
             return {}
-        chosen = calibrate_vote(self.scorer(dev_batch), self.neighbours(dev_batch, 50),
+        chosen = calibrate_vote(self.scorer(dev_batch), self.neighbours(dev_batch, max(K_GRID)),
                                 self.bank.labels, dev_batch["label"], metric, vote_alone=True)
         self.k_, self.temperature_, self.alpha_, self.logit_weight_ = (
             chosen.pop(a) for a in ("k", "temperature", "alpha", "logit_weight"))
