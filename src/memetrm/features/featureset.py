@@ -79,6 +79,7 @@ class FeatureSet:
                         for k, v in self.views.items()})
         out = {k: v.float() if v.is_floating_point() else v for k, v in out.items()}
         out["label"] = self.labels[idx].to(device)
+        out["row"] = torch.arange(len(self))[idx].to(device)
         return out
 
     def batches(self, batch_size: int, shuffle: bool = False,

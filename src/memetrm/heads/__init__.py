@@ -13,9 +13,11 @@ from memetrm.heads import (  # noqa: F401  (each module registers its heads)
     perceiver,
     qformer,
     retrieval,
+    rgcl,
     simple,
     trm,
     trm_latent,
+    trm_retrieval,
 )
 from memetrm.heads.base import Head, HeadConfig, Memory, Prediction, Recursive
 from memetrm.heads.registry import (

@@ -27,6 +27,40 @@ TEMPERATURE_GRID = (0.02, 0.05, 0.1)
 ALPHA_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 
+def field_key(batch: Batch, fields: list[str]) -> torch.Tensor:
+    """Per-field LayerNorm without gains, concatenated, unit length: a fixed function of the
+    frozen features, under which memes are stored and looked up."""
+    parts = [F.layer_norm(batch[f].float(), (batch[f].shape[-1],)) for f in fields]
+    return F.normalize(torch.cat(parts, -1), dim=-1)
+
+
+def vote(labels: torch.Tensor, sims: torch.Tensor, idx: torch.Tensor, k: int,
+         temperature: float) -> torch.Tensor:
+    """Similarity-weighted label of the k nearest, in [-1, 1] (``labels``: the memory's)."""
+    w = torch.softmax(sims[:, :k] / temperature, dim=1)
+    return (w * (2 * labels[idx[:, :k]] - 1)).sum(1)
+
+
+def calibrate_vote(scorer: torch.Tensor, neighbours: tuple[torch.Tensor, torch.Tensor],
+                   labels: torch.Tensor, y: torch.Tensor, metric: MetricFn,
+                   vote_alone: bool = False) -> dict[str, Any]:
+    """The k, temperature and vote weight alpha (0: the scorer alone) whose
+    ``scorer + alpha * vote`` has the best dev ``metric``; with ``vote_alone`` the vote without
+    the scorer competes too (``logit_weight`` 0)."""
+    sims, idx = neighbours
+    best = (-1.0, (K_GRID[0], TEMPERATURE_GRID[0], 0.0, 1.0))
+    for k, t in itertools.product(K_GRID, TEMPERATURE_GRID):
+        v = vote(labels, sims, idx, k, t)
+        options = [(a, 1.0) for a in ALPHA_GRID] + ([(1.0, 0.0)] if vote_alone else [])
+        for a, w in options:
+            score = metric(y, w * scorer + a * v)
+            if score > best[0]:
+                best = (score, (k, t, a, w))
+    k, t, a, w = best[1]
+    return {"k": k, "temperature": t, "alpha": a, "logit_weight": w,
+            "dev_auroc_retrieval": best[0], "dev_auroc_scorer": metric(y, scorer)}
+
+
 @dataclass
 class RetrievalConfig(MLPConfig):
     #: the vote's k, temperature and weight (0: the scorer alone) until ``calibrate`` chooses
@@ -50,20 +84,14 @@ class RetrievalHead(Memory, MLPHead):
         self.k_, self.temperature_, self.alpha_ = cfg.k, cfg.temperature, cfg.alpha
 
     def memory_key(self, batch: Batch) -> torch.Tensor:
-        parts = [F.layer_norm(batch[f].float(), (batch[f].shape[-1],)) for f in self.fields]
-        return F.normalize(torch.cat(parts, -1), dim=-1)
-
-    def vote(self, sims: torch.Tensor, idx: torch.Tensor, k: int, temperature: float) -> torch.Tensor:
-        """Similarity-weighted label of the k nearest, in [-1, 1]."""
-        w = torch.softmax(sims[:, :k] / temperature, dim=1)
-        return (w * (2 * self.bank.labels[idx[:, :k]] - 1)).sum(1)
+        return field_key(batch, self.fields)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         logit = super().forward(batch)
         if self.training or not len(self.bank) or not self.alpha_:
             return logit  # training fits the scorer alone: its own memes would vote for it
         sims, idx = self.neighbours(batch, self.k_)
-        return logit + self.alpha_ * self.vote(sims, idx, self.k_, self.temperature_)
+        return logit + self.alpha_ * vote(self.bank.labels, sims, idx, self.k_, self.temperature_)
 
     @torch.no_grad()
     def predict(self, batch: Batch) -> Prediction:
@@ -78,14 +106,9 @@ class RetrievalHead(Memory, MLPHead):
         """k, temperature and alpha with the best dev AUROC (alpha 0 = the scorer alone)."""
         if not len(self.bank):
             return {}
-        scorer = MLPHead.forward(self, dev_batch)
-        sims, idx = self.neighbours(dev_batch, max(K_GRID))
-        best = (-1.0, None)
-        for k, t, a in itertools.product(K_GRID, TEMPERATURE_GRID, ALPHA_GRID):
-            score = metric(dev_batch["label"], scorer + a * self.vote(sims, idx, k, t))
-            if score > best[0]:
-                best = (score, (k, t, a))
-        self.k_, self.temperature_, self.alpha_ = best[1]
-        return {"k": self.k_, "temperature": self.temperature_, "alpha": self.alpha_,
-                "dev_auroc_retrieval": best[0],
-                "dev_auroc_scorer": metric(dev_batch["label"], scorer)}
+        chosen = calibrate_vote(MLPHead.forward(self, dev_batch),
+                                self.neighbours(dev_batch, max(K_GRID)), self.bank.labels,
+                                dev_batch["label"], metric)
+        del chosen["logit_weight"]  # the scorer always counts here
+        self.k_, self.temperature_, self.alpha_ = chosen["k"], chosen["temperature"], chosen["alpha"]
+        return chosen

@@ -191,5 +191,5 @@ class RGCLHead(Memory, Head):
         chosen = calibrate_vote(self.scorer(dev_batch), self.neighbours(dev_batch, max(K_GRID)),
                                 self.bank.labels, dev_batch["label"], metric, vote_alone=True)
         self.k_, self.temperature_, self.alpha_, self.logit_weight_ = (
-            chosen.pop(a) for a in ("k", "temperature", "alpha", "logit_weight"))
-        return {**self.fitted(), **chosen}
+            chosen[a] for a in ("k", "temperature", "alpha", "logit_weight"))
+        return chosen

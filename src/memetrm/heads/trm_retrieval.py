@@ -15,16 +15,17 @@ without retraining. A training meme's neighbours never include itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from memetrm.errors import ConfigError
-from memetrm.heads.base import Memory
+from memetrm.heads.base import Memory, Prediction
 from memetrm.heads.registry import register_head
 from memetrm.heads.retrieval import field_key
 from memetrm.heads.trm import ORIGIN_TRAIN, TRMAttConfig, TRMAttHead
-from memetrm.layers import Batch, MemoryBank, search
+from memetrm.layers import Batch, MemoryBank, MetricFn, search
 
 
 @dataclass
@@ -109,6 +110,14 @@ class TRMRetrievalHead(Memory, TRMAttHead):
     def _pool(self, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return y[:, 0]
 
-    def calibrate(self, dev_batch: Batch, metric):  # type: ignore[no-untyped-def]
+    @torch.no_grad()
+    def predict(self, batch: Batch) -> Prediction:
+        out = super().predict(batch)
+        if len(self.bank) and self.cfg.k:
+            sims, idx = self.neighbours(batch, self.cfg.k)
+            out.update(neighbours=idx, neighbour_similarity=sims)
+        return out
+
+    def calibrate(self, dev_batch: Batch, metric: MetricFn) -> dict[str, Any]:
         self._train_neighbours = self._train_keys = None  # the memory answers from now on
         return super().calibrate(dev_batch, metric)

@@ -21,7 +21,7 @@ from memetrm.layers.blocks import (
     masked_mean,
     mlp,
 )
-from memetrm.layers.memory import MemoryBank
+from memetrm.layers.memory import InnerProductIndex, MemoryBank, search
 
 __all__ = [
     "Attention",
@@ -31,6 +31,7 @@ __all__ = [
     "FeedForward",
     "FieldNorm",
     "FieldTokens",
+    "InnerProductIndex",
     "LorentzLift",
     "MemoryBank",
     "MetricFn",
@@ -45,4 +46,5 @@ __all__ = [
     "masked_mean",
     "mlp",
     "recursion",
+    "search",
 ]

@@ -47,6 +47,10 @@ class Trainable(nn.Module):
         hyperparameter on ``dev``; returns what was chosen, or None to train with SGD."""
         return None
 
+    def begin_epoch(self, train: Batch) -> None:
+        """Called before every training epoch with the whole training set (rows in the order of
+        ``batch["row"]``): a model that retrieves among the training examples indexes them here."""
+
     def calibrate(self, dev_batch: Batch, metric: MetricFn) -> dict[str, Any]:
         """Post-training choices made on the dev split only (e.g. a halting threshold)."""
         return {}

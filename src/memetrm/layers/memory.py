@@ -1,5 +1,12 @@
 """A memory of labelled examples: embeddings and labels as buffers (saved with the weights), ids
-beside them, exact inner-product search."""
+beside them, inner-product search through faiss.
+
+Search is exact (``IndexFlatIP``) up to ``APPROXIMATE_AFTER`` rows and approximate past it
+(HNSW, 32 links per node, ``efSearch`` 128): an exact search over a million 256-d memes
+still answers one query in tens of milliseconds on one core, so the approximate index only
+pays off beyond that. The index is derived from the embeddings, never saved: it is built on
+the first search after loading and extended in place by ``add``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,53 @@ from typing import Any
 
 import torch
 from torch import nn
+
+#: rows past which the memory searches an approximate (HNSW) index instead of an exact one
+APPROXIMATE_AFTER = 2_000_000
+HNSW_LINKS = 32
+HNSW_EF_SEARCH = 128
+
+
+class InnerProductIndex:
+    """faiss top-k by inner product over fixed rows (unit-norm rows: cosine similarity)."""
+
+    def __init__(self, keys: torch.Tensor, approximate_after: int | None = None):
+        import faiss
+
+        self.dim = keys.shape[1]
+        limit = APPROXIMATE_AFTER if approximate_after is None else approximate_after
+        self.approximate = len(keys) > limit
+        if self.approximate:
+            self.index = faiss.IndexHNSWFlat(self.dim, HNSW_LINKS, faiss.METRIC_INNER_PRODUCT)
+            self.index.hnsw.efSearch = HNSW_EF_SEARCH
+        else:
+            self.index = faiss.IndexFlatIP(self.dim)
+        self.add(keys)
+
+    def __len__(self) -> int:
+        return self.index.ntotal
+
+    def add(self, keys: torch.Tensor) -> None:
+        if len(keys):
+            self.index.add(keys.detach().float().cpu().contiguous().numpy())
+
+    def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Similarities and rows of the ``k`` nearest (fewer if there are fewer rows), (B, k)."""
+        import faiss
+
+        k = min(k, len(self))
+        if not k or not len(queries):
+            empty = torch.zeros(len(queries), 0, device=queries.device)
+            return empty, empty.long()
+        faiss.omp_set_num_threads(torch.get_num_threads())
+        sims, idx = self.index.search(queries.detach().float().cpu().contiguous().numpy(), k)
+        return (torch.from_numpy(sims).to(queries.device),
+                torch.from_numpy(idx).long().to(queries.device))
+
+
+def search(keys: torch.Tensor, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One-off top-k of ``queries`` among ``keys`` by inner product, (B, k) each."""
+    return InnerProductIndex(keys).search(queries, k)
 
 
 class MemoryBank(nn.Module):
@@ -22,6 +76,7 @@ class MemoryBank(nn.Module):
         self.register_buffer("embeddings", torch.zeros(0, dim))
         self.register_buffer("labels", torch.zeros(0))
         self.ids: list[str] = []
+        self._index: InnerProductIndex | None = None
 
     def __len__(self) -> int:
         return self.embeddings.shape[0]
@@ -30,18 +85,25 @@ class MemoryBank(nn.Module):
         self.embeddings = self.embeddings[:0]
         self.labels = self.labels[:0]
         self.ids = []
+        self._index = None
 
     def add(self, vectors: torch.Tensor, labels: torch.Tensor, ids: list[str]) -> None:
         if not len(vectors) == len(labels) == len(ids):
             raise ValueError(f"{len(vectors)} vectors, {len(labels)} labels and {len(ids)} ids")
-        self.embeddings = torch.cat([self.embeddings, vectors.detach().to(self.embeddings)])
+        vectors = vectors.detach().to(self.embeddings)
+        self.embeddings = torch.cat([self.embeddings, vectors])
         self.labels = torch.cat([self.labels, labels.detach().float().to(self.labels)])
         self.ids = [*self.ids, *ids]
+        if self._index is not None and self._index.approximate == (len(self) > APPROXIMATE_AFTER):
+            self._index.add(vectors)
+        else:
+            self._index = None  # rebuilt on the next search (it crossed to the approximate kind)
 
     def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Similarities and rows of the ``k`` nearest (fewer if the bank is smaller), (B, k) each."""
-        sims = queries.to(self.embeddings) @ self.embeddings.T
-        return sims.topk(min(k, sims.shape[1]), dim=1)
+        if self._index is None or len(self._index) != len(self):
+            self._index = InnerProductIndex(self.embeddings)
+        return self._index.search(queries.to(self.embeddings), k)
 
     def describe(self, rows: torch.Tensor, sims: torch.Tensor) -> list[list[dict[str, Any]]]:
         """Per query: id, label and similarity of each neighbour (what a moderator is shown)."""
@@ -56,4 +118,5 @@ class MemoryBank(nn.Module):
             saved = state_dict.get(prefix + name)
             if saved is not None:
                 setattr(self, name, torch.empty_like(saved, device=getattr(self, name).device))
+        self._index = None
         super()._load_from_state_dict(state_dict, prefix, *args)

@@ -205,8 +205,11 @@ def _fit(model: Trainable, train: FeatureSet, dev: FeatureSet | None, cfg: Train
     best, best_epoch, bad = -math.inf, -1, 0
     best_state = live_state = None
     history: list[dict[str, float]] = []
+    train_batch = train.batch(device=device) if _overrides(model, "begin_epoch") else None
     for epoch in range(cfg.epochs):
         model.train()
+        if train_batch is not None:
+            model.begin_epoch(train_batch)
         losses = [model.training_step(b, step)
                   for b in train.batches(cfg.batch_size, True, gen, device, cfg.drop_last)]
         row = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else math.nan}
@@ -239,7 +242,8 @@ def _fit(model: Trainable, train: FeatureSet, dev: FeatureSet | None, cfg: Train
 
 
 def _overrides(model: Trainable, hook: str) -> bool:
-    """Whether ``model`` implements ``solve``; the full train batch is built only then."""
+    """Whether ``model`` implements an optional hook (``solve``, ``begin_epoch``); the full
+    train batch is built only then."""
     return getattr(type(model), hook) is not getattr(Trainable, hook)
 
 
