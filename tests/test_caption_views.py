@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from memetrm.config import DataOptions
 from memetrm.errors import ConfigError
 from memetrm.features import FeatureSet, load_features
 from memetrm.features.views import expand_views, view_base
@@ -15,7 +16,8 @@ from . import fakes  # noqa: F401  (registers test-fake)
 
 
 def _load(root: Path, cache: Path, split: str, fields: list[str], **kw) -> FeatureSet:
-    return load_features(str(root), split, "test-fake", fields, cache_dir=cache, **kw)
+    return load_features(str(root), split, "test-fake", fields, data=DataOptions(cache_dir=str(cache)),
+                         **kw)
 
 
 def test_view_fields_expand_to_every_caption_variant() -> None:

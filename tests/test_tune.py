@@ -10,6 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from memetrm.cli.main import app
+from memetrm.config import DataOptions
 from memetrm.errors import ConfigError
 
 runner = CliRunner()
@@ -65,11 +66,11 @@ def test_tune_writes_an_encoder_that_extract_caches(tiny_jsonl_dataset: Path, tm
 
     cache = tmp_path / "cache"
     name = f"tuned:{out}"
-    fs = load_features(str(tiny_jsonl_dataset), "train", name, ["text+caption", "text"],
-                       cache_dir=cache)
+    data = DataOptions(cache_dir=str(cache))
+    fs = load_features(str(tiny_jsonl_dataset), "train", name, ["text+caption", "text"], data=data)
     assert fs.input_dims == {"text+caption": 16, "text": 16} and fs.meta["encoded"]
     again = load_features(str(tiny_jsonl_dataset), "train", name, ["text+caption", "text"],
-                          cache_dir=cache)
+                          data=data)
     assert again.meta["encoded"] == [] and torch.equal(again.tensors["text"], fs.tensors["text"])
     assert "tuned-" in encoder_version(name)
 

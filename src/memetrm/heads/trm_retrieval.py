@@ -81,14 +81,15 @@ class TRMRetrievalHead(Memory, TRMAttHead):
         self._train_keys = (keys, train["label"].float())
 
     def _lookup(self, q: torch.Tensor, batch: Batch
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
         """(sims, keys, labels) of the k neighbours: the memory's once it holds memes; before
-        that (training, dev scoring) the training memes', a training meme's own row excluded."""
+        that (training, dev scoring) the training memes', a training meme's own row excluded;
+        None before either exists."""
         if len(self.bank):
             sims, idx = self.bank.search(q, self.cfg.k)
             return sims, self.bank.embeddings[idx], self.bank.labels[idx]
         if self._train_keys is None:
-            raise ConfigError("trm-retrieval: no memory to read neighbours from")
+            return None  # nothing remembered yet: the meme alone
         keys, labels = self._train_keys
         if self.training and "row" in batch and self._train_neighbours is not None:
             sims, idx = (t[batch["row"]] for t in self._train_neighbours)
@@ -99,9 +100,10 @@ class TRMRetrievalHead(Memory, TRMAttHead):
     def embed(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         q = self.memory_key(batch)
         meme = (self.key_proj(q) + self.role_emb[0]).unsqueeze(1)
-        if not self.cfg.k:
+        found = self._lookup(q, batch) if self.cfg.k else None
+        if found is None:
             return meme, None
-        sims, keys, labels = self._lookup(q, batch)
+        sims, keys, labels = found
         nb = self.key_proj(keys) + self.role_emb[1] + self.sim_proj(sims.unsqueeze(-1))
         if self.cfg.labels:
             nb = nb + self.label_emb(labels.long())
