@@ -116,10 +116,11 @@ def main() -> int:
     args = ap.parse_args()
     if not args.render_only:
         torch.set_num_threads(args.threads)
-        data = json.loads(DATA.read_text()) if DATA.is_file() else {"runs": {}, "commands": []}
         for key in filter(None, args.only.split(",")):
             console.rule(f"{key}: {CONFIGS[key][1]}")
             out = run_models(run_config(key, args.data_root, args.seeds, args.tuned))
+            # read afresh: other configurations may have been measured meanwhile
+            data = json.loads(DATA.read_text()) if DATA.is_file() else {"runs": {}, "commands": []}
             group, label, _ = CONFIGS[key]
             data["runs"][key] = {**summary(out.results), "group": group, "label": label,
                                  "provenance": out.results["provenance"]}
