@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -19,11 +20,15 @@ from memetrm.training.runner import run
 from . import fakes  # noqa: F401  (registers the test-fake encoder)
 from .test_selection import write_dataset
 
+#: fitted settings that let the memory's vote decide, whatever dev chose
+VOTE_DECIDES = {"retrieval": {"alpha_": 4.0}, "rgcl": {"alpha_": 4.0, "logit_weight_": 0.0}}
 
-def test_retrieval_memory_is_built_from_train_and_memory_add_changes_a_prediction(
-        tmp_path: Path) -> None:
+
+@pytest.mark.parametrize("head_name", list(VOTE_DECIDES))
+def test_memory_is_built_from_train_and_memory_add_changes_a_prediction(
+        tmp_path: Path, head_name: str) -> None:
     root = write_dataset(tmp_path / "d", [i % 2 for i in range(30)])
-    res = run(RunConfig(dataset=str(root), encoder="test-fake", head="retrieval", seeds=1,
+    res = run(RunConfig(dataset=str(root), encoder="test-fake", head=head_name, seeds=1,
                         fields=["text"], cache_dir=str(tmp_path / "c"), bootstrap=0,
                         train={"epochs": 3, "lr": 3e-3}, save=str(tmp_path / "m")))
     cal = res["calibration"][0]
@@ -32,7 +37,7 @@ def test_retrieval_memory_is_built_from_train_and_memory_add_changes_a_predictio
     assert len(head.memory_ids) == len(head.bank) == 60  # the train split
     assert (tmp_path / "m" / "memory_ids.json").is_file()
     assert "memory_ids" not in json.dumps(config)  # ids live beside the weights
-    config["fitted"][""]["alpha_"] = 4.0  # make the memory's vote count, whatever dev chose
+    config["fitted"][""].update(VOTE_DECIDES[head_name])
     (tmp_path / "m" / "config.json").write_text(json.dumps(config))
     meme = {"text": "cat cat cat"}
     before = Predictor(tmp_path / "m", device="cpu").predict([None], [meme])[0]

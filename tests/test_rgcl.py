@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 
 from memetrm.config import RunConfig
-from memetrm.heads import create_head, from_pretrained
+from memetrm.heads import create_head
 from memetrm.layers import memory as memory_layer
 from memetrm.layers.memory import InnerProductIndex, MemoryBank
-from memetrm.serving.memory import add_to_memory
 from memetrm.serving.predictor import Predictor
 from memetrm.training.runner import run
 
@@ -110,27 +108,6 @@ def test_rgcl_contrastive_term_trains_and_separates_the_labels() -> None:
         loss_c = head.contrastive_loss(torch.nn.functional.normalize(head.embedding(train), dim=-1),
                                        train)
     assert torch.isfinite(loss_c) and margin() > start
-
-
-def test_rgcl_memory_add_changes_a_prediction(tmp_path: Path) -> None:
-    root = write_dataset(tmp_path / "d", [i % 2 for i in range(30)])
-    res = run(RunConfig(dataset=str(root), encoder="test-fake", head="rgcl", seeds=1,
-                        fields=["text"], cache_dir=str(tmp_path / "c"), bootstrap=0,
-                        train={"epochs": 3, "lr": 3e-3}, device="cpu", save=str(tmp_path / "m")))
-    assert {"k", "alpha", "logit_weight", "dev_auroc_retrieval"} <= set(res["calibration"][0])
-    head, config = from_pretrained(tmp_path / "m")
-    assert len(head.memory_ids) == len(head.bank) == 60
-    config["fitted"][""].update(alpha_=4.0, logit_weight_=0.0)  # the vote alone decides
-    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
-    meme = {"text": "cat cat cat"}
-    before = Predictor(tmp_path / "m", device="cpu").predict([None], [meme])[0]
-    flip = 0 if before["prob"] >= 0.5 else 1
-    (tmp_path / "add.jsonl").write_text("".join(
-        json.dumps({"id": f"new{i}", "label": flip, **meme}) + "\n" for i in range(head.k_)))
-    assert add_to_memory(tmp_path / "m", tmp_path / "add.jsonl", device="cpu") == 60 + head.k_
-    after = Predictor(tmp_path / "m", device="cpu").predict([None], [meme])[0]
-    assert (after["prob"] - before["prob"]) * (1 if flip else -1) > 0.05
-    assert all(n["id"].startswith("new") for n in after["neighbours"])
 
 
 def test_trm_retrieval_reads_neighbours_without_itself_and_labels_only_when_asked() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from memetrm.heads.base import Memory, Prediction
+from memetrm.heads.base import HeadConfig, Memory, Prediction
 from memetrm.heads.registry import register_head
 from memetrm.heads.simple import MLPConfig, MLPHead
 from memetrm.layers import Batch, MemoryBank, MetricFn
@@ -62,7 +62,7 @@ def calibrate_vote(scorer: torch.Tensor, neighbours: tuple[torch.Tensor, torch.T
 
 
 @dataclass
-class RetrievalConfig(MLPConfig):
+class VoteConfig(HeadConfig):
     #: the vote's k, temperature and weight (0: the scorer alone) until ``calibrate`` chooses
     #: them on dev from the grids above
     k: int = 10
@@ -70,8 +70,33 @@ class RetrievalConfig(MLPConfig):
     alpha: float = 1.0
 
 
+class Voting(Memory):
+    """A memory whose k nearest memes vote: the fitted ``k_``, ``temperature_`` and
+    ``alpha_``, and predictions that name the neighbours."""
+
+    k_: int
+    temperature_: float
+    alpha_: float
+
+    def start_vote(self, cfg: VoteConfig) -> None:
+        self.k_, self.temperature_, self.alpha_ = cfg.k, cfg.temperature, cfg.alpha
+
+    @torch.no_grad()
+    def predict(self, batch: Batch) -> Prediction:
+        out: Prediction = {"prob": torch.sigmoid(self(batch))}  # type: ignore[operator]
+        if len(self.bank):
+            sims, idx = self.neighbours(batch, self.k_)
+            out.update(neighbours=idx, neighbour_similarity=sims)
+        return out
+
+
+@dataclass
+class RetrievalConfig(MLPConfig, VoteConfig):
+    pass
+
+
 @register_head("retrieval")
-class RetrievalHead(Memory, MLPHead):
+class RetrievalHead(Voting, MLPHead):
     """MLP scorer + similarity-weighted labels of the k nearest training memes (RGCL-style)."""
 
     config_class = RetrievalConfig
@@ -81,7 +106,7 @@ class RetrievalHead(Memory, MLPHead):
                  token_dims: dict[str, int] | None = None):
         super().__init__(cfg, input_dims, token_dims)
         self.bank = MemoryBank(sum(input_dims.values()))
-        self.k_, self.temperature_, self.alpha_ = cfg.k, cfg.temperature, cfg.alpha
+        self.start_vote(cfg)
 
     def memory_key(self, batch: Batch) -> torch.Tensor:
         return field_key(batch, self.fields)
@@ -92,14 +117,6 @@ class RetrievalHead(Memory, MLPHead):
             return logit  # training fits the scorer alone: its own memes would vote for it
         sims, idx = self.neighbours(batch, self.k_)
         return logit + self.alpha_ * vote(self.bank.labels, sims, idx, self.k_, self.temperature_)
-
-    @torch.no_grad()
-    def predict(self, batch: Batch) -> Prediction:
-        out: Prediction = {"prob": torch.sigmoid(self(batch))}
-        if len(self.bank):
-            sims, idx = self.neighbours(batch, self.k_)
-            out.update(neighbours=idx, neighbour_similarity=sims)
-        return out
 
     @torch.no_grad()
     def calibrate(self, dev_batch: Batch, metric: MetricFn) -> dict[str, Any]:

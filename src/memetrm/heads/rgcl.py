@@ -23,14 +23,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from memetrm.errors import ConfigError
-from memetrm.heads.base import Head, HeadConfig, Memory, Prediction
+from memetrm.heads.base import Head
 from memetrm.heads.registry import register_head
-from memetrm.heads.retrieval import K_GRID, calibrate_vote, vote
+from memetrm.heads.retrieval import K_GRID, VoteConfig, Voting, calibrate_vote, vote
 from memetrm.layers import Batch, FieldNorm, InnerProductIndex, MemoryBank, MetricFn, StepFn, mlp
 
 
 @dataclass
-class RGCLConfig(HeadConfig):
+class RGCLConfig(VoteConfig):
     hidden: int = 512
     #: width of the learned embedding the memory and the contrastive term use
     embed_dim: int = 256
@@ -47,14 +47,12 @@ class RGCLConfig(HeadConfig):
     hard_negatives: int = 1
     #: the batch's other memes as positives / negatives
     in_batch: bool = True
-    #: the vote's k, temperature and weight until ``calibrate`` chooses them on dev
-    k: int = 10
-    temperature: float = 0.05
+    #: the classifier alone until ``calibrate`` weighs in the vote
     alpha: float = 0.0
 
 
 @register_head("rgcl")
-class RGCLHead(Memory, Head):
+class RGCLHead(Voting, Head):
     """Embedding MLP trained with cross-entropy + retrieval-guided contrastive loss (RGCL)."""
 
     config_class = RGCLConfig
@@ -74,7 +72,7 @@ class RGCLHead(Memory, Head):
                             out_dim=cfg.embed_dim, norm=False)
         self.classifier = nn.Linear(cfg.embed_dim, 1)
         self.bank = MemoryBank(cfg.embed_dim)
-        self.k_, self.temperature_, self.alpha_ = cfg.k, cfg.temperature, cfg.alpha
+        self.start_vote(cfg)
         self.logit_weight_ = 1.0
         #: the training set and its label-wise rows, set by ``begin_epoch`` (never saved)
         self._train: Batch | None = None
@@ -173,14 +171,6 @@ class RGCLHead(Memory, Head):
         return loss.item()
 
     # --- inference ------------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def predict(self, batch: Batch) -> Prediction:
-        out: Prediction = {"prob": torch.sigmoid(self(batch))}
-        if len(self.bank):
-            sims, idx = self.neighbours(batch, self.k_)
-            out.update(neighbours=idx, neighbour_similarity=sims)
-        return out
 
     @torch.no_grad()
     def calibrate(self, dev_batch: Batch, metric: MetricFn) -> dict[str, Any]:
