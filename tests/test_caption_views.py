@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from memetrm.config import DataOptions
+from memetrm.data.fields import expand_views, view_base
 from memetrm.errors import ConfigError
 from memetrm.features import FeatureSet, load_features
-from memetrm.features.views import expand_views, view_base
 
 from . import fakes  # noqa: F401  (registers test-fake)
 

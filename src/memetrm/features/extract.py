@@ -14,13 +14,14 @@ from torch.utils.data import DataLoader, Dataset
 from memetrm.config import DataOptions
 from memetrm.data import get_dataset, open_image, select_fields
 from memetrm.data.base import MemeDataset
+from memetrm.data.fields import expand_views, with_joined
 from memetrm.data.records import MemeRecord
 from memetrm.devices import autocast, resolve_device
 from memetrm.encoders import Encoder, create_encoder, encoder_version
 from memetrm.errors import ConfigError, DataError
 from memetrm.features.cache import FeatureCache, content_hash, entry_key
 from memetrm.features.featureset import FeatureSet
-from memetrm.features.views import combine_views, expand_views, with_joined
+from memetrm.features.views import combine_views
 from memetrm.progress import make_progress
 from memetrm.provenance import combined_hash
 from memetrm.utils import sha256_text, split_field

@@ -1,4 +1,4 @@
-"""Field views: every caption of a meme, not only the first, and fields read as one sequence.
+"""Caption views: the embeddings of every caption of a meme, not only the first.
 
 A dataset may give a text field several variants (Hateful Memes ships five beam captions per
 image: ``caption`` is the first, ``caption_2`` ... ``caption_5`` the others). Two derived
@@ -18,52 +18,12 @@ the input a text tower tuned on whole memes (``memetrm tune``) was tuned on.
 
 from __future__ import annotations
 
-import dataclasses
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 
 import torch
 
-from memetrm.data.records import MemeRecord
+from memetrm.data.fields import is_random_view, is_view, variants, view_base
 from memetrm.errors import ConfigError
-
-JOIN = "+"
-SEPARATOR = " [SEP] "
-
-#: derived-field suffix -> whether training draws one variant per example per epoch
-VIEW_SUFFIXES = {"_mean": False, "_random": True}
-
-
-def view_base(field: str) -> str:
-    """``caption_mean`` -> ``caption``; any other field is returned as is."""
-    for suffix in VIEW_SUFFIXES:
-        if field.endswith(suffix) and len(field) > len(suffix):
-            return field.removesuffix(suffix)
-    return field
-
-
-def is_view(field: str) -> bool:
-    return view_base(field) != field
-
-
-def is_random_view(field: str) -> bool:
-    return field.endswith("_random") and is_view(field)
-
-
-def variants(base: str, available: Iterable[str]) -> list[str]:
-    """``base`` then ``base_2``, ``base_3``, ... as far as ``available`` names them."""
-    numbered = {int(m.group(1)): f for f in available
-                if (m := re.fullmatch(re.escape(base) + r"_(\d+)", f))}
-    return [base, *(numbered[i] for i in sorted(numbered) if i >= 2)]
-
-
-def expand_views(fields: Iterable[str], available: Iterable[str]) -> list[str]:
-    """The fields to extract: view fields replaced by their variants, in order, no repeats."""
-    available = set(available)
-    out: list[str] = []
-    for f in fields:
-        out.extend(variants(view_base(f), available) if is_view(f) else [f])
-    return list(dict.fromkeys(out))
 
 
 def combine_views(tensors: dict[str, torch.Tensor], fields: Iterable[str], available: Iterable[str],
@@ -86,26 +46,3 @@ def combine_views(tensors: dict[str, torch.Tensor], fields: Iterable[str], avail
         if is_random_view(f):
             views[f] = stacked
     return out, views
-
-
-def joined_parts(field: str) -> list[str]:
-    """``text+caption`` -> ``["text", "caption"]``; a plain field is its own only part."""
-    return field.split(JOIN)
-
-
-def join_texts(texts: Mapping[str, str], field: str) -> str:
-    """The text a (possibly joined) field reads from a record's or a request's texts."""
-    return SEPARATOR.join(texts[p] for p in joined_parts(field))
-
-
-def with_joined(records: Sequence[MemeRecord], fields: Iterable[str]) -> list[MemeRecord]:
-    """Records with each joined field of ``fields`` added to the texts of those having every part."""
-    joined = [f for f in fields if JOIN in f]
-    if not joined:
-        return list(records)
-    out = []
-    for r in records:
-        extra = {f: join_texts(r.texts, f) for f in joined
-                 if all(p in r.texts for p in joined_parts(f))}
-        out.append(dataclasses.replace(r, texts={**r.texts, **extra}) if extra else r)
-    return out

@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 
 from memetrm.checkpoint import weights_path
+from memetrm.data.fields import join_texts, joined_parts, view_base
 from memetrm.devices import resolve_device
 from memetrm.encoders import DEFAULT_ENCODER, Encoder, create_encoder
 from memetrm.errors import ConfigError, DataError, MemetrmError
-from memetrm.features.views import join_texts, joined_parts, view_base
 from memetrm.heads import Head, Memory, from_pretrained
 from memetrm.serving.ocr import OCR
 from memetrm.utils import split_field

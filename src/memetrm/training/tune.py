@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 
 from memetrm.data import get_dataset
+from memetrm.data.fields import join_texts, joined_parts
 from memetrm.data.records import MemeRecord
 from memetrm.errors import ConfigError, DataError
-from memetrm.features.views import join_texts, joined_parts
 from memetrm.provenance import provenance
 from memetrm.utils import atomic_write_dir
 
