@@ -31,6 +31,8 @@ from memetrm.training.runner import dev_threshold, ensemble_metrics, run_models
 from memetrm.utils import atomic_write_text, default_cache_dir
 
 TC = ["text", "caption"]
+#: the TRM rows' budget on this CPU (the trm preset trains 30 epochs)
+TRM_TRAIN = {"epochs": 10}
 #: key -> (group, label, run settings); ``{tuned}`` is replaced by ``tuned:<--tuned>``
 CONFIGS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "mlp-tc": ("heads", "mlp, text + caption", {"head": "mlp", "fields": TC}),
@@ -51,9 +53,19 @@ CONFIGS: dict[str, tuple[str, str, dict[str, Any]]] = {
                    {"head": "rgcl", "fields": ["text+caption"], "encoder": "{tuned}"}),
     "frozen-mlp-joined": ("tuned", "mlp, frozen MiniLM, text+caption as one sequence",
                           {"head": "mlp", "fields": ["text+caption"]}),
-    "trm-retrieval-tc": ("trm", "trm-retrieval, text + caption",
-                         {"head": "trm-retrieval", "fields": TC}),
-    "trm-tc": ("trm", "trm, text + caption", {"head": "trm", "fields": TC}),
+    "trm-retrieval-tc": ("trm", "trm-retrieval (k 8, labels, recursion), text + caption",
+                         {"head": "trm-retrieval", "fields": TC, "train": TRM_TRAIN}),
+    "trm-retrieval-1pass-tc": ("trm", "trm-retrieval, one pass (n = T = n_sup = 1)",
+                               {"head": "trm-retrieval-1pass", "fields": TC, "train": TRM_TRAIN}),
+    "trm-retrieval-nolabels-tc": ("trm", "trm-retrieval, neighbours without labels",
+                                  {"head": "trm-retrieval", "fields": TC, "train": TRM_TRAIN,
+                                   "head_cfg": {"labels": False}}),
+    "trm-retrieval-k0-tc": ("trm", "trm-retrieval, k 0 (the meme alone)",
+                            {"head": "trm-retrieval", "fields": TC, "train": TRM_TRAIN,
+                             "head_cfg": {"k": 0}}),
+    "trm-retrieval-k16-tc": ("trm", "trm-retrieval, k 16",
+                             {"head": "trm-retrieval", "fields": TC, "train": TRM_TRAIN,
+                              "head_cfg": {"k": 16}}),
 }
 
 
@@ -63,9 +75,10 @@ def run_config(key: str, data_root: str | None, seeds: int, tuned: str | None) -
         if not tuned:
             raise SystemExit(f"{key} needs --tuned PATH (a folder from memetrm tune)")
         settings["encoder"] = f"tuned:{tuned}"
+    train = {"batch_size": 256, **settings.pop("train", {})}
     return RunConfig(dataset="hateful_memes", seeds=seeds, data_root=data_root,
-                     eval_splits=[UNSEEN], train={"batch_size": 256},
-                     out_dir=str(prediction_dir() / key), **settings)
+                     eval_splits=[UNSEEN], train=train, out_dir=str(prediction_dir() / key),
+                     **settings)
 
 
 def prediction_dir() -> Path:
