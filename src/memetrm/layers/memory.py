@@ -107,10 +107,11 @@ class MemoryBank(nn.Module):
 
     def describe(self, rows: torch.Tensor, sims: torch.Tensor) -> list[list[dict[str, Any]]]:
         """Per query: id, label and similarity of each neighbour (what a moderator is shown)."""
-        labels = self.labels.cpu().tolist()
-        return [[{"id": self.ids[j], "label": int(labels[j]), "similarity": round(s, 4)}
-                 for j, s in zip(row, sim, strict=True)]
-                for row, sim in zip(rows.cpu().tolist(), sims.float().cpu().tolist(), strict=True)]
+        labels = self.labels[rows.to(self.labels.device)].cpu().tolist()  # the neighbours' only
+        return [[{"id": self.ids[j], "label": int(y), "similarity": round(s, 4)}
+                 for j, y, s in zip(row, ys, sim, strict=True)]
+                for row, ys, sim in zip(rows.cpu().tolist(), labels, sims.float().cpu().tolist(),
+                                        strict=True)]
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         # a saved bank has as many rows as it had then: take its shapes before copying
