@@ -35,6 +35,17 @@ ROWS = [
 ]
 
 
+def from_run(path: Path) -> dict:
+    """A row from the ``tuning.json`` of a real ``memetrm tune`` run (all its epochs)."""
+    s = json.loads((path / "tuning.json").read_text())
+    cfg = s["config"]
+    label = (f"{cfg['tower']}, {'LoRA r=' + str(cfg['lora_rank']) if cfg['lora_rank'] else 'full tuning'}"
+             f", a real {cfg['epochs']}-epoch run ({s['steps']} steps)")
+    return {"label": label, "settings": cfg, "steps": s["steps"],
+            "trainable_params": s["trainable_params"], "rows_per_second": s["rows_per_second"],
+            "seconds_per_epoch": s["seconds_per_epoch"], "threads": s["provenance"]["threads"]}
+
+
 def measure(data_root: str | None, steps: int, batch_size: int, only: list[str]) -> dict:
     rows = []
     for label, over in ROWS:
@@ -61,12 +72,22 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only", default="", help="comma-separated substrings of row labels")
+    ap.add_argument("--from-run", type=Path, default=None,
+                    help="also report a finished memetrm tune run's folder (its tuning.json)")
+    ap.add_argument("--run-only", action="store_true",
+                    help="with --from-run: measure no step-limited configurations")
     ap.add_argument("--render-only", action="store_true")
     args = ap.parse_args()
     if not args.render_only:
         torch.set_num_threads(args.threads)
-        data = measure(args.data_root, args.steps, args.batch_size,
-                       [o for o in args.only.split(",") if o])
+        data = (measure(args.data_root, args.steps, args.batch_size,
+                        [o for o in args.only.split(",") if o])
+                if not args.run_only else {
+                    "provenance": provenance(threads=args.threads), "batch_size": args.batch_size,
+                    "command": "python -m benchmarks.tune_speed --from-run DIR --run-only",
+                    "rows": []})
+        if args.from_run:
+            data["rows"].insert(0, from_run(args.from_run))
         atomic_write_text(DATA, json.dumps(data, indent=1))
     render()
     return 0
