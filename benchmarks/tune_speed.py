@@ -84,10 +84,11 @@ def main() -> int:
                         [o for o in args.only.split(",") if o])
                 if not args.run_only else {
                     "provenance": provenance(threads=args.threads), "batch_size": args.batch_size,
-                    "command": "python -m benchmarks.tune_speed --from-run DIR --run-only",
+                    "command": "python -m benchmarks.tune_speed --run-only",
                     "rows": []})
         if args.from_run:
             data["rows"].insert(0, from_run(args.from_run))
+            data["command"] += " --from-run DIR"
         atomic_write_text(DATA, json.dumps(data, indent=1))
     render()
     return 0
