@@ -39,7 +39,7 @@ class TRMRetrievalConfig(TRMAttConfig):
     n_sup: int = 4
 
 
-@register_head("trm-retrieval", train=ORIGIN_TRAIN)
+@register_head("trm-retrieval", train=ORIGIN_TRAIN, in_all=False)  # costly: not in --heads all
 @register_head("trm-retrieval-1pass", train=ORIGIN_TRAIN, in_all=False, n=1, T=1, n_sup=1)
 class TRMRetrievalHead(Memory, TRMAttHead):
     """TRM over the meme and its k nearest labelled memes (vectors, labels, similarities)."""
