@@ -154,7 +154,9 @@ def test_a_list_with_an_e_reaches_its_field() -> None:
     (["seeds=three"], "seeds must be an integer"),
     (["eval_splits=dev"], "eval_splits must be a list"),
     (["fields=3"], "fields must be a list or null"),
+    (["train.patience=soon"], "train.patience must be an integer"),
+    (["head_cfg.hidden=wide"], "head_cfg.hidden must be an integer"),
 ])
 def test_values_are_checked_against_their_field_type(override: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        load_run_config(None, override)
+        resolved_config(load_run_config(None, override))

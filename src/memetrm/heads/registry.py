@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from memetrm.checkpoint import load_config, load_weights, save_checkpoint
+from memetrm.config import check_type
 from memetrm.errors import ConfigError
 from memetrm.heads.base import Head, HeadConfig
 from memetrm.layers import MemoryBank
@@ -70,6 +72,9 @@ def head_config(name: str, **cfg: Any) -> HeadConfig:
     unknown = set(cfg) - known
     if unknown:
         raise ConfigError(f"head {name!r} has no option(s) {sorted(unknown)}; options: {sorted(known)}")
+    hints = typing.get_type_hints(entry.cls.config_class)
+    for key, value in cfg.items():
+        check_type(f"head_cfg.{key}", value, hints[key])
     return entry.cls.config_class(**{**entry.preset, **cfg})
 
 

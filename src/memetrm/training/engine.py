@@ -14,6 +14,7 @@ import contextlib
 import copy
 import dataclasses
 import math
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from memetrm.config import check_type
 from memetrm.devices import resolve_device
 from memetrm.errors import ConfigError
 from memetrm.evaluation.metrics import auroc, parse_threshold_metric
@@ -252,4 +254,7 @@ def resolve_train_config(*layers: dict[str, Any]) -> TrainConfig:
     unknown = set(merged) - known
     if unknown:
         raise ConfigError(f"unknown train option(s) {sorted(unknown)}; known: {sorted(known)}")
+    hints = typing.get_type_hints(TrainConfig)
+    for key, value in merged.items():
+        check_type(f"train.{key}", value, hints[key])
     return TrainConfig(**merged)
