@@ -160,3 +160,10 @@ def test_a_list_with_an_e_reaches_its_field() -> None:
 def test_values_are_checked_against_their_field_type(override: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         resolved_config(load_run_config(None, override))
+
+
+def test_a_yaml_file_reads_exponent_floats_as_numbers(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  lr: 1e-4\n  weight_decay: 5e-2\n")
+    cfg = resolved_config(load_run_config(p))
+    assert (cfg["train"]["lr"], cfg["train"]["weight_decay"]) == (1e-4, 5e-2)
