@@ -22,6 +22,8 @@ def serve(
         help="Predictions in progress above this get 503 at once.")] = 64,
     header_timeout: Annotated[float, typer.Option(
         help="Seconds a client may take to send its headers.")] = 10.0,
+    ocr_workers: Annotated[int, typer.Option(
+        min=1, help="OCR calls run at once; more wait within --timeout.")] = 2,
     docs: Annotated[bool, typer.Option(help="Serve /docs (Swagger UI, from its CDN).")] = False,
     threshold: Threshold = None,
     device: Device = None,
@@ -30,10 +32,12 @@ def serve(
     import uvicorn
 
     from memetrm.serving.app import Limits, create_app
+    from memetrm.serving.guards import limit_malloc_arenas
     from memetrm.serving.protocol import protocol_with_header_timeout
 
     limits = Limits(int(max_upload_mb * 1024 * 1024), max_text_chars, timeout_s=timeout,
-                    max_pending=max_pending)
+                    max_pending=max_pending, ocr_workers=ocr_workers)
+    limit_malloc_arenas()
     app = create_app(model, limits, device=device, docs=docs, threshold=threshold)
     uvicorn.run(app, host=host, port=port, limit_concurrency=max_connections,
                 timeout_keep_alive=5, http=protocol_with_header_timeout(header_timeout))

@@ -69,6 +69,8 @@ class MemeDataset(ABC):
     def image_path(self, value: str, where: str) -> Path:
         """``value`` relative to the dataset folder; a path that leaves it is refused unless
         ``allow_outside_images`` (a jsonl file should not make us read arbitrary files)."""
+        if "\0" in value:
+            raise DataError(f"{where}: image path {value!r} contains a NUL byte")
         path = self.root / value
         if not self.allow_outside_images and not path.resolve().is_relative_to(self.root.resolve()):
             raise DataError(f"{where}: image path {value!r} points outside the dataset folder "

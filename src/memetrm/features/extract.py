@@ -144,6 +144,8 @@ def plan_extraction(dataset: str, split: str, encoder: str, fields: Sequence[str
     ds = get_dataset(dataset, data.data_root, on_bad_line=data.on_bad_line,
                      allow_outside_images=data.allow_outside_images)
     all_records = ds.records(split)
+    if not all_records:
+        raise DataError(f"{ds.identity}/{split} is empty: its file holds no rows")
     have = {k for r in all_records for k in r.texts} | {"image" for r in all_records if r.image}
     lacking = [f for f in fields if f not in have]
     if lacking:

@@ -10,21 +10,31 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
+from PIL import Image
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from memetrm.data.images import MAX_PIXELS, open_image
 from memetrm.errors import DataError, MemetrmError
+from memetrm.serving.guards import (
+    PixelBudget,
+    header_pixels,
+    in_thread,
+    json_structure,
+    parse_json,
+    redact_access_log,
+)
 from memetrm.serving.predictor import ModelOutputError, Predictor, Prepared
+from memetrm.serving.reload import ModelWatcher
 
 STATIC_DIR = Path(__file__).parent / "static"
 #: magic bytes -> MIME type of the image formats accepted
@@ -50,6 +60,11 @@ class Limits:
     max_pending: int = 64
     #: longest image side kept after decoding: enough for the encoders and OCR
     reduce_to: int = 2048
+    #: OCR calls run at once (each is seconds of CPU); more wait, within their deadline
+    ocr_workers: int = 2
+    #: decoded pixels in flight across all requests (one image at the per-image limit, or many
+    #: memes); more wait, within their deadline
+    pixel_budget: int = MAX_PIXELS
 
 
 class Neighbour(BaseModel):
@@ -179,6 +194,8 @@ class MicroBatcher:
         # a failing batch is rescored item by item (``run_each``): one bad item fails alone
         self.predictor, self.max_batch = predictor, max_batch
         self._loop: asyncio.AbstractEventLoop | None = None
+        # its own thread: scoring never queues behind decode/OCR work in the shared pool
+        self._scorer = ThreadPoolExecutor(1, thread_name_prefix="memetrm-score")
 
     def _ensure_worker(self) -> None:
         # one worker per event loop (a test client may run each request on a fresh loop)
@@ -201,7 +218,8 @@ class MicroBatcher:
             batch = [(item, fut) for item, fut in batch if not fut.done()]  # timed out: skip
             if not batch:
                 continue
-            results = await run_in_threadpool(self.predictor.run_each, [i for i, _ in batch])
+            results = await asyncio.get_running_loop().run_in_executor(
+                self._scorer, self.predictor.run_each, [i for i, _ in batch])
             for (_, fut), res in zip(batch, results, strict=True):
                 if not fut.done():
                     (fut.set_exception if isinstance(res, Exception) else fut.set_result)(res)
@@ -283,6 +301,10 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
     limits = limits or Limits()
     if "text" in predictor.input_fields:
         predictor.ocr.load()
+    pixels = PixelBudget(limits.pixel_budget)
+    ocr_slots = asyncio.Semaphore(limits.ocr_workers)
+    watcher = ModelWatcher(predictor, threshold=threshold)
+    redact_access_log()
     app = FastAPI(title="memetrm", version="1",
                   summary=f"Hateful-meme classifier {predictor.model_id}",
                   docs_url="/docs" if docs else None, redoc_url=None)
@@ -306,9 +328,14 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
             raw = await request.body()
             if not raw:
                 raise HTTPException(400, "empty request body")
-            try:
-                obj = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            structure, most = json_structure(raw), 8 * limits.max_text_chars + 256
+            if structure > most:
+                raise HTTPException(422, f"JSON body has {structure:,} commas, colons and "
+                                         f"brackets, above the {most:,} a prediction (a base64 "
+                                         "'image' and a few text fields) can hold")
+            try:  # a 10 MB body takes a while to parse: not on the event loop
+                obj = await run_in_threadpool(parse_json, raw)
+            except ValueError as e:
                 raise HTTPException(400, f"malformed JSON: {e}") from e
             if not isinstance(obj, dict) or not isinstance(obj.get("image"), str):
                 raise HTTPException(422, "JSON body must be an object with a base64 'image' string")
@@ -328,30 +355,46 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
     @app.post("/v1/predict", response_model=Prediction, openapi_extra=_OPENAPI_BODY)
     async def predict(request: Request) -> dict[str, Any]:
         """Score one meme; without ``text`` the meme text is read off the image by OCR."""
+        watcher.poll()
         if pending.locked():
             raise HTTPException(503, f"server busy: {limits.max_pending} predictions in progress; "
                                      "retry shortly", headers={"Retry-After": "1"})
         deadline = time.monotonic() + limits.timeout_s
 
-        def prepare(data: bytes, texts: dict[str, str]) -> Prepared:
-            """Decode and OCR in a worker thread, concurrently with other requests."""
-            if time.monotonic() > deadline:  # timed out while queued for a thread: skip the work
-                raise HTTPException(504, "the request timed out before its image was decoded")
+        def skip_if_late(stage: str) -> None:
+            if time.monotonic() > deadline:  # its answer is a 504 already: skip the work
+                raise HTTPException(504, f"the request timed out before {stage}")
+
+        def decode(data: bytes) -> Image.Image:
+            skip_if_late("its image was decoded")
             try:
-                image = open_image(data, name="upload", max_pixels=limits.max_pixels,
-                                   reduce_to=limits.reduce_to)
+                return open_image(data, name="upload", max_pixels=limits.max_pixels,
+                                  reduce_to=limits.reduce_to)
             except DataError as e:
                 raise HTTPException(400, str(e)) from e
+
+        def prepare(image: Image.Image, texts: dict[str, str]) -> Prepared:
+            skip_if_late("its text was read (OCR)")
             try:
                 return predictor.prepare(image, texts)
             except DataError as e:
                 raise HTTPException(422, str(e)) from e
 
         async def work() -> dict[str, Any]:
+            """Waits (for pixels, an OCR slot, the model) happen here, on the event loop, so a
+            queue of waiting requests holds no worker thread; decode and OCR run in threads."""
             data, declared, texts = await read_body(request)
             _check_image_bytes(data, declared)
             texts = check_texts(texts, predictor.text_fields, limits.max_text_chars)
-            return await batcher.submit(await run_in_threadpool(prepare, data, texts))
+            held = await pixels.acquire(min(header_pixels(data), limits.max_pixels))
+            image = await in_thread(decode, data, release=lambda: pixels.release(held))
+            if "text" in predictor.input_fields and not texts.get("text", "").strip():  # OCR
+                await ocr_slots.acquire()
+                prepared = await in_thread(prepare, image, texts, release=ocr_slots.release)
+            else:
+                prepared = await in_thread(prepare, image, texts)
+            skip_if_late("it was scored")
+            return await batcher.submit(prepared)
 
         async with pending:
             try:
@@ -366,12 +409,14 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
             except MemetrmError as e:
                 raise HTTPException(500, f"scoring failed: {e}") from e
 
+    # async: answered on the event loop, even when every worker thread is busy
     @app.get("/v1/model", response_model=ModelInfo)
-    def model_info() -> dict[str, Any]:
+    async def model_info() -> dict[str, Any]:
         return predictor.info()
 
     @app.get("/health")
-    def health() -> dict[str, str]:
+    async def health() -> dict[str, str]:
+        watcher.poll()
         return {"status": "ok", "model": predictor.model_id}
 
     @app.get("/", include_in_schema=False)
