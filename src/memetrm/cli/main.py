@@ -59,7 +59,7 @@ def _global(
 
 #: command modules under memetrm.cli, in ``--help`` order; each defines ``register(app)``
 COMMAND_MODULES = ["listing", "extract", "train", "evaluate", "report", "predict", "serve",
-                   "memory", "align", "data"]
+                   "memory", "hashes", "align", "data"]
 
 for _mod in COMMAND_MODULES:
     importlib.import_module(f"memetrm.cli.{_mod}").register(app)

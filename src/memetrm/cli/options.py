@@ -67,3 +67,16 @@ GpusPerWorker = Annotated[float, typer.Option("--gpus-per-worker", min=0)]
 def check_engine(engine: str) -> None:
     if engine not in ENGINES:
         raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+Runtime = Annotated[str | None, typer.Option(
+    "--runtime", help="Run the encoder towers with torch, onnx or onnx-int8 (ONNX Runtime; int8 = "
+                      "dynamically quantized text tower) [default: the model's / torch].")]
+HashLists = Annotated[list[Path] | None, typer.Option(
+    "--hash-list", help="Known-meme list (CSV: pdq,label,source_id); a meme within "
+                        "--hash-distance of a listed one is answered from the list. Repeatable.")]
+HashDistance = Annotated[int, typer.Option(
+    "--hash-distance", min=0, max=256,
+    help="PDQ Hamming distance (of 256 bits) up to which two images are the same meme.")]
+CacheSize = Annotated[int, typer.Option(
+    "--cache-size", min=0,
+    help="Memoise the encoder outputs of this many images and texts: a repost (an image within "
+         "--hash-distance, a text equal once normalised) reuses them; 0 = off.")]

@@ -6,7 +6,17 @@ from typing import Annotated
 
 import typer
 
-from memetrm.cli.options import Device, Model, Threshold
+from memetrm.cli.options import (
+    CacheSize,
+    Device,
+    HashDistance,
+    HashLists,
+    Model,
+    Runtime,
+    Threshold,
+)
+from memetrm.cli.predict import make_predictor
+from memetrm.serving.hashing import PDQ_DISTANCE
 
 
 def serve(
@@ -27,6 +37,10 @@ def serve(
     docs: Annotated[bool, typer.Option(help="Serve /docs (Swagger UI, from its CDN).")] = False,
     threshold: Threshold = None,
     device: Device = None,
+    runtime: Runtime = None,
+    hash_list: HashLists = None,
+    hash_distance: HashDistance = PDQ_DISTANCE,
+    cache_size: CacheSize = 4096,
 ) -> None:
     """Serve the model over HTTP (POST /v1/predict) with a web page at /."""
     import uvicorn
@@ -38,7 +52,9 @@ def serve(
     limits = Limits(int(max_upload_mb * 1024 * 1024), max_text_chars, timeout_s=timeout,
                     max_pending=max_pending, ocr_workers=ocr_workers)
     limit_malloc_arenas()
-    app = create_app(model, limits, device=device, docs=docs, threshold=threshold)
+    predictor = make_predictor(model, device, threshold, runtime, hash_list, hash_distance,
+                               cache_size)
+    app = create_app(predictor, limits, docs=docs, threshold=threshold)
     uvicorn.run(app, host=host, port=port, limit_concurrency=max_connections,
                 timeout_keep_alive=5, http=protocol_with_header_timeout(header_timeout))
 

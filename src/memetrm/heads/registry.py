@@ -96,10 +96,11 @@ def create_head(name: str, input_dims: dict[str, int], token_dims: dict[str, int
     return head
 
 
-def save_pretrained(head: Head, path: str | Path, card: str | None = None, **meta: Any) -> Path:
+def save_pretrained(head: Head, path: str | Path, card: str | None = None,
+                    files: dict[str, bytes] | None = None, **meta: Any) -> Path:
     """Write ``model.safetensors`` (with the ids of any memory) + ``config.json`` (+ a
     ``README.md`` model card) atomically; ``meta`` carries the threshold, encoder, fields,
-    provenance and so on."""
+    provenance and so on; ``files`` are more files of the folder (a known-meme list)."""
     if not head.name:
         raise ConfigError("only heads built by create_head (with a registered name) can be saved")
     fitted = {name: m.fitted() for name, m in head.named_modules()
@@ -107,7 +108,8 @@ def save_pretrained(head: Head, path: str | Path, card: str | None = None, **met
     config = {"head": head.name, "config": dataclasses.asdict(head.cfg),
               "input_dims": head.input_dims, "token_dims": head.token_dims, "fitted": fitted, **meta}
     banks = {name: m.ids for name, m in head.named_modules() if isinstance(m, MemoryBank)}
-    return save_checkpoint(path, head, config, {"README.md": card.encode()} if card else None,
+    extra = {**(files or {}), **({"README.md": card.encode()} if card else {})}
+    return save_checkpoint(path, head, config, extra or None,
                            {MEMORY_IDS: json.dumps(banks)} if banks else None)
 
 

@@ -33,6 +33,7 @@ from memetrm.serving.guards import (
     parse_json,
     redact_access_log,
 )
+from memetrm.serving.metrics import add_metrics
 from memetrm.serving.predictor import ModelOutputError, Predictor, Prepared
 from memetrm.serving.reload import ModelWatcher
 
@@ -75,6 +76,16 @@ class Neighbour(BaseModel):
     similarity: float
 
 
+class HashMatch(BaseModel):
+    """The known-meme list entry a meme matched: its answer came from the list, not a model."""
+
+    label: int
+    source_id: str
+    #: Hamming distance between the PDQ hashes (of 256 bits)
+    distance: int
+    list: str
+
+
 class Prediction(BaseModel):
     prob: float
     label: int
@@ -88,6 +99,8 @@ class Prediction(BaseModel):
     steps: int | None = None
     #: the nearest labelled memes, for heads with a retrieval memory (None for other heads)
     neighbours: list[Neighbour] | None = None
+    #: set when the meme was answered from a known-meme hash list
+    hash_match: HashMatch | None = None
 
 
 class ModelInfo(BaseModel):
@@ -196,6 +209,10 @@ class MicroBatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         # its own thread: scoring never queues behind decode/OCR work in the shared pool
         self._scorer = ThreadPoolExecutor(1, thread_name_prefix="memetrm-score")
+
+    def depth(self) -> int:
+        """Requests waiting for the next batch."""
+        return self._queue.qsize() if self._loop else 0
 
     def _ensure_worker(self) -> None:
         # one worker per event loop (a test client may run each request on a fresh loop)
@@ -310,6 +327,7 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
                   docs_url="/docs" if docs else None, redoc_url=None)
     app.state.predictor, app.state.limits = predictor, limits
     batcher = MicroBatcher(predictor)
+    add_metrics(app, predictor, batcher.depth)
     app.add_middleware(BodyLimit, max_bytes=limits.max_upload_bytes)
     app.add_middleware(SecurityHeaders, csp=DOCS_CSP if docs else PAGE_CSP)
 

@@ -11,6 +11,7 @@ from memetrm.errors import ConfigError, DataError, MemetrmError
 from memetrm.heads import Memory, save_pretrained
 from memetrm.modelstore import REVISION_KEY, writer_lock
 from memetrm.serving.batch import iter_inputs
+from memetrm.serving.hashlist import MODEL_LIST
 from memetrm.serving.predictor import Predictor
 
 #: keys ``save_pretrained`` writes itself; the rest of config.json is carried over unchanged
@@ -58,8 +59,8 @@ def _add(model_dir: Path, source: Path, device: str | None, batch_size: int) -> 
         batch = predictor.features(prepared)
         batch["label"] = torch.tensor([float(it.label) for it in chunk], device=predictor.device)
         head.add(batch, [it.id for it in chunk])
-    config = predictor.config
-    card = model_dir / "README.md"
+    card, known = model_dir / "README.md", model_dir / MODEL_LIST
     save_pretrained(head.cpu(), model_dir, card=card.read_text() if card.is_file() else None,
-                    **{k: v for k, v in config.items() if k not in _OWN_KEYS})
+                    files={MODEL_LIST: known.read_bytes()} if known.is_file() else None,
+                    **{k: v for k, v in predictor.config.items() if k not in _OWN_KEYS})
     return len(head.memory_ids)
