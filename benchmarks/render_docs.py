@@ -22,6 +22,7 @@ from benchmarks.render import (
     runtimes,
     scale,
     serve,
+    thresholds,
     trm_ablation,
     trm_speed,
     trm_sweep,
@@ -29,7 +30,7 @@ from benchmarks.render import (
 
 #: every renderer, in the order the docs were first generated
 RENDERERS = [heads, quality, trm_sweep, trm_speed, trm_ablation, serve, hostile, ocr_eval, align,
-             scale, runtimes, near_dup, extract]
+             scale, runtimes, near_dup, extract, thresholds]
 
 
 def main() -> int:

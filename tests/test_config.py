@@ -104,7 +104,8 @@ def test_every_typed_option_is_covered() -> None:
 
     from memetrm.cli.train import TYPED_KEYS, train
 
-    not_config = {"field_sets", "ensemble", "config", "set_", "json_out", "report", "print_config"}
+    not_config = {"field_sets", "ensemble", "config", "set_", "json_out", "report", "print_config",
+                  "wide"}
     assert set(inspect.signature(train).parameters) - not_config == set(TYPED_KEYS)
     assert set(TYPED_SAMPLES) == set(TYPED_KEYS)
 

@@ -27,12 +27,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported on use: commands read a model's config before loading it
+    import torch
+
 from filelock import FileLock, Timeout
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from memetrm.errors import ConfigError
 from memetrm.utils import publish_mode
@@ -148,6 +149,8 @@ def write_model(path: str | Path, state: dict[str, torch.Tensor], config: dict[s
     Readers of the folder see the old model or the new one, never a mix and never nothing, also
     when this process is killed at any point; files of the old revision that the new one does
     not have are removed."""
+    from safetensors.torch import save_file
+
     revision = weights_revision(state, strings)
     with writer_lock(path) as folder:
         remove_stale(folder)
@@ -178,6 +181,8 @@ def weights_revision(state: dict[str, torch.Tensor], strings: dict[str, str] | N
     """A digest of the weights (and the strings stored with them): the same weights saved twice
     are byte-identical, and weights that differ never share a revision (any config pairs safely
     with identical weights)."""
+    import torch
+
     h = hashlib.sha256(json.dumps(strings or {}, sort_keys=True).encode())
     for name in sorted(state):
         t = state[name]

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from memetrm.cli.checks import check_one_meme, warn_threshold
 from memetrm.cli.options import (
     CacheSize,
     Device,
@@ -24,6 +25,7 @@ from memetrm.cli.options import (
     check_engine,
 )
 from memetrm.errors import ConfigError, DataError
+from memetrm.modelstore import read_config as load_config
 from memetrm.progress import console
 from memetrm.serving.hashing import PDQ_DISTANCE
 
@@ -80,6 +82,11 @@ def predict(
     for path in (image, input):
         if path is not None and not path.exists():  # checked before the model loads
             raise DataError(f"{path}: no such file or folder")
+    config = load_config(model)
+    texts = {k: v for k, v in {"text": text, "caption": caption}.items() if v is not None}
+    if one:
+        check_one_meme(model, config, image is not None, texts)
+    warn_threshold(config, threshold)
     if input is not None and engine == "ray":
         from memetrm.serving.ray_batch import predict_ray
 
@@ -106,7 +113,6 @@ def predict(
         return
     from memetrm.data.images import open_image
 
-    texts = {k: v for k, v in {"text": text, "caption": caption}.items() if v is not None}
     result = predictor.predict([open_image(image) if image else None], [texts])[0]
     if as_json:
         typer.echo(json.dumps({"image": str(image) if image else None, **result}, allow_nan=False))

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from memetrm.cli.checks import warn_threshold
 from memetrm.cli.options import (
     CacheSize,
     Device,
@@ -16,6 +17,7 @@ from memetrm.cli.options import (
     Threshold,
 )
 from memetrm.cli.predict import make_predictor
+from memetrm.modelstore import read_config as load_config
 from memetrm.serving.hashing import PDQ_DISTANCE
 
 
@@ -43,6 +45,7 @@ def serve(
     cache_size: CacheSize = 4096,
 ) -> None:
     """Serve the model over HTTP (POST /v1/predict) with a web page at /."""
+    warn_threshold(load_config(model), threshold)
     import uvicorn
 
     from memetrm.serving.app import Limits, create_app

@@ -35,6 +35,8 @@ class MemeDataset(ABC):
     test_split = "test"
     #: what labels 0 and 1 mean, for messages, the model card and the web page
     label_names: tuple[str, str] = ("not hateful", "hateful")
+    #: ids the published dataset ships without an image: always skipped, with a warning
+    known_missing_images: frozenset[str] = frozenset()
 
     def __init__(self, root: Path, on_bad_line: str = "error", allow_outside_images: bool = False,
                  warn: Callable[[str], None] | None = None):

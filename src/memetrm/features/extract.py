@@ -153,7 +153,8 @@ def plan_extraction(dataset: str, split: str, encoder: str, fields: Sequence[str
                           f"{sorted(have)}")
     try:
         selection = select_fields(all_records, fields, data.on_missing_image,
-                                  warn=lambda m: ds.warn(f"{ds.identity}/{split}: {m}"))
+                                  warn=lambda m: ds.warn(f"{ds.identity}/{split}: {m}"),
+                                  known_missing=ds.known_missing_images)
     except DataError as e:
         raise DataError(f"{ds.identity}/{split}: {e}") from e
     records = selection.records

@@ -275,9 +275,10 @@ def _check_image_bytes(data: bytes, declared: str | None) -> None:
         raise HTTPException(400, "the image is empty")
     if declared and declared not in ALLOWED_TYPES and declared != "application/octet-stream":
         raise HTTPException(415, f"image content type {declared!r} not allowed; "
-                                 f"allowed: {ALLOWED_TYPES}")
+                                 f"allowed: {', '.join(ALLOWED_TYPES)}")
     if sniff_image_type(data) is None:
-        raise HTTPException(415, f"the upload is not an image of an allowed type {ALLOWED_TYPES}")
+        raise HTTPException(415, "the upload is not an image of an allowed type "
+                                 f"({', '.join(ALLOWED_TYPES)})")
 
 
 def _body_schema(image: dict[str, str]) -> dict[str, Any]:
@@ -331,16 +332,22 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
     app.add_middleware(BodyLimit, max_bytes=limits.max_upload_bytes)
     app.add_middleware(SecurityHeaders, csp=DOCS_CSP if docs else PAGE_CSP)
 
-    async def read_body(request: Request) -> tuple[bytes, str | None, dict[str, Any]]:
-        """(image bytes, declared image type, text fields) from a multipart or JSON body."""
+    #: a model that reads no image scores a meme from its texts: the image may be left out
+    image_optional = "image" not in predictor.input_fields
+
+    async def read_body(request: Request) -> tuple[bytes | None, str | None, dict[str, Any]]:
+        """(image bytes or None, declared image type, text fields) from a multipart or JSON
+        body."""
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype == "multipart/form-data":
+        if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):  # the latter: texts only
             form = await request.form(max_files=1, max_fields=8,
                                       max_part_size=limits.max_upload_bytes)
             upload = form.get("image")
+            texts = {k: v for k, v in form.items() if k != "image"}
+            if upload is None and image_optional:
+                return None, None, texts
             if upload is None or isinstance(upload, str):
                 raise HTTPException(422, "multipart field 'image' (a file) is required")
-            texts = {k: v for k, v in form.items() if k != "image"}
             return await upload.read(), upload.content_type, texts
         if ctype == "application/json":
             raw = await request.body()
@@ -355,6 +362,8 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
                 obj = await run_in_threadpool(parse_json, raw)
             except ValueError as e:
                 raise HTTPException(400, f"malformed JSON: {e}") from e
+            if isinstance(obj, dict) and obj.get("image") is None and image_optional:
+                return None, None, {k: v for k, v in obj.items() if k != "image"}
             if not isinstance(obj, dict) or not isinstance(obj.get("image"), str):
                 raise HTTPException(422, "JSON body must be an object with a base64 'image' string")
             b64 = obj["image"]
@@ -391,7 +400,7 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
             except DataError as e:
                 raise HTTPException(400, str(e)) from e
 
-        def prepare(image: Image.Image, texts: dict[str, str]) -> Prepared:
+        def prepare(image: Image.Image | None, texts: dict[str, str]) -> Prepared:
             skip_if_late("its text was read (OCR)")
             try:
                 return predictor.prepare(image, texts)
@@ -402,11 +411,15 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
             """Waits (for pixels, an OCR slot, the model) happen here, on the event loop, so a
             queue of waiting requests holds no worker thread; decode and OCR run in threads."""
             data, declared, texts = await read_body(request)
-            _check_image_bytes(data, declared)
+            if data is not None:
+                _check_image_bytes(data, declared)
             texts = check_texts(texts, predictor.text_fields, limits.max_text_chars)
-            held = await pixels.acquire(min(header_pixels(data), limits.max_pixels))
-            image = await in_thread(decode, data, release=lambda: pixels.release(held))
-            if "text" in predictor.input_fields and not texts.get("text", "").strip():  # OCR
+            image = None
+            if data is not None:
+                held = await pixels.acquire(min(header_pixels(data), limits.max_pixels))
+                image = await in_thread(decode, data, release=lambda: pixels.release(held))
+            ocr = "text" in predictor.input_fields and not texts.get("text", "").strip()
+            if image is not None and ocr:
                 await ocr_slots.acquire()
                 prepared = await in_thread(prepare, image, texts, release=ocr_slots.release)
             else:
