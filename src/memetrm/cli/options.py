@@ -37,7 +37,7 @@ ThresholdMetric = Annotated[str | None, typer.Option(
     help="How the decision threshold is chosen on dev (or out-of-fold) predictions: f1 | "
          "accuracy | balanced-accuracy (Youden's J) | precision>=P (most recall with precision "
          ">= P) | recall>=R (most precision with recall >= R) | fpr<=F (most recall with a "
-         "false-positive rate <= F) [default: f1].")]
+         "false-positive rate <= F) [default: balanced-accuracy].")]
 Threshold = Annotated[float | None, typer.Option(
     "--threshold", min=0.0, max=1.0,
     help="Decision threshold to use instead of the one chosen on dev and saved with the model.")]

@@ -60,7 +60,7 @@ class TrainConfig:
     seed: int = 0
     #: how the decision threshold is chosen on dev: f1, accuracy, balanced-accuracy,
     #: precision>=P, recall>=R or fpr<=F (see ``evaluation.metrics.choose_threshold``)
-    threshold_metric: str = "f1"
+    threshold_metric: str = "balanced-accuracy"
     #: torch CPU threads while training; None: ``--threads`` / MEMETRM_THREADS, else 1
     threads: int | None = None
     #: skip a ragged last batch (contrastive objectives need negatives in every batch)

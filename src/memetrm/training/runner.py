@@ -123,7 +123,8 @@ def dev_threshold(y: np.ndarray, p: np.ndarray, metric: str, where: str) -> floa
     if share > ONE_CLASS_SHARE:
         console.print(f"[yellow]warning:[/] the {metric} threshold {thr:.3f} chosen on {where} "
                       f"labels {share:.0%} of it as one class; consider --threshold-metric "
-                      "balanced-accuracy (or precision>=P)"
+                      + ("precision>=P or fpr<=F" if metric == "balanced-accuracy"
+                         else "balanced-accuracy (or precision>=P)")
                       + ("" if where.startswith("the out-of-fold") else ", or --cv 5"),
                       soft_wrap=True)
     return thr
