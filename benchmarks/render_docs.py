@@ -13,14 +13,18 @@ import sys
 
 from benchmarks.render import (
     align,
+    extract,
     heads,
     hostile,
     learned_space,
     memory_scale,
+    near_dup,
     ocr_eval,
     quality,
+    runtimes,
     scale,
     serve,
+    thresholds,
     trm_ablation,
     trm_speed,
     trm_sweep,
@@ -29,7 +33,7 @@ from benchmarks.render import (
 
 #: every renderer, in the order the docs were first generated
 RENDERERS = [heads, quality, trm_sweep, trm_speed, trm_ablation, serve, hostile, ocr_eval, align,
-             scale, learned_space, tune_speed, memory_scale]
+             scale, runtimes, near_dup, extract, thresholds, learned_space, tune_speed, memory_scale]
 
 
 def main() -> int:

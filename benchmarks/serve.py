@@ -6,6 +6,14 @@ then for each client count reports throughput, p50/p95/p99 latency, and the serv
 before and after.
 
     python -m benchmarks.serve [--model DIR] [--clients 1 8 32] [--duration 20] [--ocr]
+
+With ``--runtimes`` it compares encoder runtimes and the repost cache side by side instead:
+one server per (runtime, cache off/on), each sent MultiOFF memes with their texts, all
+distinct ("fresh": every request a forward pass), and with the cache on also half reposts
+(an earlier meme resized to 70 % and re-encoded as JPEG quality 50, its text retyped).
+
+    python -m benchmarks.serve --runtimes torch onnx onnx-int8 --data-root ../shared/data \
+        [--clients 1 8] [--duration 8]
 """
 
 from __future__ import annotations
@@ -20,19 +28,25 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from benchmarks.render.serve import DATA, render
+from benchmarks.render.serve import DATA, RUNTIMES_DATA, render, render_runtimes
 from memetrm.utils import atomic_write_text
 
 SERVER = """
-import sys, uvicorn
+import sys, uvicorn, warnings
 from memetrm.serving.app import create_app
-uvicorn.run(create_app(sys.argv[1]), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+from memetrm.serving.feature_memo import FeatureMemo
+from memetrm.serving.predictor import Predictor
+runtime, cache = (sys.argv[3], int(sys.argv[4])) if len(sys.argv) > 3 else (None, 0)
+warnings.simplefilter("ignore")
+predictor = Predictor(sys.argv[1], runtime=runtime, memo=FeatureMemo(cache) if cache else None)
+uvicorn.run(create_app(predictor), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
 """
 
 
@@ -71,7 +85,9 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-def run_load(url: str, clients: int, duration: float, image: bytes, ocr: bool) -> dict[str, float]:
+def run_load(url: str, clients: int, duration: float, image: bytes, ocr: bool,
+             memes: Callable[[], tuple[bytes, str]] | None = None) -> dict[str, float]:
+    """Closed-loop clients; ``memes()`` gives each request's (JPEG, text), else ``image``."""
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
@@ -81,8 +97,10 @@ def run_load(url: str, clients: int, duration: float, image: bytes, ocr: bool) -
     def client() -> None:
         with httpx.Client(timeout=120) as http:
             while time.perf_counter() < deadline:
+                body, form = ((image, data) if memes is None else
+                              (lambda m: (m[0], {"text": m[1]}))(memes()))
                 t = time.perf_counter()
-                r = http.post(url, files={"image": ("m.png", image, "image/png")}, data=data)
+                r = http.post(url, files={"image": ("m.jpg", body, "image/jpeg")}, data=form)
                 dt = time.perf_counter() - t
                 with lock:
                     if r.status_code == 200:
@@ -103,6 +121,110 @@ def run_load(url: str, clients: int, duration: float, image: bytes, ocr: bool) -
                for q in (50, 95, 99)}}
 
 
+def start_server(model: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    """``create_app`` in a subprocess on a free port, returned once /health answers."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(model), str(port), *extra])
+    base = f"http://127.0.0.1:{port}"
+    t0 = time.perf_counter()
+    while True:
+        try:
+            if httpx.get(base + "/health", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.perf_counter() - t0 > 300:
+            proc.kill()
+            raise SystemExit("server did not start")
+        time.sleep(0.5)
+    print(f"server up in {time.perf_counter() - t0:.1f} s ({' '.join(extra) or 'default'})",
+          flush=True)
+    return proc, base
+
+
+def jpeg(img: Image.Image, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+class MemeStream:
+    """Request bodies, all encoded before the load so the clients cost the CPU nothing.
+
+    Fresh memes are MultiOFF images as published, mirrored and flipped (PDQ tells these
+    apart), never sent twice to one server; with ``reposts`` that share of requests is an
+    earlier meme resized to 70 % and re-encoded at JPEG quality 50, its text in capitals."""
+
+    def __init__(self, data_root: str | None) -> None:
+        from memetrm.data import get_dataset, open_image, select_fields
+
+        ds = get_dataset("multioff", data_root)
+        records = [r for s in ds.splits()
+                   for r in select_fields(ds.records(s), ["image", "text"], "skip").records]
+        self.memes: list[tuple[bytes, bytes, str]] = []
+        for turn in (lambda i: i, ImageOps.mirror, ImageOps.flip):
+            for r in records:
+                img = turn(open_image(r.image))
+                small = img.resize((int(img.width * 0.7), int(img.height * 0.7)))
+                self.memes.append((jpeg(img), jpeg(small, 50), r.texts["text"]))
+        self.restart(0.0)
+
+    def restart(self, reposts: float) -> None:
+        """A new server: nothing sent yet."""
+        self.reposts, self.sent = reposts, 0
+        self.rng, self.lock = np.random.default_rng(0), threading.Lock()
+
+    def share(self, reposts: float) -> None:
+        self.reposts = reposts
+
+    def __call__(self) -> tuple[bytes, str]:
+        with self.lock:
+            if self.sent and self.rng.random() < self.reposts:
+                _, repost, text = self.memes[self.rng.integers(self.sent)]
+                return repost, text.upper()
+            if self.sent == len(self.memes):
+                raise SystemExit(f"all {self.sent} distinct memes sent: shorten --duration")
+            fresh, _, text = self.memes[self.sent]
+            self.sent += 1
+            return fresh, text
+
+
+def compare_runtimes(args: argparse.Namespace, model: Path) -> None:
+    """Every runtime with the cache off and on, fresh memes and (cache on) half reposts."""
+    runs = []
+    print(f"{'runtime':>10} {'cache':>5} {'traffic':>13} {'clients':>7} {'req/s':>7} "
+          f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'errors':>6}", flush=True)
+    stream = MemeStream(args.data_root)
+    for runtime in args.runtimes:
+        for cache in (0, args.cache_size):
+            proc, base = start_server(model, runtime, str(cache))
+            try:
+                run_load(base + "/v1/predict", 1, 2.0, meme_png(), False)  # warm-up
+                stream.restart(0.0)
+                for reposts in (0.0, 0.5) if cache else (0.0,):
+                    stream.share(reposts)
+                    for n in args.clients:
+                        r = {"runtime": runtime, "cache": bool(cache), "reposts": reposts,
+                             "clients": n, **run_load(base + "/v1/predict", n, args.duration,
+                                                      b"", False, stream)}
+                        runs.append(r)
+                        print(f"{runtime:>10} {'on' if cache else 'off':>5} "
+                              f"{'half reposts' if reposts else 'fresh':>13} {n:>7} "
+                              f"{r['rps']:>7.1f} {r['p50']:>7.0f} {r['p95']:>7.0f} "
+                              f"{r['p99']:>7.0f} {r['errors']:>6}", flush=True)
+                metrics = httpx.get(base + "/metrics").text
+                runs[-1]["memo_metrics"] = [line for line in metrics.splitlines()
+                                            if line.startswith("memetrm_feature_memo_lookups")]
+            finally:
+                proc.terminate()
+                proc.wait(10)
+    result = {"command": "python -m benchmarks.serve " + " ".join(sys.argv[1:]),
+              "duration": args.duration, "runs": runs,
+              "machine": f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}"}
+    atomic_write_text(RUNTIMES_DATA, json.dumps(result, indent=2))
+    render_runtimes()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", type=Path, help="model dir (default: an untrained MLP head)")
@@ -110,26 +232,20 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=20.0, help="seconds per client count")
     ap.add_argument("--ocr", action="store_true", help="send no text, so every request runs OCR")
     ap.add_argument("--json", type=Path, default=DATA, help="where the numbers are kept")
+    ap.add_argument("--runtimes", nargs="+", help="compare these runtimes, cache off/on")
+    ap.add_argument("--data-root", default=None, help="MultiOFF memes for --runtimes")
+    ap.add_argument("--cache-size", type=int, default=4096)
     args = ap.parse_args()
 
+    if args.runtimes:
+        with tempfile.TemporaryDirectory() as tmp:
+            compare_runtimes(args, args.model or make_model(Path(tmp) / "bench-mlp"))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or make_model(Path(tmp) / "bench-mlp")
-        port = free_port()
-        proc = subprocess.Popen([sys.executable, "-c", SERVER, str(model), str(port)])
-        base = f"http://127.0.0.1:{port}"
+        proc, base = start_server(model)
         try:
-            t0 = time.perf_counter()
-            while True:
-                try:
-                    if httpx.get(base + "/health", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if proc.poll() is not None or time.perf_counter() - t0 > 300:
-                    raise SystemExit("server did not start")
-                time.sleep(0.5)
             model_id = httpx.get(base + "/v1/model").json()["model"]
-            print(f"server up in {time.perf_counter() - t0:.1f} s ({model_id})")
             image = meme_png()
             run_load(base + "/v1/predict", 1, 2.0, image, args.ocr)  # warm-up
             before = rss_mb(proc.pid)[0]

@@ -21,7 +21,7 @@ from memetrm.training.engine import param_groups
 UPPER = ("alignment", "encoders", "evaluation", "features", "serving", "data", "training", "cli")
 SRC = Path(__file__).resolve().parents[1] / "src"
 #: modules every layer may use; they use no layer themselves
-BASE = {f"memetrm.{m}" for m in ("config", "devices", "checkpoint", "provenance", "utils",
+BASE = {f"memetrm.{m}" for m in ("config", "devices", "checkpoint", "modelstore", "provenance", "utils",
                                  "errors", "progress")}
 #: third-party packages a head may build on besides the standard library
 HEAD_STACK = {"torch", "numpy", "sklearn"}

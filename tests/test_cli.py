@@ -50,6 +50,8 @@ def test_train_json_contract_with_offline_encoder(tiny_jsonl_dataset: Path, tmp_
     assert r["config"]["train"]["seed"] == [0, 1]
     saved = json.loads((tmp_path / "model" / "config.json").read_text())
     assert saved["run_config"]["train"]["seed"] in (0, 1) and saved["labels"][1] == "hateful"
+    # what the scoring commands need to warn of a one-class threshold, and tables to show
+    assert len(saved["dev_quantiles"]) == 101 and 0.5 <= r["majority_rate"]["test"] <= 1
     assert "Intended use" in (tmp_path / "model" / "README.md").read_text()
     mask = os.umask(0)
     os.umask(mask)  # outputs get the mode a normal file gets, not a temp file's 0600

@@ -104,7 +104,8 @@ def test_every_typed_option_is_covered() -> None:
 
     from memetrm.cli.train import TYPED_KEYS, train
 
-    not_config = {"field_sets", "ensemble", "config", "set_", "json_out", "report", "print_config"}
+    not_config = {"field_sets", "ensemble", "config", "set_", "json_out", "report", "print_config",
+                  "wide"}
     assert set(inspect.signature(train).parameters) - not_config == set(TYPED_KEYS)
     assert set(TYPED_SAMPLES) == set(TYPED_KEYS)
 
@@ -154,7 +155,16 @@ def test_a_list_with_an_e_reaches_its_field() -> None:
     (["seeds=three"], "seeds must be an integer"),
     (["eval_splits=dev"], "eval_splits must be a list"),
     (["fields=3"], "fields must be a list or null"),
+    (["train.patience=soon"], "train.patience must be an integer"),
+    (["head_cfg.hidden=wide"], "head_cfg.hidden must be an integer"),
 ])
 def test_values_are_checked_against_their_field_type(override: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        load_run_config(None, override)
+        resolved_config(load_run_config(None, override))
+
+
+def test_a_yaml_file_reads_exponent_floats_as_numbers(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  lr: 1e-4\n  weight_decay: 5e-2\n")
+    cfg = resolved_config(load_run_config(p))
+    assert (cfg["train"]["lr"], cfg["train"]["weight_decay"]) == (1e-4, 5e-2)

@@ -71,6 +71,10 @@ def test_missing_images_error_by_default_and_skip_counts(tiny_jsonl_dataset: Pat
     assert len(sel.records) == len(recs) - 1 and "dev003" in warned[0]
     # text-only fields never look at images
     assert len(select_fields(recs, ["text"]).records) == len(recs)
+    # a gap the dataset is published with is skipped under "error" too, with a warning
+    warned.clear()
+    sel = select_fields(recs, ["image", "text"], warn=warned.append, known_missing={"dev003"})
+    assert sel.skipped_missing_images == ["dev003"] and "known gap" in warned[0]
 
 
 def test_corrupt_and_truncated_images(tmp_path: Path) -> None:
@@ -131,6 +135,10 @@ def test_shared_multioff_missing_image(shared_data: Path) -> None:
     with pytest.raises(DataError, match="KbTk7Rq.jpg"):
         select_fields(ds.records("val"), ["image", "text"])
     assert select_fields(ds.records("val"), ["image", "text"], "skip").skipped_missing_images == [
+        "KbTk7Rq.jpg"]
+    # the registered dataset knows that gap: skipped by default, with a warning
+    assert select_fields(ds.records("val"), ["image", "text"], warn=print,
+                         known_missing=ds.known_missing_images).skipped_missing_images == [
         "KbTk7Rq.jpg"]
 
 

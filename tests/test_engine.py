@@ -97,17 +97,23 @@ def test_config_yaml_and_overrides(tmp_path: Path) -> None:
         load_run_config(None, ["nope=1"])
 
 
-def test_fit_sets_threads_only_while_training_and_none_leaves_them() -> None:
-    fs = synthetic(64, 0)
+def test_head_training_uses_one_thread_unless_asked(monkeypatch) -> None:
+    seen = []
+
+    def record(row: dict) -> None:
+        seen.append(torch.get_num_threads())
+
+    tr = synthetic(64, 0)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        for threads, expected in ((1, 1), (None, 2)):
-            seen: list[int] = []
-            fit(create_head("linear", fs.input_dims), fs, fs,
-                TrainConfig(epochs=2, threads=threads),
-                on_epoch=lambda _row, seen=seen: seen.append(torch.get_num_threads()))
-            assert seen == [expected, expected]
-            assert torch.get_num_threads() == 2
+        monkeypatch.delenv("MEMETRM_THREADS", raising=False)
+        fit(create_head("mlp", tr.input_dims), tr, None, TrainConfig(epochs=1), on_epoch=record)
+        monkeypatch.setenv("MEMETRM_THREADS", "2")  # what --threads 2 sets
+        fit(create_head("mlp", tr.input_dims), tr, None, TrainConfig(epochs=1), on_epoch=record)
+        fit(create_head("mlp", tr.input_dims), tr, None, TrainConfig(epochs=1, threads=1),
+            on_epoch=record)
+        assert torch.get_num_threads() == 2  # restored after each fit
     finally:
         torch.set_num_threads(before)
+    assert seen == [1, 2, 1]

@@ -35,8 +35,7 @@ def test_memory_is_built_from_train_and_memory_add_changes_a_prediction(
     assert {"k", "temperature", "alpha"} <= set(cal)
     head, config = from_pretrained(tmp_path / "m")
     assert len(head.memory_ids) == len(head.bank) == 60  # the train split
-    assert (tmp_path / "m" / "memory_ids.json").is_file()
-    assert "memory_ids" not in json.dumps(config)  # ids live beside the weights
+    assert "memory_ids" not in json.dumps(config)  # ids live with the weights
     config["fitted"][""].update(VOTE_DECIDES[head_name])
     (tmp_path / "m" / "config.json").write_text(json.dumps(config))
     meme = {"text": "cat cat cat"}

@@ -189,7 +189,7 @@ def test_cli_predict_from_texts_alone(tmp_path: Path, model_dir: Path, encoder: 
     r = runner.invoke(app, args)
     assert r.exit_code == 2 and "caption" in r.output
     r = runner.invoke(app, ["predict", "--model", str(model_dir), "--text", "hello"])
-    assert r.exit_code == 2 and "an image is required" in r.output
+    assert r.exit_code == 2 and "reads the image" in r.output and "pass --image" in r.output
     r = runner.invoke(app, ["predict", "--model", str(model_dir), "--text", "hello",
                             "--input", str(tmp_path)])
     assert r.exit_code == 2 and "give one meme" in r.output

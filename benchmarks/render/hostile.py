@@ -10,6 +10,16 @@ from memetrm.evaluation.tables import markdown_table
 DATA, DOC = Path("docs/data/hostile.json"), Path("docs/serving.md")
 
 
+def _codes(codes: dict[str, int]) -> str:
+    return ", ".join(f"{n} x {c}" for c, n in codes.items())
+
+
+def _health(h: dict) -> str:
+    return (f"`/health` {h['ok_within_1s']} of {h['probes']} within 1 s "
+            f"({100 * h['share_ok']:.0f}%, worst {h['worst_s']:.2f} s)")
+
+
+
 def render(data: Path = DATA) -> None:
     """The hostile-client table in docs/serving.md, from the JSON the last run wrote."""
     r = load(data)
@@ -27,5 +37,26 @@ def render(data: Path = DATA) -> None:
          f"{d['status']} in {d['seconds']:.2f} s; server RSS {d['rss_before_mb']:.0f} -> "
          f"{d['rss_after_mb']:.0f} MB"],
     ]
+    if "ocr_flood" in r:
+        o, b, j, m = r["ocr_flood"], r["png_burst"], r["json"], r["memory_add"]
+        rows += [
+            [f"OCR flood: {o['requests']} concurrent text images with no `text`",
+             f"{_codes(o['codes'])} in {o['seconds']:.0f} s; {_health(o['health'])}; server "
+             f"CPU {o['cpu_s_in_5s_after']:.1f} s in the 5 s after the last answer"],
+            [f"{b['requests']} concurrent {b['side']} x {b['side']} PNGs ({b['png_bytes']:,} "
+             "bytes each)",
+             f"{_codes(b['codes'])} in {b['seconds']:.0f} s; RSS {b['rss_before_mb']:.0f} -> "
+             f"peak {b['rss_peak_mb']:.0f} (+{b['rss_peak_growth_mb']:.0f}) -> "
+             f"{b['rss_after_mb']:.0f} MB; {_health(b['health'])}"],
+            ["JSON nested 1000 deep; a 4,500-digit integer",
+             f"{j['nested_1000_status']}; {j['digits_4500_status']}"],
+            [f"{j['big']['bodies']} concurrent {j['big']['bytes'] / 1e6:.1f} MB JSON bodies of "
+             f"{j['big']['keys']:,} keys",
+             f"{_codes(j['big']['codes'])}; {_health(j['big']['health'])}"],
+            [f"{m['writers']} concurrent `memetrm memory add` of {m['rows_each']} memes each",
+             f"exit codes {m['exit_codes']}; memory holds {m['held']} of {m['expected']}: "
+             f"{m['rows_lost']} rows lost"],
+            ["server 500s over all attacks", str(r["server_500s"])],
+        ]
     replace_block(DOC, "hostile", f"`{r['command']}` (server: `memetrm serve`, model "
                   f"`{Path(r['model']).name}`):\n\n" + markdown_table(["attack", "result"], rows))

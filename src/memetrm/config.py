@@ -137,17 +137,26 @@ def _describe(hint: Any) -> str:
         hint, f"a {getattr(typing.get_origin(hint), '__name__', hint)}")
 
 
-#: YAML 1.2's float, which PyYAML's YAML 1.1 resolver misses (``1e-4`` without a dot)
-_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+$")
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's floats: ``1e-4`` is a number, not a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$|^[-+]?\.(inf|Inf|INF)$"
+               r"|^\.(nan|NaN|NAN)$"),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506  (a SafeLoader subclass)
 
 
 def parse_value(text: str) -> Any:
     """A command-line value by YAML's rules: ``3`` int, ``1e-4`` float, ``true`` bool,
     ``[a, b]`` list, anything else the string itself."""
-    if _FLOAT.match(text.strip()):
-        return float(text)
     try:
-        return yaml.safe_load(text) if text.strip() else text
+        return load_yaml(text) if text.strip() else text
     except yaml.YAMLError:
         return text
 
@@ -175,7 +184,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path.read_text()) or {}
     except OSError as e:
         raise ConfigError(f"cannot read config {path}: {e.strerror}") from e
     except yaml.YAMLError as e:

@@ -25,7 +25,7 @@ def _umask() -> int:
     return mask
 
 
-def _publish_mode(path: Path, mode: int) -> None:
+def publish_mode(path: Path, mode: int) -> None:
     """Temp files and dirs are created private (0600/0700); give the final output the mode a
     normal file would get (group-readable under the usual umask)."""
     os.chmod(path, mode & ~_umask())
@@ -42,9 +42,9 @@ def atomic_write_dir(path: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp
-        _publish_mode(tmp, 0o777)
+        publish_mode(tmp, 0o777)
         for p in tmp.rglob("*"):
-            _publish_mode(p, 0o777 if p.is_dir() else 0o666)
+            publish_mode(p, 0o777 if p.is_dir() else 0o666)
         if path.exists():
             old = path.with_name(f".{path.name}.old{os.getpid()}")
             os.replace(path, old)
@@ -64,7 +64,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        _publish_mode(Path(tmp), 0o666)
+        publish_mode(Path(tmp), 0o666)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -10,8 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from memetrm.cli.options import DataRoot, Device, MissingImages
-from memetrm.encoders.registry import DEFAULT_ENCODER
+from memetrm.cli.options import DataRoot, Device, Encoder, MissingImages
 from memetrm.progress import make_progress
 
 console = Console(stderr=True)
@@ -44,7 +43,7 @@ def align(
     dataset: Annotated[str, typer.Option(help="Registered name or jsonl folder path.")],
     out: Annotated[Path, typer.Option(help="Run directory to write.")],
     objective: Annotated[str, typer.Option(help="clip | meru | itm")] = "clip",
-    encoder: Annotated[str, typer.Option()] = DEFAULT_ENCODER,
+    encoder: Encoder = None,
     epochs: Annotated[int, typer.Option(min=1)] = 30,
     batch_size: Annotated[int, typer.Option(min=2)] = 128,
     lr: Annotated[float, typer.Option()] = 1e-3,
@@ -61,7 +60,9 @@ def align(
     """Train projections on frozen towers (LiT-style) and report held-out retrieval/zero-shot."""
     from memetrm.alignment import AlignConfig, align_train_config, run_alignment
     from memetrm.devices import resolve_device
+    from memetrm.encoders import DEFAULT_ENCODER
 
+    encoder = encoder or DEFAULT_ENCODER
     tcfg = align_train_config(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     cfg = AlignConfig(objective=objective, embed_dim=embed_dim, image_field=image_field,
                       text_field=text_field)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from memetrm.cli.checks import warn_one_class
 from memetrm.cli.options import CacheDir, DataRoot, Device, JsonOut, MissingImages, Model, Threshold
 from memetrm.config import DataOptions
 from memetrm.errors import ConfigError
@@ -48,15 +49,17 @@ def evaluate(
                        on_missing_image or saved.get("on_missing_image", "error"))
     fs = load_features(dataset, split, meta["encoder"], meta["fields"],
                        tokens=meta.get("tokens", False), data=data, device=str(dev))
+    prob = predict(head, fs)["prob"].cpu().numpy()
+    thr = chosen if threshold is None else threshold
     try:
-        report = evaluate_scores(fs.labels.cpu().numpy(), predict(head, fs)["prob"].cpu().numpy(),
-                                 chosen if threshold is None else threshold,
+        report = evaluate_scores(fs.labels.cpu().numpy(), prob, thr,
                                  meta.get("labels") or ["negative", "positive"])
     except ConfigError as e:
         raise ConfigError(f"{dataset}/{split}: {e}") from None
     source = "chosen on dev" if threshold is None else "set by --threshold"
     console.print(metrics_table(report, f"{model} on {dataset}/{split}", source))
     console.print(confusion_table(report))
+    warn_one_class(prob, thr, f"{dataset}/{split}", manual=threshold is not None)
     if json_out:
         atomic_write_text(json_out, json.dumps(
             {"model": str(model), "dataset": dataset, "split": split, **report}, indent=2))
@@ -68,6 +71,8 @@ def metrics_table(report: dict[str, Any], what: str, source: str) -> Table:
         table.add_column(col)
     for m, v in report["metrics"].items():
         table.add_row(m, f"{v['value']:.3f}", f"[{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]")
+        if m == "accuracy":
+            table.add_row("  majority-class rate", f"{report['majority_rate']:.3f}", "")
     return table
 
 

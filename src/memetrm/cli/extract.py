@@ -21,6 +21,7 @@ from memetrm.cli.options import (
     MissingImages,
     Precision,
     RayAddress,
+    Runtime,
     Workers,
     check_engine,
     split_csv,
@@ -48,14 +49,17 @@ def extract(
     address: RayAddress = None,
     workers: Workers = 2,
     gpus_per_worker: GpusPerWorker = 0.0,
+    runtime: Runtime = None,
 ) -> None:
     """Compute features once per (split, encoder, field) and cache them."""
     from memetrm.data import get_dataset
     from memetrm.devices import resolve_device
     from memetrm.encoders import DEFAULT_ENCODER
+    from memetrm.encoders.runtimes import with_runtime
     from memetrm.features import load_features
 
     check_engine(engine)
+    encoder = with_runtime(encoder or DEFAULT_ENCODER, runtime) if runtime else encoder
     cfg = load_run_config(typed={
         "dataset": dataset, "encoder": encoder, "data_root": data_root, "cache_dir": cache_dir,
         "on_missing_image": on_missing_image, "on_bad_line": on_bad_line,

@@ -18,13 +18,14 @@ def list_components(
     verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="Heads: description, parameters and options.")] = False,
 ) -> None:
-    """Registered datasets, encoders and heads (``list heads -v`` for their options)."""
+    """Registered datasets, encoders and heads (`list heads -v` for their options)."""
     if what not in WHAT:
         raise ConfigError(f"list what? {what!r}: use datasets, encoders or heads")
     if what in ("all", "datasets"):
         from memetrm.data import list_datasets
 
-        console.print(f"datasets: {', '.join(list_datasets())} (or a jsonl folder path)")
+        console.print(f"datasets: {', '.join(list_datasets())} (or a jsonl folder path, such as "
+                      "the openclipart one `memetrm data prepare openclipart` writes)")
     if what in ("all", "encoders"):
         from memetrm.encoders import DEFAULT_ENCODER, list_encoders
 
@@ -46,7 +47,9 @@ def heads_table() -> Table:
     from memetrm.heads import create_head, head_config, head_entry, list_heads
 
     dims = {"image": 1280, "text": 384}  # minilm-effnet, image + text
-    table = Table(title=f"heads (parameters for {dims}; tokens of the same widths)")
+    table = Table(title=f"heads (parameters for {dims}; tokens of the same widths)",
+                  caption="(by name): not in --heads all (make run); runs when named, "
+                          "e.g. --heads perceiver")
     for col in ("head", "description", "params", "options (defaults)", "training preset"):
         table.add_column(col, overflow="fold")
     for name in list_heads():

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 
 import typer
 from typer.core import TyperGroup
@@ -29,6 +30,7 @@ app = typer.Typer(
     help="Frozen vision-language encoders + tiny reasoning heads for meme classification.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts say "[default: 5]": plain text, not rich markup tags
 )
 
 
@@ -43,8 +45,9 @@ def _version(value: bool) -> None:
 @app.callback()
 def _global(
     threads: int | None = typer.Option(
-        None, envvar="MEMETRM_THREADS",
-        help="torch intra-op CPU threads; 1 is fastest for the tiny heads on a busy CPU."),
+        None, envvar="MEMETRM_THREADS", min=1,
+        help="torch intra-op CPU threads [default: torch's choice; 1 while training heads, "
+             "which is fastest for them]."),
     verbose: bool = typer.Option(
         False, "--verbose", help="Show third-party progress bars and warnings too."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
@@ -55,11 +58,12 @@ def _global(
         import torch
 
         torch.set_num_threads(threads)
+        os.environ["MEMETRM_THREADS"] = str(threads)  # head training reads it (train_threads)
 
 
 #: command modules under memetrm.cli, in ``--help`` order; each defines ``register(app)``
 COMMAND_MODULES = ["listing", "extract", "train", "evaluate", "report", "predict", "serve",
-                   "memory", "align", "data", "tune"]
+                   "memory", "hashes", "align", "data", "tune"]
 
 for _mod in COMMAND_MODULES:
     importlib.import_module(f"memetrm.cli.{_mod}").register(app)

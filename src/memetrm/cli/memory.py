@@ -9,6 +9,7 @@ import typer
 
 from memetrm.cli.options import Device, Model
 from memetrm.errors import DataError
+from memetrm.modelstore import read_config as load_config
 from memetrm.progress import console
 
 memory = typer.Typer(help="A memory head's labelled memes (retrieval).", no_args_is_help=True)
@@ -28,6 +29,13 @@ def memory_add(
 
     size = add_to_memory(model, input, device=device)
     console.print(f"{model}: memory now holds {size} memes")
+    fitted = (load_config(model).get("fitted") or {}).values()
+    alphas = [f["alpha_"] for f in fitted if "alpha_" in f]
+    if alphas and not any(alphas):
+        console.print("[yellow]warning:[/] this head's memory weight (alpha) is 0: on its dev "
+                      "split the learned scorer alone ranked best, so its scores ignore the "
+                      "memory and the added memes change no score (predict lists them as "
+                      "neighbours only)", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -37,7 +37,7 @@ ThresholdMetric = Annotated[str | None, typer.Option(
     help="How the decision threshold is chosen on dev (or out-of-fold) predictions: f1 | "
          "accuracy | balanced-accuracy (Youden's J) | precision>=P (most recall with precision "
          ">= P) | recall>=R (most precision with recall >= R) | fpr<=F (most recall with a "
-         "false-positive rate <= F) [default: f1].")]
+         "false-positive rate <= F) [default: balanced-accuracy].")]
 Threshold = Annotated[float | None, typer.Option(
     "--threshold", min=0.0, max=1.0,
     help="Decision threshold to use instead of the one chosen on dev and saved with the model.")]
@@ -67,3 +67,16 @@ GpusPerWorker = Annotated[float, typer.Option("--gpus-per-worker", min=0)]
 def check_engine(engine: str) -> None:
     if engine not in ENGINES:
         raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+Runtime = Annotated[str | None, typer.Option(
+    "--runtime", help="Run the encoder towers with torch, onnx or onnx-int8 (ONNX Runtime; int8 = "
+                      "dynamically quantized text tower) [default: the model's / torch].")]
+HashLists = Annotated[list[Path] | None, typer.Option(
+    "--hash-list", help="Known-meme list (CSV: pdq,label,source_id); a meme within "
+                        "--hash-distance of a listed one is answered from the list. Repeatable.")]
+HashDistance = Annotated[int, typer.Option(
+    "--hash-distance", min=0, max=256,
+    help="PDQ Hamming distance (of 256 bits) up to which two images are the same meme.")]
+CacheSize = Annotated[int, typer.Option(
+    "--cache-size", min=0,
+    help="Memoise the encoder outputs of this many images and texts: a repost (an image within "
+         "--hash-distance, a text equal once normalised) reuses them; 0 = off.")]

@@ -9,18 +9,42 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from memetrm.cli.checks import check_one_meme, warn_threshold
 from memetrm.cli.options import (
+    CacheSize,
     Device,
     Engine,
     GpusPerWorker,
+    HashDistance,
+    HashLists,
     Model,
     RayAddress,
+    Runtime,
     Threshold,
     Workers,
     check_engine,
 )
-from memetrm.errors import DataError
+from memetrm.errors import ConfigError, DataError
+from memetrm.modelstore import read_config as load_config
 from memetrm.progress import console
+from memetrm.serving.hashing import PDQ_DISTANCE
+
+
+def make_predictor(model: Path, device: str | None, threshold: float | None,
+                   runtime: str | None, hash_lists: list[Path] | None, distance: int,
+                   cache_size: int) -> Any:
+    """The model loaded for scoring, with its runtime, hash lists and feature memo."""
+    from memetrm.serving.feature_memo import FeatureMemo
+    from memetrm.serving.hashlist import HashList
+    from memetrm.serving.predictor import Predictor  # torch: only once the inputs are known good
+
+    for path in hash_lists or []:
+        if not path.is_file():
+            raise DataError(f"{path}: no such hash list")
+    lists = [HashList.read(path, distance) for path in hash_lists or []]
+    return Predictor(model, device=device, threshold=threshold, runtime=runtime,
+                     hash_lists=lists, hash_distance=distance,
+                     memo=FeatureMemo(cache_size, distance) if cache_size else None)
 
 
 def predict(
@@ -42,6 +66,10 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="Print the prediction as JSON.")] = False,
     threshold: Threshold = None,
     device: Device = None,
+    runtime: Runtime = None,
+    hash_list: HashLists = None,
+    hash_distance: HashDistance = PDQ_DISTANCE,
+    cache_size: CacheSize = 0,
 ) -> None:
     """Score one meme (--image and/or --text, --caption) or a folder/jsonl/Parquet (--input ...
     --output results.jsonl). A model that reads no image scores a meme from its texts alone."""
@@ -54,17 +82,24 @@ def predict(
     for path in (image, input):
         if path is not None and not path.exists():  # checked before the model loads
             raise DataError(f"{path}: no such file or folder")
+    config = load_config(model)
+    texts = {k: v for k, v in {"text": text, "caption": caption}.items() if v is not None}
+    if one:
+        check_one_meme(model, config, image is not None, texts)
+    warn_threshold(config, threshold)
     if input is not None and engine == "ray":
         from memetrm.serving.ray_batch import predict_ray
+
+        if runtime or hash_list or cache_size:
+            raise ConfigError("--runtime, --hash-list and --cache-size work with --engine local")
 
         summary = predict_ray(model, input, output, address=address, workers=workers,
                               gpus_per_worker=gpus_per_worker, batch_size=batch_size,
                               threshold=threshold)
         console.print(f"{summary} -> {output}")
         return
-    from memetrm.serving.predictor import Predictor  # torch: only once the inputs are known good
-
-    predictor = Predictor(model, device=device, threshold=threshold)
+    predictor = make_predictor(model, device, threshold, runtime, hash_list, hash_distance,
+                               cache_size)
     if input is not None:
         from memetrm.serving.batch import predict_batch
 
@@ -78,7 +113,6 @@ def predict(
         return
     from memetrm.data.images import open_image
 
-    texts = {k: v for k, v in {"text": text, "caption": caption}.items() if v is not None}
     result = predictor.predict([open_image(image) if image else None], [texts])[0]
     if as_json:
         typer.echo(json.dumps({"image": str(image) if image else None, **result}, allow_nan=False))
@@ -93,6 +127,9 @@ def show(result: dict[str, Any], name: str, positive: str) -> None:
     out.print(f"{name}: p({positive}) = [bold]{result['prob']:.3f}[/bold] -> "
               f"[{color}]{result['label_name']}[/{color}] (threshold {result['threshold']:.3f}, "
               f"model {result['model']})")
+    if result.get("hash_match"):
+        m = result["hash_match"]
+        out.print(f"known meme: {m['source_id']} on {m['list']} (distance {m['distance']})")
     if result["ocr_text"] is not None:
         out.print(f"OCR text: {result['ocr_text']!r}")
     if result["trace"]:

@@ -6,7 +6,19 @@ from typing import Annotated
 
 import typer
 
-from memetrm.cli.options import Device, Model, Threshold
+from memetrm.cli.checks import warn_threshold
+from memetrm.cli.options import (
+    CacheSize,
+    Device,
+    HashDistance,
+    HashLists,
+    Model,
+    Runtime,
+    Threshold,
+)
+from memetrm.cli.predict import make_predictor
+from memetrm.modelstore import read_config as load_config
+from memetrm.serving.hashing import PDQ_DISTANCE
 
 
 def serve(
@@ -22,19 +34,30 @@ def serve(
         help="Predictions in progress above this get 503 at once.")] = 64,
     header_timeout: Annotated[float, typer.Option(
         help="Seconds a client may take to send its headers.")] = 10.0,
+    ocr_workers: Annotated[int, typer.Option(
+        min=1, help="OCR calls run at once; more wait within --timeout.")] = 2,
     docs: Annotated[bool, typer.Option(help="Serve /docs (Swagger UI, from its CDN).")] = False,
     threshold: Threshold = None,
     device: Device = None,
+    runtime: Runtime = None,
+    hash_list: HashLists = None,
+    hash_distance: HashDistance = PDQ_DISTANCE,
+    cache_size: CacheSize = 4096,
 ) -> None:
     """Serve the model over HTTP (POST /v1/predict) with a web page at /."""
+    warn_threshold(load_config(model), threshold)
     import uvicorn
 
     from memetrm.serving.app import Limits, create_app
+    from memetrm.serving.guards import limit_malloc_arenas
     from memetrm.serving.protocol import protocol_with_header_timeout
 
     limits = Limits(int(max_upload_mb * 1024 * 1024), max_text_chars, timeout_s=timeout,
-                    max_pending=max_pending)
-    app = create_app(model, limits, device=device, docs=docs, threshold=threshold)
+                    max_pending=max_pending, ocr_workers=ocr_workers)
+    limit_malloc_arenas()
+    predictor = make_predictor(model, device, threshold, runtime, hash_list, hash_distance,
+                               cache_size)
+    app = create_app(predictor, limits, docs=docs, threshold=threshold)
     uvicorn.run(app, host=host, port=port, limit_concurrency=max_connections,
                 timeout_keep_alive=5, http=protocol_with_header_timeout(header_timeout))
 

@@ -32,7 +32,7 @@ from memetrm.cli.options import (
     split_csv,
 )
 from memetrm.config import RunConfig, load_run_config
-from memetrm.errors import ConfigError
+from memetrm.errors import ConfigError, MemetrmError
 from memetrm.progress import console
 from memetrm.utils import atomic_write_text
 
@@ -84,6 +84,9 @@ def train(
     save: Annotated[str | None, typer.Option(help="Save the best-dev checkpoint here.")] = None,
     report: Annotated[Path | None, typer.Option(help="Write a markdown report here.")] = None,
     print_config: PrintConfig = False,
+    wide: Annotated[bool, typer.Option(
+        "--wide", help="Print every column (± std, dev accuracy and F1, parameters, time); "
+                       "the default table fits 100 columns.")] = False,
 ) -> None:
     """Train heads on cached features over N seeds; select on dev; report every split."""
     from memetrm.heads import list_heads
@@ -117,11 +120,12 @@ def train(
         for cfg in cfgs:
             typer.echo(yaml.safe_dump(resolved_config(cfg), sort_keys=False), nl=False)
         return
-    run_and_report(cfgs, field_sets is not None, ensemble, save, out_dir, json_out, report)
+    run_and_report(cfgs, field_sets is not None, ensemble, save, out_dir, json_out, report, wide)
 
 
 def run_and_report(cfgs: list[RunConfig], sweep: bool, ensemble: int | None, save: str | None,
-                   out_dir: Path | None, json_out: Path | None, report: Path | None) -> None:
+                   out_dir: Path | None, json_out: Path | None, report: Path | None,
+                   wide: bool = False) -> None:
     """Run each configuration, print the comparison, and write what was asked for."""
     from memetrm.devices import resolve_device
     from memetrm.evaluation.tables import summary_table
@@ -129,13 +133,28 @@ def run_and_report(cfgs: list[RunConfig], sweep: bool, ensemble: int | None, sav
 
     for cfg in cfgs:  # a device that is not there fails before any data or model is loaded
         resolve_device(cfg.device)
-    outs = []
+
+    def label(cfg: RunConfig) -> str:
+        return f"{cfg.dataset}: {cfg.head}" + (f" on {'+'.join(cfg.fields or [])}" if sweep else "")
+
+    cfgs = [cfg for cfg in cfgs if _buildable(cfg, label(cfg), len(cfgs) == 1)]
+    if not cfgs:
+        raise ConfigError("no head and field set of this sweep can be built (warnings above)")
+    outs, failed = [], []
     for cfg in cfgs:
-        console.rule(f"{cfg.dataset}: {cfg.head}" + (f" on {'+'.join(cfg.fields or [])}"
-                                                     if sweep else ""))
-        outs.append(run_models(cfg))
+        console.rule(label(cfg))
+        try:
+            outs.append(run_models(cfg))
+        except MemetrmError as e:  # the finished runs are still reported and written below
+            if len(cfgs) == 1:
+                raise
+            console.print(f"[bold red]error:[/] {label(cfg)}: {e}", soft_wrap=True)
+            failed.append(label(cfg))
+    if not outs:
+        raise ConfigError(f"every run failed: {', '.join(failed)}")
+    cfgs = [o.cfg for o in outs]
     results = [o.results for o in outs]
-    console.print(summary_table(results))
+    console.print(summary_table(results, wide))
     record = _ensemble(outs, ensemble, save, out_dir) if ensemble else None
     if json_out:
         body: Any = results[0] if len(results) == 1 else results
@@ -148,6 +167,24 @@ def run_and_report(cfgs: list[RunConfig], sweep: bool, ensemble: int | None, sav
         write_report([[Path(c.out_dir) for c in cfgs if c.out_dir]], report,
                      title=f"memetrm: {cfgs[0].dataset}")
         console.print(f"wrote {report}")
+    if failed:
+        raise ConfigError(f"{len(failed)} of {len(failed) + len(outs)} runs failed "
+                          f"({', '.join(failed)}); the others are reported above")
+
+
+def _buildable(cfg: RunConfig, label: str, alone: bool) -> bool:
+    """Whether the run's head can be built; a sweep skips a combination that cannot with a
+    warning, before anything trains; a single run raises."""
+    from memetrm.training.runner import check_buildable
+
+    try:
+        check_buildable(cfg)
+    except ConfigError as e:
+        if alone:
+            raise
+        console.print(f"[yellow]warning:[/] skipping {label}: {e}", soft_wrap=True)
+        return False
+    return True
 
 
 def _ensemble(outs: list, k: int, save: str | None, out_dir: Path | None) -> dict[str, Any]:

@@ -35,6 +35,8 @@ class MemeDataset(ABC):
     test_split = "test"
     #: what labels 0 and 1 mean, for messages, the model card and the web page
     label_names: tuple[str, str] = ("not hateful", "hateful")
+    #: ids the published dataset ships without an image: always skipped, with a warning
+    known_missing_images: frozenset[str] = frozenset()
 
     def __init__(self, root: Path, on_bad_line: str = "error", allow_outside_images: bool = False,
                  warn: Callable[[str], None] | None = None):
@@ -69,6 +71,8 @@ class MemeDataset(ABC):
     def image_path(self, value: str, where: str) -> Path:
         """``value`` relative to the dataset folder; a path that leaves it is refused unless
         ``allow_outside_images`` (a jsonl file should not make us read arbitrary files)."""
+        if "\0" in value:
+            raise DataError(f"{where}: image path {value!r} contains a NUL byte")
         path = self.root / value
         if not self.allow_outside_images and not path.resolve().is_relative_to(self.root.resolve()):
             raise DataError(f"{where}: image path {value!r} points outside the dataset folder "

@@ -6,7 +6,7 @@ import io
 import warnings
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from memetrm.errors import DataError
 
@@ -16,6 +16,8 @@ MAX_PIXELS = 40_000_000
 #: its short side to an encoder's 256 would build a 100-billion-pixel image.
 MAX_SIDE = 16_384
 MAX_ASPECT = 30.0
+#: modes ``Image.reduce`` works on directly
+_REDUCIBLE = {"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "La", "RGBa", "I", "F"}
 
 
 def open_image(source: str | Path | bytes, *, name: str | None = None,
@@ -35,6 +37,8 @@ def open_image(source: str | Path | bytes, *, name: str | None = None,
             raise DataError(f"{label}: empty image data")
         fp: io.BytesIO | Path = io.BytesIO(source)
     else:
+        if "\0" in str(source):
+            raise DataError(f"{label}: the image path contains a NUL byte")
         fp = Path(source)
         if not fp.is_file():
             raise DataError(f"{label}: image file not found")
@@ -55,8 +59,11 @@ def open_image(source: str | Path | bytes, *, name: str | None = None,
                 img.draft("RGB", (reduce_to, reduce_to))  # JPEG only: a no-op for other formats
             img.load()
             if reduce_to and max(img.size) >= 2 * reduce_to:
+                if img.mode not in _REDUCIBLE:  # palette, 1-bit, 16-bit: reduce() refuses them
+                    img = img.convert("RGBA" if img.has_transparency_data else "RGB")
                 img = img.reduce(max(img.size) // reduce_to)
-            return img.convert("RGB")
+            # a phone photo's pixels are stored sideways; EXIF says how to show them
+            return ImageOps.exif_transpose(img).convert("RGB")
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

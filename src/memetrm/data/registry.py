@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,11 +53,13 @@ def select_fields(
     fields: Sequence[str],
     on_missing_image: MissingImagePolicy = "error",
     warn: Callable[[str], None] | None = None,
+    known_missing: Collection[str] = (),
 ) -> Selection:
     """Check that every record has every field it will be encoded from.
 
     Missing images raise by default, naming the ids; with ``skip`` they are dropped and
-    counted, never silently.
+    counted, never silently. ``known_missing`` ids (gaps of the published dataset) are
+    dropped and counted under either policy.
     """
     if on_missing_image not in MISSING_IMAGE_POLICIES:
         raise ConfigError(f"on_missing_image must be one of {MISSING_IMAGE_POLICIES}, "
@@ -76,13 +78,16 @@ def select_fields(
     if "image" not in fields:
         return Selection(list(records), [])
     missing = [r.id for r in records if r.image is None or not r.image.is_file()]
-    if missing and on_missing_image == "error":
+    unexpected = [i for i in missing if i not in known_missing]
+    if unexpected and on_missing_image == "error":
         raise DataError(
-            f"{len(missing)} image(s) missing, ids: {', '.join(missing[:10])}"
-            + (" ..." if len(missing) > 10 else "")
+            f"{len(unexpected)} image(s) missing, ids: {', '.join(unexpected[:10])}"
+            + (" ..." if len(unexpected) > 10 else "")
             + ". Pass --on-missing-image skip to leave them out (they are counted)."
         )
     if missing and warn:
-        warn(f"skipped {len(missing)} record(s) with missing images: {', '.join(missing[:10])}")
+        known = "" if unexpected else " (a known gap of the published dataset)"
+        warn(f"skipped {len(missing)} record(s) with missing images{known}: "
+             f"{', '.join(missing[:10])}")
     kept = [r for r in records if r.id not in set(missing)]
     return Selection(kept, missing)

@@ -2,6 +2,7 @@
 
 from memetrm.encoders import hf_clip as _hf_clip  # noqa: F401  (registers)
 from memetrm.encoders import open_clip_encoder as _open_clip_encoder  # noqa: F401  (registers)
+from memetrm.encoders import runtimes as _runtimes  # noqa: F401  (registers)
 from memetrm.encoders import towers as _towers  # noqa: F401  (registers)
 from memetrm.encoders import tuned as _tuned  # noqa: F401  (registers)
 from memetrm.encoders.base import Encoder, EncoderOutput

@@ -246,9 +246,17 @@ class Towers(Encoder):
         cfg = timm.data.resolve_data_config({}, model=self.image_model)
         return timm.data.create_transform(**cfg, is_training=False)
 
+    def feature_map(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The image tower's last feature map (B, C, H, W); another runtime overrides this."""
+        return self.image_model.forward_features(pixels.to(self.device))
+
+    def token_embeddings(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Tokenised texts through the text tower's transformer; another runtime overrides this."""
+        return self.text_model[0](feats)
+
     @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor, tokens: bool = False) -> EncoderOutput:
-        fmap = self.image_model.forward_features(pixels.to(self.device))  # (B, C, H, W)
+        fmap = self.feature_map(pixels)  # (B, C, H, W)
         cells = fmap.flatten(2).transpose(1, 2)  # (B, H*W, C)
         pooled = cells.mean(1)
         if not tokens:
@@ -260,7 +268,9 @@ class Towers(Encoder):
     def encode_texts(self, texts: list[str], tokens: bool = False) -> EncoderOutput:
         feats = self.text_model.preprocess(texts)
         feats = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in feats.items()}
-        out = self.text_model(feats)
+        out = self.token_embeddings(feats)
+        for module in list(self.text_model)[1:]:  # pooling and normalisation, as the model says
+            out = module(out)
         pooled = out["sentence_embedding"]
         if not tokens:
             return EncoderOutput(pooled)

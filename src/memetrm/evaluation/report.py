@@ -1,4 +1,5 @@
-"""Markdown tables and plots (ROC curves, TRM reasoning traces) from run folders."""
+"""Markdown tables and plots (ROC curves, a forest plot of test AUROC, TRM reasoning traces)
+from run folders, one section per dataset and test split."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from memetrm.errors import ConfigError  # noqa: E402
-from memetrm.evaluation.tables import asset_stem, dataset_markdown  # noqa: E402
+from memetrm.evaluation.tables import asset_stem, dataset_markdown, run_name  # noqa: E402
 from memetrm.utils import atomic_write_text  # noqa: E402
 
 
@@ -60,6 +61,36 @@ def plot_roc(runs: list[dict[str, Any]], preds: list[dict[str, Any]], path: Path
     plt.close(fig)
 
 
+def plot_forest(runs: list[dict[str, Any]], path: Path) -> None:
+    """Test AUROC of every head with its 95% bootstrap CI, best at the top: readable where
+    ten overlapping ROC curves are not."""
+    rows = []
+    for r in runs:
+        auc = r["splits"][r["roles"]["test"]]["auroc"]
+        lo, hi = auc.get("ci95") or (auc["mean"], auc["mean"])
+        rows.append((auc["mean"], lo, hi, run_name(r)))
+    rows.sort()
+    means, lo, hi, names = (list(c) for c in zip(*rows, strict=True))
+    y = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(6.5, 1.2 + 0.35 * len(rows)))
+    ax.errorbar(means, y, xerr=[np.subtract(means, lo), np.subtract(hi, means)], fmt="o",
+                color="k", ecolor="tab:blue", elinewidth=2, capsize=3, ms=4)
+    for yi, m in zip(y, means, strict=True):
+        ax.annotate(f"{m:.3f}", (m, yi), xytext=(0, 5), textcoords="offset points",
+                    ha="center", fontsize=7)
+    ax.axvline(0.5, color="grey", ls=":", lw=1)
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    first = runs[0]
+    ax.set(xlabel="test AUROC, mean over seeds\nbars: 95% bootstrap CI; dotted line: chance",
+           title=f"Test AUROC on {first['dataset']} {first['roles']['test']}, "
+                 f"encoder {first['encoder']}")
+    ax.title.set_fontsize(9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 #: faint example lines per class on a trace plot
 TRACE_EXAMPLES = 6
 
@@ -94,25 +125,44 @@ def plot_traces(run: dict[str, Any], pred: dict[str, Any], path: Path) -> bool:
     return True
 
 
-def write_plots(run_dirs: list[Path], asset_dir: Path) -> list[dict[str, Any]]:
-    """ROC and reasoning-trace PNGs for one dataset's runs (they need the predictions)."""
+def write_plots(run_dirs: list[Path], asset_dir: Path, name: str | None = None
+                ) -> list[dict[str, Any]]:
+    """ROC, forest and reasoning-trace PNGs for one dataset's runs (ROC and traces need the
+    predictions), named after ``name`` (default: the dataset and encoder)."""
     loaded = [load_run(d) for d in run_dirs]
     runs, preds = [r for r, _ in loaded], [p for _, p in loaded]
     asset_dir.mkdir(parents=True, exist_ok=True)
-    name = asset_stem(runs[0])
+    name = name or asset_stem(runs[0])
     plot_roc(runs, preds, asset_dir / f"roc-{name}.png")
+    plot_forest(runs, asset_dir / f"forest-{name}.png")
     for r, p in zip(runs, preds, strict=True):
         plot_traces(r, p, asset_dir / f"trace-{name}-{r['head']}.png")
     return runs
 
 
+def group_runs(run_dirs: list[Path]) -> list[list[Path]]:
+    """Run folders grouped by (dataset, test split, encoder), in first-seen order: runs of
+    different data are never put in one table or one plot."""
+    groups: dict[tuple[str, str, str], list[Path]] = {}
+    for d in run_dirs:
+        r, _ = load_run(d)
+        groups.setdefault((r["dataset"], r["roles"]["test"], r["encoder"]), []).append(d)
+    return list(groups.values())
+
+
 def write_report(groups: list[list[Path]], out: Path, title: str = "memetrm results",
                  preamble: str = "") -> Path:
-    """One section per group of run folders (one group per dataset/encoder)."""
+    """One section per group of run folders; each group is split further by dataset, test
+    split and encoder (``group_runs``)."""
     out = Path(out)
     assets = out.parent / f"{out.stem}_assets"
     body = [f"# {title}", "", preamble, ""] if preamble else [f"# {title}", ""]
-    for g in groups:
-        body.append(dataset_markdown(write_plots(g, assets), assets, assets.name))
+    sections = [sub for g in groups for sub in group_runs(g)]
+    stems = [asset_stem(load_run(g[0])[0]) for g in sections]
+    for g, stem in zip(sections, stems, strict=True):
+        if stems.count(stem) > 1:  # same dataset and encoder, another test split
+            stem = f"{stem}-{load_run(g[0])[0]['roles']['test']}"
+        runs = write_plots(g, assets, stem)
+        body.append(dataset_markdown(runs, assets, assets.name, stem))
     atomic_write_text(out, "\n".join(body))
     return out

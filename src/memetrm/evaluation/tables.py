@@ -9,6 +9,7 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
+from rich import box
 from rich.table import Table
 
 
@@ -28,19 +29,37 @@ def fmt(stat: dict[str, Any], ci: bool = False) -> str:
 
 SUMMARY_HEADER = ["head", "seeds", "params", "train s/seed", "threshold", "dev AUROC", "dev acc",
                   "dev F1", "test AUROC [95% CI]", "test acc", "test F1"]
+#: the accuracy of always answering the larger class, shown after "test acc" where known
+MAJORITY = "test majority"
+#: the terminal's default table: means only, so it fits 100 columns (``--wide``: the full one)
+COMPACT_HEADER = ["head", "thr", "dev AUROC", "test AUROC [95% CI]", "test acc", "test F1"]
 
 
-def summary_rows(runs: list[dict[str, Any]]) -> list[list[str]]:
-    """One row per run under ``SUMMARY_HEADER``: the console table and the markdown share it."""
+def summary_header(runs: list[dict[str, Any]], wide: bool = True) -> list[str]:
+    """``SUMMARY_HEADER`` (or ``COMPACT_HEADER``), with the majority-class rate beside test
+    accuracy when the runs record it."""
+    header = list(SUMMARY_HEADER if wide else COMPACT_HEADER)
+    if any(r.get("majority_rate") for r in runs):
+        header.insert(header.index("test acc") + 1, MAJORITY if wide else "majority")
+    return header
+
+
+def summary_rows(runs: list[dict[str, Any]], wide: bool = True) -> list[list[str]]:
+    """One row per run under ``summary_header``: the console table and the markdown share it."""
+    majority = any(r.get("majority_rate") for r in runs)
     rows = []
     for r in runs:
         name = run_name(r)
         cells = [r["seeds"], f"{r['params']:,}", f"{r['train_seconds_per_seed']:.1f}"]
-        rows.append(_metric_row(name, cells, fmean(r["thresholds"]), r["splits"], r["roles"]))
+        rate = (r.get("majority_rate") or {}).get(r["roles"]["test"])
+        rows.append(_metric_row(name, cells, fmean(r["thresholds"]), r["splits"], r["roles"],
+                                wide, rate, majority))
         if r.get("ensemble") and r["seeds"] > 1:
             ens = r["ensemble"]
-            rows.append(_metric_row(f"{name}, seed ensemble", [f"mean of {r['seeds']}", "", ""],
-                                    ens["threshold"], ens["splits"], r["roles"]))
+            label = f"{name}, seed ensemble" if wide else "  seed ensemble"
+            rows.append(_metric_row(label, [f"mean of {r['seeds']}", "", ""],
+                                    ens["threshold"], ens["splits"], r["roles"], wide, rate,
+                                    majority))
     return rows
 
 
@@ -53,10 +72,22 @@ def run_name(r: dict[str, Any]) -> str:
 
 
 def _metric_row(name: str, cells: list[Any], threshold: float, splits: dict[str, Any],
-                roles: dict[str, str]) -> list[str]:
+                roles: dict[str, str], wide: bool, majority: float | None,
+                with_majority: bool) -> list[str]:
     dev, test = splits[roles["dev"]], splits[roles["test"]]
-    return [name, *map(str, cells), f"{threshold:.3f}", fmt(dev["auroc"]), fmt(dev["accuracy"]),
-            fmt(dev["f1"]), fmt(test["auroc"], ci=True), fmt(test["accuracy"]), fmt(test["f1"])]
+    if wide:
+        row = [name, *map(str, cells), f"{threshold:.3f}", fmt(dev["auroc"]),
+               fmt(dev["accuracy"]), fmt(dev["f1"]), fmt(test["auroc"], ci=True),
+               fmt(test["accuracy"]), fmt(test["f1"])]
+    else:
+        lo, hi = test["auroc"].get("ci95") or (None, None)
+        ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None else ""
+        row = [name, f"{threshold:.3f}", f"{dev['auroc']['mean']:.3f}",
+               f"{test['auroc']['mean']:.3f}{ci}", f"{test['accuracy']['mean']:.3f}",
+               f"{test['f1']['mean']:.3f}"]
+    if with_majority:
+        row.insert(len(row) - 1, "-" if majority is None else f"{majority:.3f}")
+    return row
 
 
 def markdown_table(header: list[str], rows: list[list[str]], align: str = "") -> str:
@@ -66,8 +97,10 @@ def markdown_table(header: list[str], rows: list[list[str]], align: str = "") ->
 
 
 def results_table(runs: list[dict[str, Any]]) -> str:
-    """One row per run: dev and test AUROC/accuracy/F1 (mean ± std, test AUROC with 95% CI)."""
-    return markdown_table(SUMMARY_HEADER, summary_rows(runs), "lrrrrllllll")
+    """One row per run: dev and test AUROC/accuracy/F1 (mean ± std, test AUROC with 95% CI),
+    and the test majority-class rate where recorded."""
+    header = summary_header(runs)
+    return markdown_table(header, summary_rows(runs), "lrrrr" + "l" * (len(header) - 5))
 
 
 def depth_table(runs: list[dict[str, Any]]) -> str | None:
@@ -100,8 +133,10 @@ def speed_table(runs: list[dict[str, Any]]) -> str | None:
     return markdown_table(["head", "train s/epoch", "vs mlp"], rows, "lrr")
 
 
-def dataset_markdown(runs: list[dict[str, Any]], asset_dir: Path, rel: str) -> str:
-    """Markdown for one dataset's results; links the plots found in ``asset_dir``."""
+def dataset_markdown(runs: list[dict[str, Any]], asset_dir: Path, rel: str,
+                     stem: str | None = None) -> str:
+    """Markdown for one dataset's results; links the plots found in ``asset_dir`` (named
+    after ``stem``, default the dataset and encoder)."""
     first = runs[0]
     parts = [
         f"### {first['dataset']} — encoder `{first['encoder']}`, fields {', '.join(first['fields'])}",
@@ -123,8 +158,8 @@ def dataset_markdown(runs: list[dict[str, Any]], asset_dir: Path, rel: str) -> s
     if depth:
         parts += ["Adaptive halting (ACT): supervision steps used at inference vs full depth.", "",
                   depth, ""]
-    name = asset_stem(first)
-    pngs = [f"roc-{name}.png", *(f"trace-{name}-{r['head']}.png" for r in runs)]
+    name = stem or asset_stem(first)
+    pngs = [f"roc-{name}.png", f"forest-{name}.png", *(f"trace-{name}-{r['head']}.png" for r in runs)]
     parts += [f"![{png.removesuffix('.png')}]({rel}/{png})\n" for png in pngs
               if (asset_dir / png).is_file()]
     return "\n".join(parts)
@@ -132,12 +167,22 @@ def dataset_markdown(runs: list[dict[str, Any]], asset_dir: Path, rel: str) -> s
 
 
 
-def summary_table(results: list[dict[str, Any]]) -> Table:
-    """The terminal version of ``results_table``."""
-    table = Table(title="results (mean ± std over seeds; test AUROC 95% bootstrap CI)")
-    for i, col in enumerate(SUMMARY_HEADER):
-        table.add_column(col, no_wrap=i == 0, justify="right" if i in (1, 2, 3, 4) else "left")
-    for row in summary_rows(results):
+def summary_table(results: list[dict[str, Any]], wide: bool = False) -> Table:
+    """The terminal version of ``results_table``: by default means only, fitting 100 columns;
+    ``wide``: every column of the markdown table."""
+    if wide:
+        title, right = "results (mean ± std over seeds; test AUROC 95% bootstrap CI)", 5
+    else:
+        title, right = ("results (mean over seeds; test AUROC 95% bootstrap CI; --wide: ± std, "
+                        "dev acc/F1, params, time)"), 0
+    table = Table(title=title, box=box.SIMPLE_HEAD)
+    rows = summary_rows(results, wide)
+    for i, col in enumerate(summary_header(results, wide)):
+        # a number is never folded; compact headers take two lines instead
+        table.add_column(col if wide or not i else col.replace(" ", "\n", 1),
+                         overflow="fold", no_wrap=i > 0, min_width=None if i else 10,
+                         justify="right" if 0 < i < right else "left")
+    for row in rows:
         table.add_row(*row)
     return table
 

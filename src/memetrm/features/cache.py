@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from memetrm.data.records import MemeRecord
+from memetrm.errors import ConfigError
 from memetrm.utils import atomic_write_dir, default_cache_dir
 
 FORMAT_VERSION = 1
@@ -68,6 +69,13 @@ class FeatureCache:
         return tensors
 
     def save(self, key: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        with atomic_write_dir(self.path(key)) as tmp:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "features.safetensors"))
-            (tmp / "meta.json").write_text(json.dumps({**meta, "format": FORMAT_VERSION}))
+        try:
+            with atomic_write_dir(self.path(key)) as tmp:
+                save_file({k: v.contiguous() for k, v in tensors.items()},
+                          str(tmp / "features.safetensors"))
+                (tmp / "meta.json").write_text(json.dumps({**meta, "format": FORMAT_VERSION}))
+        except OSError as e:  # read-only or full: no entry is left, and the error names the folder
+            raise ConfigError(f"{self.root}: cannot write the feature cache ({e.strerror or e}); "
+                              "free space, fix its permissions or set MEMETRM_CACHE") from e
+        except SafetensorError as e:
+            raise ConfigError(f"{self.root}: cannot write the feature cache ({e})") from e

@@ -148,6 +148,8 @@ def plan_extraction(dataset: str, split: str, encoder: str, fields: Sequence[str
     ds = get_dataset(dataset, data.data_root, on_bad_line=data.on_bad_line,
                      allow_outside_images=data.allow_outside_images)
     all_records = with_joined(ds.records(split), fields)
+    if not all_records:
+        raise DataError(f"{ds.identity}/{split} is empty: its file holds no rows")
     have = {k for r in all_records for k in r.texts} | {"image" for r in all_records if r.image}
     fields = expand_views(fields, have)
     lacking = [f for f in fields if f not in have]
@@ -156,7 +158,8 @@ def plan_extraction(dataset: str, split: str, encoder: str, fields: Sequence[str
                           f"{sorted(have)}")
     try:
         selection = select_fields(all_records, fields, data.on_missing_image,
-                                  warn=lambda m: ds.warn(f"{ds.identity}/{split}: {m}"))
+                                  warn=lambda m: ds.warn(f"{ds.identity}/{split}: {m}"),
+                                  known_missing=ds.known_missing_images)
     except DataError as e:
         raise DataError(f"{ds.identity}/{split}: {e}") from e
     records = selection.records

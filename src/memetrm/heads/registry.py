@@ -5,18 +5,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from memetrm.checkpoint import load_config, load_weights, save_checkpoint
+import torch
+
+from memetrm.checkpoint import load_checkpoint, save_checkpoint
+from memetrm.config import check_type
 from memetrm.errors import ConfigError
 from memetrm.heads.base import Head, HeadConfig
 from memetrm.layers import MemoryBank
+from memetrm.modelstore import check_sizes
 
-#: ids of the memes in each memory of a model, by module path (``""`` for the head itself)
-MEMORY_IDS_NAME = "memory_ids.json"
+#: ids of the memes in each memory of a model, by module path (``""`` for the head itself), as
+#: JSON inside the weights file: they can never disagree with the memory's rows
+MEMORY_IDS = "memory_ids"
 
 H = TypeVar("H", bound=type[Head])
 
@@ -70,6 +76,9 @@ def head_config(name: str, **cfg: Any) -> HeadConfig:
     unknown = set(cfg) - known
     if unknown:
         raise ConfigError(f"head {name!r} has no option(s) {sorted(unknown)}; options: {sorted(known)}")
+    hints = typing.get_type_hints(entry.cls.config_class)
+    for key, value in cfg.items():
+        check_type(f"head_cfg.{key}", value, hints[key])
     return entry.cls.config_class(**{**entry.preset, **cfg})
 
 
@@ -87,57 +96,84 @@ def create_head(name: str, input_dims: dict[str, int], token_dims: dict[str, int
     return head
 
 
-def save_pretrained(head: Head, path: str | Path, card: str | None = None, **meta: Any) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` (+ ``memory_ids.json`` for heads with a
-    memory, + a ``README.md`` model card) atomically; ``meta`` carries the threshold, encoder,
-    fields, provenance and so on."""
+def save_pretrained(head: Head, path: str | Path, card: str | None = None,
+                    files: dict[str, bytes] | None = None, **meta: Any) -> Path:
+    """Write ``model.safetensors`` (with the ids of any memory) + ``config.json`` (+ a
+    ``README.md`` model card) atomically; ``meta`` carries the threshold, encoder, fields,
+    provenance and so on; ``files`` are more files of the folder (a known-meme list)."""
     if not head.name:
         raise ConfigError("only heads built by create_head (with a registered name) can be saved")
     fitted = {name: m.fitted() for name, m in head.named_modules()
               if isinstance(m, Head) and m.fitted_attrs}
     config = {"head": head.name, "config": dataclasses.asdict(head.cfg),
               "input_dims": head.input_dims, "token_dims": head.token_dims, "fitted": fitted, **meta}
-    extra = {"README.md": card.encode()} if card else {}
     banks = {name: m.ids for name, m in head.named_modules() if isinstance(m, MemoryBank)}
-    if banks:
-        extra[MEMORY_IDS_NAME] = json.dumps(banks).encode()
-    return save_checkpoint(path, head, config, extra)
+    extra = {**(files or {}), **({"README.md": card.encode()} if card else {})}
+    return save_checkpoint(path, head, config, extra or None,
+                           {MEMORY_IDS: json.dumps(banks)} if banks else None)
 
 
 def from_pretrained(path: str | Path) -> tuple[Head, dict[str, Any]]:
-    """Rebuild a head from its JSON config and safetensors weights (no pickle involved)."""
-    config = load_config(path)
-    try:
+    """Rebuild a head from its JSON config and safetensors weights (no pickle involved).
+
+    The config is untrusted: its sizes are bounded, and the head is first built on the meta
+    device (no memory) and its shapes matched to the weights before it is built for real."""
+    config, weights, strings = load_checkpoint(path)
+    check_sizes(config, path)
+
+    def build() -> Head:
         head = create_head(config["head"], config["input_dims"], config.get("token_dims") or None,
                            **config["config"])
         for name, state in (config.get("fitted") or {}).items():
             head.get_submodule(name).set_fitted(**state)
+        return head
+
+    try:
+        with torch.device("meta"):
+            meta = build()
     except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as e:
         raise ConfigError(f"{path}: config.json does not describe a usable memetrm head "
                           f"({e})") from e
+    shapes = meta.state_dict()
+    wrong = sorted(k for k in shapes.keys() | weights.keys()
+                   if not _fits(meta, k, shapes.get(k), weights.get(k)))
+    if wrong:
+        raise ConfigError(f"{path}: weights do not fit the config ({len(wrong)} tensor(s) "
+                          f"differ in name or shape, e.g. {wrong[0]!r})")
+    head = build()
     try:
-        head.load_state_dict(load_weights(path))
+        head.load_state_dict(weights)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
         raise ConfigError(f"{path}: weights do not fit the config ({first})") from e
-    _load_memory_ids(head, Path(path))
+    _load_memory_ids(head, strings.get(MEMORY_IDS), Path(path))
     return head.eval(), config
 
 
-def _load_memory_ids(head: Head, path: Path) -> None:
+def _fits(meta: Head, key: str, want: torch.Tensor | None, saved: torch.Tensor | None) -> bool:
+    """Whether a saved tensor has the shape the config implies; a memory's rows may be any
+    number (it grows after training)."""
+    if want is None or saved is None:
+        return False
+    module = meta.get_submodule(key.rpartition(".")[0]) if "." in key else meta
+    if isinstance(module, MemoryBank):
+        return want.shape[1:] == saved.shape[1:]
+    return want.shape == saved.shape
+
+
+def _load_memory_ids(head: Head, saved: str | None, path: Path) -> None:
     banks = {name: m for name, m in head.named_modules() if isinstance(m, MemoryBank)}
     if not banks:
         return
-    ids_path = path / MEMORY_IDS_NAME
     try:
-        saved = json.loads(ids_path.read_text()) if ids_path.is_file() else {}
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{ids_path}: not readable JSON ({e})") from e
+        ids_by_bank = json.loads(saved) if saved else {}
+    except ValueError as e:
+        raise ConfigError(f"{path}: the memory ids stored with the weights are not JSON ({e})") from e
     for name, bank in banks.items():
-        ids = saved.get(name, []) if isinstance(saved, dict) else None
+        ids = ids_by_bank.get(name, []) if isinstance(ids_by_bank, dict) else None
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise ConfigError(f"{ids_path}: the memory {name or 'of the head'} needs a list of "
+            raise ConfigError(f"{path}: the memory {name or 'of the head'} needs a list of "
                               "string ids")
         if len(ids) != len(bank):
-            raise ConfigError(f"{ids_path}: {len(ids)} ids for a memory of {len(bank)} memes")
+            raise ConfigError(f"{path}: {len(ids)} ids for a memory of {len(bank)} memes")
         bank.ids = list(ids)

@@ -10,21 +10,32 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
+from PIL import Image
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from memetrm.data.images import MAX_PIXELS, open_image
 from memetrm.errors import DataError, MemetrmError
+from memetrm.serving.guards import (
+    PixelBudget,
+    header_pixels,
+    in_thread,
+    json_structure,
+    parse_json,
+    redact_access_log,
+)
+from memetrm.serving.metrics import add_metrics
 from memetrm.serving.predictor import ModelOutputError, Predictor, Prepared
+from memetrm.serving.reload import ModelWatcher
 
 STATIC_DIR = Path(__file__).parent / "static"
 #: magic bytes -> MIME type of the image formats accepted
@@ -50,6 +61,11 @@ class Limits:
     max_pending: int = 64
     #: longest image side kept after decoding: enough for the encoders and OCR
     reduce_to: int = 2048
+    #: OCR calls run at once (each is seconds of CPU); more wait, within their deadline
+    ocr_workers: int = 2
+    #: decoded pixels in flight across all requests (one image at the per-image limit, or many
+    #: memes); more wait, within their deadline
+    pixel_budget: int = MAX_PIXELS
 
 
 class Neighbour(BaseModel):
@@ -58,6 +74,16 @@ class Neighbour(BaseModel):
     id: str
     label: int
     similarity: float
+
+
+class HashMatch(BaseModel):
+    """The known-meme list entry a meme matched: its answer came from the list, not a model."""
+
+    label: int
+    source_id: str
+    #: Hamming distance between the PDQ hashes (of 256 bits)
+    distance: int
+    list: str
 
 
 class Prediction(BaseModel):
@@ -73,6 +99,8 @@ class Prediction(BaseModel):
     steps: int | None = None
     #: the nearest labelled memes, for heads with a retrieval memory (None for other heads)
     neighbours: list[Neighbour] | None = None
+    #: set when the meme was answered from a known-meme hash list
+    hash_match: HashMatch | None = None
 
 
 class ModelInfo(BaseModel):
@@ -179,6 +207,12 @@ class MicroBatcher:
         # a failing batch is rescored item by item (``run_each``): one bad item fails alone
         self.predictor, self.max_batch = predictor, max_batch
         self._loop: asyncio.AbstractEventLoop | None = None
+        # its own thread: scoring never queues behind decode/OCR work in the shared pool
+        self._scorer = ThreadPoolExecutor(1, thread_name_prefix="memetrm-score")
+
+    def depth(self) -> int:
+        """Requests waiting for the next batch."""
+        return self._queue.qsize() if self._loop else 0
 
     def _ensure_worker(self) -> None:
         # one worker per event loop (a test client may run each request on a fresh loop)
@@ -201,7 +235,8 @@ class MicroBatcher:
             batch = [(item, fut) for item, fut in batch if not fut.done()]  # timed out: skip
             if not batch:
                 continue
-            results = await run_in_threadpool(self.predictor.run_each, [i for i, _ in batch])
+            results = await asyncio.get_running_loop().run_in_executor(
+                self._scorer, self.predictor.run_each, [i for i, _ in batch])
             for (_, fut), res in zip(batch, results, strict=True):
                 if not fut.done():
                     (fut.set_exception if isinstance(res, Exception) else fut.set_result)(res)
@@ -240,9 +275,10 @@ def _check_image_bytes(data: bytes, declared: str | None) -> None:
         raise HTTPException(400, "the image is empty")
     if declared and declared not in ALLOWED_TYPES and declared != "application/octet-stream":
         raise HTTPException(415, f"image content type {declared!r} not allowed; "
-                                 f"allowed: {ALLOWED_TYPES}")
+                                 f"allowed: {', '.join(ALLOWED_TYPES)}")
     if sniff_image_type(data) is None:
-        raise HTTPException(415, f"the upload is not an image of an allowed type {ALLOWED_TYPES}")
+        raise HTTPException(415, "the upload is not an image of an allowed type "
+                                 f"({', '.join(ALLOWED_TYPES)})")
 
 
 def _body_schema(image: dict[str, str]) -> dict[str, Any]:
@@ -283,33 +319,51 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
     limits = limits or Limits()
     if "text" in predictor.input_fields:
         predictor.ocr.load()
+    pixels = PixelBudget(limits.pixel_budget)
+    ocr_slots = asyncio.Semaphore(limits.ocr_workers)
+    watcher = ModelWatcher(predictor, threshold=threshold)
+    redact_access_log()
     app = FastAPI(title="memetrm", version="1",
                   summary=f"Hateful-meme classifier {predictor.model_id}",
                   docs_url="/docs" if docs else None, redoc_url=None)
     app.state.predictor, app.state.limits = predictor, limits
     batcher = MicroBatcher(predictor)
+    add_metrics(app, predictor, batcher.depth)
     app.add_middleware(BodyLimit, max_bytes=limits.max_upload_bytes)
     app.add_middleware(SecurityHeaders, csp=DOCS_CSP if docs else PAGE_CSP)
 
-    async def read_body(request: Request) -> tuple[bytes, str | None, dict[str, Any]]:
-        """(image bytes, declared image type, text fields) from a multipart or JSON body."""
+    #: a model that reads no image scores a meme from its texts: the image may be left out
+    image_optional = "image" not in predictor.input_fields
+
+    async def read_body(request: Request) -> tuple[bytes | None, str | None, dict[str, Any]]:
+        """(image bytes or None, declared image type, text fields) from a multipart or JSON
+        body."""
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype == "multipart/form-data":
+        if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):  # the latter: texts only
             form = await request.form(max_files=1, max_fields=8,
                                       max_part_size=limits.max_upload_bytes)
             upload = form.get("image")
+            texts = {k: v for k, v in form.items() if k != "image"}
+            if upload is None and image_optional:
+                return None, None, texts
             if upload is None or isinstance(upload, str):
                 raise HTTPException(422, "multipart field 'image' (a file) is required")
-            texts = {k: v for k, v in form.items() if k != "image"}
             return await upload.read(), upload.content_type, texts
         if ctype == "application/json":
             raw = await request.body()
             if not raw:
                 raise HTTPException(400, "empty request body")
-            try:
-                obj = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            structure, most = json_structure(raw), 8 * limits.max_text_chars + 256
+            if structure > most:
+                raise HTTPException(422, f"JSON body has {structure:,} commas, colons and "
+                                         f"brackets, above the {most:,} a prediction (a base64 "
+                                         "'image' and a few text fields) can hold")
+            try:  # a 10 MB body takes a while to parse: not on the event loop
+                obj = await run_in_threadpool(parse_json, raw)
+            except ValueError as e:
                 raise HTTPException(400, f"malformed JSON: {e}") from e
+            if isinstance(obj, dict) and obj.get("image") is None and image_optional:
+                return None, None, {k: v for k, v in obj.items() if k != "image"}
             if not isinstance(obj, dict) or not isinstance(obj.get("image"), str):
                 raise HTTPException(422, "JSON body must be an object with a base64 'image' string")
             b64 = obj["image"]
@@ -328,30 +382,50 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
     @app.post("/v1/predict", response_model=Prediction, openapi_extra=_OPENAPI_BODY)
     async def predict(request: Request) -> dict[str, Any]:
         """Score one meme; without ``text`` the meme text is read off the image by OCR."""
+        watcher.poll()
         if pending.locked():
             raise HTTPException(503, f"server busy: {limits.max_pending} predictions in progress; "
                                      "retry shortly", headers={"Retry-After": "1"})
         deadline = time.monotonic() + limits.timeout_s
 
-        def prepare(data: bytes, texts: dict[str, str]) -> Prepared:
-            """Decode and OCR in a worker thread, concurrently with other requests."""
-            if time.monotonic() > deadline:  # timed out while queued for a thread: skip the work
-                raise HTTPException(504, "the request timed out before its image was decoded")
+        def skip_if_late(stage: str) -> None:
+            if time.monotonic() > deadline:  # its answer is a 504 already: skip the work
+                raise HTTPException(504, f"the request timed out before {stage}")
+
+        def decode(data: bytes) -> Image.Image:
+            skip_if_late("its image was decoded")
             try:
-                image = open_image(data, name="upload", max_pixels=limits.max_pixels,
-                                   reduce_to=limits.reduce_to)
+                return open_image(data, name="upload", max_pixels=limits.max_pixels,
+                                  reduce_to=limits.reduce_to)
             except DataError as e:
                 raise HTTPException(400, str(e)) from e
+
+        def prepare(image: Image.Image | None, texts: dict[str, str]) -> Prepared:
+            skip_if_late("its text was read (OCR)")
             try:
                 return predictor.prepare(image, texts)
             except DataError as e:
                 raise HTTPException(422, str(e)) from e
 
         async def work() -> dict[str, Any]:
+            """Waits (for pixels, an OCR slot, the model) happen here, on the event loop, so a
+            queue of waiting requests holds no worker thread; decode and OCR run in threads."""
             data, declared, texts = await read_body(request)
-            _check_image_bytes(data, declared)
+            if data is not None:
+                _check_image_bytes(data, declared)
             texts = check_texts(texts, predictor.text_fields, limits.max_text_chars)
-            return await batcher.submit(await run_in_threadpool(prepare, data, texts))
+            image = None
+            if data is not None:
+                held = await pixels.acquire(min(header_pixels(data), limits.max_pixels))
+                image = await in_thread(decode, data, release=lambda: pixels.release(held))
+            ocr = "text" in predictor.input_fields and not texts.get("text", "").strip()
+            if image is not None and ocr:
+                await ocr_slots.acquire()
+                prepared = await in_thread(prepare, image, texts, release=ocr_slots.release)
+            else:
+                prepared = await in_thread(prepare, image, texts)
+            skip_if_late("it was scored")
+            return await batcher.submit(prepared)
 
         async with pending:
             try:
@@ -366,12 +440,14 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
             except MemetrmError as e:
                 raise HTTPException(500, f"scoring failed: {e}") from e
 
+    # async: answered on the event loop, even when every worker thread is busy
     @app.get("/v1/model", response_model=ModelInfo)
-    def model_info() -> dict[str, Any]:
+    async def model_info() -> dict[str, Any]:
         return predictor.info()
 
     @app.get("/health")
-    def health() -> dict[str, str]:
+    async def health() -> dict[str, str]:
+        watcher.poll()
         return {"status": "ok", "model": predictor.model_id}
 
     @app.get("/", include_in_schema=False)

@@ -10,7 +10,11 @@ when the run ends, merged with the rows already there).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -25,7 +29,7 @@ from memetrm.progress import make_progress
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"}
 #: every column of a result row, so error rows and scored rows share one schema
 RESULT_KEYS = ("id", "prob", "label", "label_name", "threshold", "ocr_text", "model", "trace",
-               "steps", "error")
+               "steps", "hash_match", "error")
 
 
 @dataclass
@@ -79,17 +83,18 @@ def _iter_jsonl(source: Path) -> Iterator[InputItem]:
             except DataError as e:
                 yield InputItem(f"line {lineno}", error=str(e))
                 continue
-            img = obj.get("img")
-            texts = {k: v for k, v in obj.items() if k not in ("id", "img", "label")}
-            yield InputItem(str(obj["id"]), source.parent / img if img else None, texts,
-                            label=obj.get("label"))
+            yield make_item(obj, source.parent, where, f"line {lineno}")
 
 
 def _iter_parquet(files: list[Path]) -> Iterator[InputItem]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     for path in files:
-        pf = pq.ParquetFile(path)
+        try:
+            pf = pq.ParquetFile(path)
+        except (OSError, pa.ArrowException) as e:
+            raise DataError(f"{path}: not a readable Parquet file ({e})") from e
         if "id" not in pf.schema_arrow.names:
             raise DataError(f"{path}: a Parquet input needs an 'id' column "
                             f"(has {pf.schema_arrow.names})")
@@ -97,14 +102,37 @@ def _iter_parquet(files: list[Path]) -> Iterator[InputItem]:
         for batch in pf.iter_batches(batch_size=1024):
             for rec in batch.to_pylist():
                 row += 1
-                img = rec.get("img")
-                texts = {k: v for k, v in rec.items() if k not in ("id", "img", "label")}
-                if rec["id"] is None:
-                    yield InputItem(f"{path.name} row {row}", error=f"{path}: row {row} has no id")
-                elif isinstance(img, str):
-                    yield InputItem(str(rec["id"]), path.parent / img, texts)
-                else:
-                    yield InputItem(str(rec["id"]), img, texts)
+                yield make_item(rec, path.parent, f"{path} row {row}", f"{path.name} row {row}")
+
+
+#: JSON-native values a text column may hold; anything else (timestamps, nested data) is not
+#: a text field and is dropped, so every engine carries the same row
+_TEXT_VALUES = (str, int, float, bool, type(None))
+
+
+def make_item(rec: dict[str, Any], base: Path, where: str, anon: str) -> InputItem:
+    """One input row checked the same way for every engine and format: a row that is not
+    scorable becomes an item with ``error`` (naming ``where``; ``anon`` is its id when it has
+    no usable one), never an exception."""
+    rid, img = rec.get("id"), rec.get("img")
+    texts = {k: v for k, v in rec.items()
+             if k not in ("id", "img", "label") and isinstance(v, _TEXT_VALUES)}
+    if rid is None or isinstance(rid, bool) or not isinstance(rid, str | int) or rid == "":
+        return InputItem(anon, error=f"{where}: 'id' must be a non-empty string or an integer, "
+                                      f"got {rid!r}")
+    item = InputItem(str(rid), texts=texts, label=rec.get("label"))
+    if isinstance(img, str) and "\0" in img:
+        item.error = f"{where}: id {rid}: 'img' contains a NUL byte"
+    elif isinstance(img, str) and img:
+        item.image = base / img
+    elif isinstance(img, bytes) and img:
+        item.image = img
+    elif isinstance(img, bytes) or img == "":
+        item.error = f"{where}: id {rid}: 'img' is empty"
+    elif img is not None:
+        item.error = (f"{where}: id {rid}: 'img' must be a path or the image bytes, got "
+                      f"{type(img).__name__}")
+    return item
 
 
 def score_chunk(predictor: Any, chunk: list[InputItem]) -> list[dict[str, Any]]:
@@ -143,16 +171,19 @@ class ResultLog:
         self.output = Path(output)
         self.parquet = self.output.suffix == ".parquet"
         self._rows: list[dict[str, Any]] = []
-        self.done = self._read_parquet_ids() if self.parquet else read_done_ids(self.output)
-        self.output.parent.mkdir(parents=True, exist_ok=True)
-        self._file = None if self.parquet else open(self.output, "a", encoding="utf-8")  # noqa: SIM115
+        self._file = None
+        if self.output.exists() and not self.output.is_file():
+            raise DataError(f"{self.output}: the output exists and is not a regular file")
+        with output_errors(self.output):
+            self.done = self._read_parquet_ids() if self.parquet else read_done_ids(self.output)
+            self.output.parent.mkdir(parents=True, exist_ok=True)
+            if not self.parquet:
+                self._file = open(self.output, "a", encoding="utf-8")  # noqa: SIM115
 
     def _read_parquet_ids(self) -> set[str]:
         if not self.output.exists():
             return set()
-        import pyarrow.parquet as pq
-
-        return {str(i) for i in pq.read_table(self.output, columns=["id"])["id"].to_pylist()}
+        return {str(i) for i in _read_parquet(self.output, columns=["id"])["id"].to_pylist()}
 
     def write(self, rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """Append the rows whose id is new; returns those written."""
@@ -162,26 +193,54 @@ class ResultLog:
                 self.done.add(r["id"])
                 fresh.append(r)
         if self._file is not None:
-            self._file.writelines(json.dumps(r, allow_nan=False) + "\n" for r in fresh)
-            self._file.flush()
+            with output_errors(self.output):
+                self._file.writelines(json.dumps(r, allow_nan=False) + "\n" for r in fresh)
+                self._file.flush()
         else:
             self._rows.extend(fresh)
         return fresh
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
+            with output_errors(self.output), contextlib.suppress(ValueError):
+                self._file.close()
             return
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from memetrm.utils import atomic_write_dir
+        with output_errors(self.output):
+            old = _read_parquet(self.output).to_pylist() if self.output.exists() else []
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.output.name}.", dir=self.output.parent)
+            os.close(fd)
+            try:
+                pq.write_table(pa.Table.from_pylist(old + self._rows), tmp)
+                os.replace(tmp, self.output)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
 
-        old = pq.read_table(self.output).to_pylist() if self.output.exists() else []
-        table = pa.Table.from_pylist(old + self._rows)
-        with atomic_write_dir(self.output.with_suffix(".parquet.tmp")) as tmp:
-            pq.write_table(table, tmp / "part.parquet")
-            (tmp / "part.parquet").replace(self.output)
+
+@contextlib.contextmanager
+def output_errors(output: Path) -> Iterator[None]:
+    """An output that cannot be read or written (a folder, under a file, a full disk, /proc)
+    is bad input naming the path and the reason, never a traceback."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise DataError(f"{output}: no space left on the device; the rows written so far "
+                            "are kept: free space and rerun the same command to resume") from e
+        raise DataError(f"{output}: cannot write results there ({e.strerror or e})") from e
+
+
+def _read_parquet(path: Path, columns: list[str] | None = None) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path}: exists and is not a readable Parquet result file ({e})") from e
 
 
 def read_done_ids(output: Path) -> set[str]:

@@ -6,23 +6,30 @@ from pathlib import Path
 
 import torch
 
-from memetrm.checkpoint import load_config
 from memetrm.data.images import open_image
 from memetrm.errors import ConfigError, DataError, MemetrmError
 from memetrm.heads import Memory, save_pretrained
+from memetrm.modelstore import REVISION_KEY, writer_lock
 from memetrm.serving.batch import iter_inputs
+from memetrm.serving.hashlist import MODEL_LIST
 from memetrm.serving.predictor import Predictor
 
 #: keys ``save_pretrained`` writes itself; the rest of config.json is carried over unchanged
-_OWN_KEYS = ("head", "config", "input_dims", "token_dims", "fitted")
+_OWN_KEYS = ("head", "config", "input_dims", "token_dims", "fitted", REVISION_KEY)
 
 
-def add_to_memory(model_dir: str | Path, source: Path, device: str = "auto",
+def add_to_memory(model_dir: str | Path, source: Path, device: str | None = "auto",
                   batch_size: int = 64) -> int:
+    """See ``_add``; the model folder stays locked from reading the memory to writing it back, so
+    concurrent adds queue and none loses rows."""
+    with writer_lock(model_dir, create=False):
+        return _add(Path(model_dir), source, device, batch_size)
+
+
+def _add(model_dir: Path, source: Path, device: str | None, batch_size: int) -> int:
     """Encode the labelled memes of ``source`` (jsonl: id, label 0/1, text fields, optional img)
     and append them to the model's memory; the directory is rewritten atomically, and only if
     every row is good (a bad row is named and nothing changes). Returns the memory size."""
-    model_dir = Path(model_dir)
     predictor = Predictor(model_dir, device=device)
     head = predictor.head
     if not isinstance(head, Memory):
@@ -52,8 +59,8 @@ def add_to_memory(model_dir: str | Path, source: Path, device: str = "auto",
         batch = predictor.features(prepared)
         batch["label"] = torch.tensor([float(it.label) for it in chunk], device=predictor.device)
         head.add(batch, [it.id for it in chunk])
-    config = load_config(model_dir)
-    card = model_dir / "README.md"
+    card, known = model_dir / "README.md", model_dir / MODEL_LIST
     save_pretrained(head.cpu(), model_dir, card=card.read_text() if card.is_file() else None,
-                    **{k: v for k, v in config.items() if k not in _OWN_KEYS})
+                    files={MODEL_LIST: known.read_bytes()} if known.is_file() else None,
+                    **{k: v for k, v in predictor.config.items() if k not in _OWN_KEYS})
     return len(head.memory_ids)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
+import warnings
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,14 +14,20 @@ from typing import Any
 
 import torch
 from PIL import Image
+from torch.nn.utils.rnn import pad_sequence
 
 from memetrm.checkpoint import weights_path
 from memetrm.data.fields import join_texts, joined_parts, view_base
 from memetrm.devices import resolve_device
 from memetrm.encoders import DEFAULT_ENCODER, Encoder, create_encoder
+from memetrm.encoders.runtimes import split_runtime, with_runtime
 from memetrm.errors import ConfigError, DataError, MemetrmError
 from memetrm.heads import Head, Memory, from_pretrained
+from memetrm.serving.feature_memo import FeatureMemo, Features
+from memetrm.serving.hashing import PDQ_DISTANCE, ImageHash, pdq, text_key
+from memetrm.serving.hashlist import MODEL_LIST, HashList, best_match
 from memetrm.serving.ocr import OCR
+from memetrm.serving.runtime_deltas import runtime_note
 from memetrm.utils import split_field
 
 DEFAULT_LABELS = ("not hateful", "hateful")
@@ -74,6 +82,10 @@ class Prepared:
     image: Image.Image | None
     texts: dict[str, str]
     ocr_text: str | None = None
+    #: PDQ hash of the image, when a feature memo or a hash list needs it
+    image_hash: ImageHash | None = None
+    #: the known-meme list entry this item matched (it is answered from the list)
+    known: dict[str, Any] | None = None
 
 
 def _model_id(model_dir: Path, config: dict[str, Any]) -> str:
@@ -88,11 +100,18 @@ class Predictor:
     ``prepare`` (decode, OCR, field checks) is per item so a batch job can record one bad
     item and go on; ``run`` encodes and scores prepared items in one batch. Model calls are
     serialised by a lock: on a CPU, concurrent forwards only fight over the same cores.
+
+    ``runtime`` runs the encoder towers on another runtime than the one the model was trained
+    with (torch, onnx, onnx-int8; None keeps the trained one). ``memo`` reuses the features
+    of memes seen before (reposts); ``hash_lists`` (with ``<model>/hashes.csv``, when present)
+    answer listed memes without any model.
     """
 
     def __init__(self, model_dir: str | Path, *, encoder: Encoder | None = None,
                  ocr: OCR | None = None, device: str = "auto",
-                 threshold: float | None = None) -> None:
+                 threshold: float | None = None, runtime: str | None = None,
+                 memo: FeatureMemo | None = None, hash_lists: Sequence[HashList] = (),
+                 hash_distance: int = PDQ_DISTANCE) -> None:
         self.model_dir = Path(model_dir)
         self.device = resolve_device(device)
         self.head, self.config, self.threshold = load_model(self.model_dir, self.device)
@@ -103,18 +122,27 @@ class Predictor:
         self.tokens: bool = bool(self.config.get("tokens", self.head.needs_tokens))
         #: what labels 0 and 1 mean (``not offensive`` / ``offensive`` for MultiOFF models)
         self.label_names: list[str] = list(self.config.get("labels") or DEFAULT_LABELS)
-        default = self.config.get("encoder", DEFAULT_ENCODER)
+        trained = self.config.get("encoder", DEFAULT_ENCODER)
+        default = with_runtime(trained, runtime)
+        if split_runtime(default)[0] != split_runtime(trained)[0]:
+            warnings.warn(runtime_note(trained, split_runtime(default)[0]), stacklevel=2)
         self.encoder = encoder or create_encoder(default, device=self.device)
         self._default = default
         #: field -> (item field it reads, encoder); a caption view reads the caption it was
         #: trained on the variants of (one given caption is its own mean)
-        self._sources = {spec: (view_base(src), enc)
-                         for spec in self.fields for src, enc in [split_field(spec, default)]}
+        self._sources = {spec: (view_base(field), with_runtime(enc, runtime))
+                         for spec in self.fields for field, enc in [split_field(spec, default)]}
         #: encoders of fields that name another one (``text@mpnet-effnet``)
         self.extra_encoders = {enc: create_encoder(enc, device=self.device)
                                for _, enc in self._sources.values() if enc != default}
         self.ocr = ocr or OCR()
         self.model_id = _model_id(self.model_dir, self.config)
+        self.memo = memo
+        own = self.model_dir / MODEL_LIST
+        self.hash_lists = [*([HashList.read(own, hash_distance)] if own.is_file() else []), *hash_lists]
+        #: scored batches by size, and items answered from a hash list (for ``/metrics``)
+        self.batch_sizes: Counter[int] = Counter()
+        self.listed = 0
         self._lock = threading.Lock()
 
     @property
@@ -140,7 +168,14 @@ class Predictor:
         }
 
     def prepare(self, image: Image.Image | None, text: TextInput = None) -> Prepared:
-        """Validate one item and fill in a missing meme text by OCR; raises ``DataError``."""
+        """Validate one item and fill in a missing meme text by OCR; raises ``DataError``.
+
+        A meme on a hash list is answered from the list: no text checks, no OCR."""
+        image_hash = (pdq(image) if image is not None and (self.memo or self.hash_lists)
+                      else None)
+        known = best_match(self.hash_lists, image_hash)
+        if known is not None:
+            return Prepared(image, {}, None, image_hash, known)
         texts = {"text": text} if isinstance(text, str) else dict(text or {})
         for f in self.text_fields:
             if texts.get(f) is not None and not isinstance(texts[f], str):
@@ -160,31 +195,68 @@ class Predictor:
                 f"(e.g. 'caption' was a stand-in for the image when it was trained): pass them "
                 f"explicitly"
             )
-        return Prepared(image, {f: texts[f] for f in self.text_fields}, ocr_text)
+        return Prepared(image, {f: texts[f] for f in self.text_fields}, ocr_text, image_hash)
 
     def features(self, items: Sequence[Prepared]) -> dict[str, torch.Tensor]:
         """The head's input batch for prepared items (every field through its encoder)."""
         batch: dict[str, torch.Tensor] = {}
         for field, (source, enc) in self._sources.items():
-            encoder = self.encoder if enc == self._default else self.extra_encoders[enc]
-            if source == "image":
-                transform = encoder.image_transform()
-                pixels = torch.stack([transform(p.image) for p in items])
-                out = encoder.encode_images(pixels.to(self.device), tokens=self.tokens)
-            else:
-                out = encoder.encode_texts([join_texts(p.texts, source) for p in items],
-                                           tokens=self.tokens)
-            batch[field] = out.pooled.float().to(self.device)
-            if self.tokens:
-                batch[f"{field}.tokens"] = out.tokens.float().to(self.device)
-                batch[f"{field}.mask"] = out.mask.to(self.device)
+            per_item = self._encode(enc, source, items)
+            batch[field] = torch.stack([f["pooled"] for f in per_item]).float().to(self.device)
+            if self.tokens:  # memoised items may have other token counts: pad, mask says so
+                batch[f"{field}.tokens"] = pad_sequence(
+                    [f["tokens"] for f in per_item], batch_first=True).float().to(self.device)
+                batch[f"{field}.mask"] = pad_sequence(
+                    [f["mask"] for f in per_item], batch_first=True).to(self.device)
         return batch
 
+    def _encode(self, enc: str, source: str, items: Sequence[Prepared]) -> list[Features]:
+        """Each item's features of ``source`` from encoder ``enc``: from the memo where it
+        has them, the rest in one forward pass (and memoised)."""
+        memo, image = self.memo, source == "image"
+        keys = [p.image_hash if image else text_key(join_texts(p.texts, source)) for p in items] if memo \
+            else [None] * len(items)
+        found: list[Features | None] = [
+            (memo.get_image(enc, k) if image else memo.get_text(enc, k)) if memo else None
+            for k in keys]
+        todo = [i for i, f in enumerate(found) if f is None]
+        if todo:
+            encoder = self.encoder if enc == self._default else self.extra_encoders[enc]
+            if image:
+                transform = encoder.image_transform()
+                pixels = torch.stack([transform(items[i].image) for i in todo])
+                out = encoder.encode_images(pixels.to(self.device), tokens=self.tokens)
+            else:
+                out = encoder.encode_texts([join_texts(items[i].texts, source) for i in todo],
+                                           tokens=self.tokens)
+            for j, i in enumerate(todo):
+                f = {"pooled": out.pooled[j].float().cpu().clone()}
+                if self.tokens:  # fp16, as the feature cache the head was trained from keeps them
+                    f["tokens"] = out.tokens[j].to(torch.float16).cpu().clone()
+                    f["mask"] = out.mask[j].cpu().clone()
+                found[i] = f
+                if memo:
+                    (memo.put_image if image else memo.put_text)(enc, keys[i], f)
+        return found  # type: ignore[return-value]
+
     def run(self, items: Sequence[Prepared]) -> list[dict[str, Any]]:
-        """Score prepared items in one forward pass; a non-finite score raises ``ModelOutputError``."""
+        """Score prepared items in one forward pass; a non-finite score raises ``ModelOutputError``.
+        Items matched on a hash list get the list's answer (``prob`` 0 or 1, ``hash_match``)."""
+        scored = iter(self._score([p for p in items if p.known is None]))
+        self.listed += sum(p.known is not None for p in items)
+        return [self._listed(p) if p.known else next(scored) for p in items]
+
+    def _listed(self, item: Prepared) -> dict[str, Any]:
+        label = item.known["label"]
+        return {"prob": float(label), "label": label, "label_name": self.label_names[label],
+                "threshold": self.threshold, "ocr_text": None, "model": self.model_id,
+                "trace": None, "steps": None, "neighbours": None, "hash_match": item.known}
+
+    def _score(self, items: Sequence[Prepared]) -> list[dict[str, Any]]:
         if not items:
             return []
         with self._lock, torch.inference_mode():
+            self.batch_sizes[len(items)] += 1
             out = self.head.predict(self.features(items))
         probs = out["prob"].float().cpu().tolist()
         if not all(math.isfinite(p) for p in probs):
@@ -206,6 +278,7 @@ class Predictor:
                 "trace": trace,
                 "steps": step,
                 "neighbours": near,
+                "hash_match": None,
             })
         return results
 

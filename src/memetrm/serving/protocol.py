@@ -5,6 +5,9 @@ trickle in, so a few dozen slow clients hold every connection slot and even ``/h
 503. Here a connection whose headers are not complete within ``header_timeout`` seconds of its
 first byte (or of the connection opening) is closed. Body reads are bounded by the app's
 per-request deadline.
+
+Requests for ``RESERVED_PATHS`` (``/health``) are exempt from uvicorn's connection limit, so a
+load balancer's probe is answered even while idle or hostile clients hold every slot.
 """
 
 from __future__ import annotations
@@ -14,9 +17,25 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+#: paths answered whatever the number of open connections (cheap, and needed by probes)
+RESERVED_PATHS = frozenset({"/health"})
+
 
 class HeaderTimeoutProtocol(H11Protocol):
     header_timeout: float = 10.0
+
+    # uvicorn reads ``limit_concurrency`` right after it has parsed a request's target into
+    # ``self.scope``; a reserved path sees no limit
+    @property
+    def limit_concurrency(self) -> int | None:
+        scope = getattr(self, "scope", None)
+        if scope is not None and scope.get("path") in RESERVED_PATHS:
+            return None
+        return self._limit_concurrency
+
+    @limit_concurrency.setter
+    def limit_concurrency(self, value: int | None) -> None:
+        self._limit_concurrency = value
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

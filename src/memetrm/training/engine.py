@@ -14,6 +14,8 @@ import contextlib
 import copy
 import dataclasses
 import math
+import os
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from memetrm.config import check_type
 from memetrm.devices import resolve_device
 from memetrm.errors import ConfigError
 from memetrm.evaluation.metrics import auroc, parse_threshold_metric
@@ -57,8 +60,8 @@ class TrainConfig:
     seed: int = 0
     #: how the decision threshold is chosen on dev: f1, accuracy, balanced-accuracy,
     #: precision>=P, recall>=R or fpr<=F (see ``evaluation.metrics.choose_threshold``)
-    threshold_metric: str = "f1"
-    #: torch CPU threads while training; None leaves the process setting (``--threads``) alone
+    threshold_metric: str = "balanced-accuracy"
+    #: torch CPU threads while training; None: ``--threads`` / MEMETRM_THREADS, else 1
     threads: int | None = None
     #: skip a ragged last batch (contrastive objectives need negatives in every batch)
     drop_last: bool = False
@@ -151,6 +154,21 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+#: CPU threads for head training unless asked otherwise: the heads are tiny, so more threads
+#: mostly wait on each other, and on a shared CPU they slow every process down
+DEFAULT_TRAIN_THREADS = 1
+
+
+def train_threads(cfg: TrainConfig) -> int:
+    """``cfg.threads``, else ``--threads`` / MEMETRM_THREADS, else ``DEFAULT_TRAIN_THREADS``."""
+    env = os.environ.get("MEMETRM_THREADS", "").strip()
+    if cfg.threads:
+        return cfg.threads
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return DEFAULT_TRAIN_THREADS
+
+
 def fit(model: Trainable, train: FeatureSet, dev: FeatureSet | None, cfg: TrainConfig,
         score: ScoreFn = auroc_score,
         on_epoch: Callable[[dict[str, float]], None] | None = None,
@@ -161,7 +179,7 @@ def fit(model: Trainable, train: FeatureSet, dev: FeatureSet | None, cfg: TrainC
     Without a dev set the last epoch is kept and nothing is calibrated.
     """
     device = resolve_device(device)
-    with torch_threads(cfg.threads):
+    with torch_threads(train_threads(cfg)):
         return _fit(model.to(device), train, dev, cfg, score, on_epoch, device)
 
 
@@ -256,4 +274,7 @@ def resolve_train_config(*layers: dict[str, Any]) -> TrainConfig:
     unknown = set(merged) - known
     if unknown:
         raise ConfigError(f"unknown train option(s) {sorted(unknown)}; known: {sorted(known)}")
+    hints = typing.get_type_hints(TrainConfig)
+    for key, value in merged.items():
+        check_type(f"train.{key}", value, hints[key])
     return TrainConfig(**merged)

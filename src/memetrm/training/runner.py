@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from memetrm.config import RunConfig
-from memetrm.data import get_dataset
+from memetrm.data import MemeDataset, get_dataset
 from memetrm.encoders import DEFAULT_ENCODER
 from memetrm.errors import DataError
 from memetrm.evaluation import (
@@ -30,6 +30,7 @@ from memetrm.evaluation import (
     summarize,
 )
 from memetrm.evaluation.metrics import METRICS, ONE_CLASS_SHARE, auroc
+from memetrm.evaluation.tables import fmt
 from memetrm.features import FeatureSet, load_features
 from memetrm.heads import Head, create_head, head_config, head_entry, save_pretrained
 from memetrm.progress import console, make_progress
@@ -59,8 +60,7 @@ def resolved_config(cfg: RunConfig) -> dict[str, Any]:
 def load_run_features(cfg: RunConfig) -> tuple[dict[str, FeatureSet], list[str], dict[str, str]]:
     """Features of every split the run needs, the fields used, and the train/dev/test roles."""
     cfg = with_defaults(cfg)
-    ds = get_dataset(cfg.dataset, cfg.data_root, on_bad_line=cfg.on_bad_line,
-                     allow_outside_images=cfg.allow_outside_images)
+    ds = run_dataset(cfg)
     fields = cfg.fields or list(ds.default_fields)
     roles = ds.roles(cfg.train_split, cfg.dev_split, cfg.test_split)
     tokens = head_entry(cfg.head).cls.needs_tokens
@@ -71,6 +71,21 @@ def load_run_features(cfg: RunConfig) -> tuple[dict[str, FeatureSet], list[str],
         for s in splits
     }
     return feats, fields, roles
+
+
+def run_dataset(cfg: RunConfig) -> MemeDataset:
+    """The run's dataset, read with the run's bad-line and image-path policies."""
+    return get_dataset(cfg.dataset, cfg.data_root, on_bad_line=cfg.on_bad_line,
+                       allow_outside_images=cfg.allow_outside_images)
+
+
+def check_buildable(cfg: RunConfig) -> None:
+    """Build the run's head on stand-in feature widths, so options or fields it cannot take
+    fail before any run of a sweep trains, not an hour into it; raises ``ConfigError``."""
+    fields = cfg.fields or list(run_dataset(cfg).default_fields)
+    dims = {f: 16 for f in fields}
+    create_head(cfg.head, dims, dims if head_entry(cfg.head).cls.needs_tokens else None,
+                **cfg.head_cfg)
 
 
 #: dev splits smaller than this get a note suggesting cross-validation
@@ -108,7 +123,8 @@ def dev_threshold(y: np.ndarray, p: np.ndarray, metric: str, where: str) -> floa
     if share > ONE_CLASS_SHARE:
         console.print(f"[yellow]warning:[/] the {metric} threshold {thr:.3f} chosen on {where} "
                       f"labels {share:.0%} of it as one class; consider --threshold-metric "
-                      "balanced-accuracy (or precision>=P)"
+                      + ("precision>=P or fpr<=F" if metric == "balanced-accuracy"
+                         else "balanced-accuracy (or precision>=P)")
                       + ("" if where.startswith("the out-of-fold") else ", or --cv 5"),
                       soft_wrap=True)
     return thr
@@ -137,8 +153,8 @@ def train_seeds(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str, s
                                 tcfg.threshold_metric, roles["dev"])
             runs.append(SeedRun(seed, result, thr, outs, seconds))
             halted = result.calibration.get("dev_auroc_halted")
-            console.print(f"  seed {seed}: best epoch {result.best_epoch}, dev AUROC "
-                          f"{result.dev_score:.4f}"
+            console.print(f"  seed {seed + 1}/{seeds}: best epoch {result.best_epoch + 1}, "
+                          f"dev AUROC {result.dev_score:.4f}"
                           + (f" at full depth ({halted:.4f} halted, as reported)"
                              if halted is not None else "")
                           + f", threshold {thr:.3f}")
@@ -148,8 +164,10 @@ def train_seeds(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str, s
 def _epoch_display(bar, task, label: str):
     def show(row: dict[str, float]) -> None:
         dev = f", dev AUROC {row['dev_score']:.3f}" if "dev_score" in row else ""
-        bar.update(task, advance=1, description=f"{label} epoch {row['epoch'] + 1}: "
-                                                f"loss {row.get('loss', math.nan):.3f}{dev}")
+        line = f"{label} epoch {row['epoch'] + 1}: loss {row.get('loss', math.nan):.3f}{dev}"
+        bar.update(task, advance=1, description=line)
+        if not console.is_terminal:  # a log file sees no live bar: one line per epoch instead
+            console.print(f"  {line}", highlight=False)
     return show
 
 
@@ -206,8 +224,8 @@ def train_seeds_cv(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str
             outs = {CV_SPLIT: {"prob": torch.from_numpy(oof).float()},
                     **{s: predict(final.head, feats[s], trace=True) for s in eval_splits}}
             runs.append(SeedRun(seed, final, thr, outs, time.perf_counter() - t0))
-            console.print(f"  seed {seed}: out-of-fold AUROC {final.dev_score:.4f}, fold epochs "
-                          f"{epochs}, refit {refit.epochs} epochs"
+            console.print(f"  seed {seed + 1}/{cfg.seeds}: out-of-fold AUROC "
+                          f"{final.dev_score:.4f}, fold epochs {epochs}, refit {refit.epochs} epochs"
                           + (f" with {hparams}" if hparams else "") + f", threshold {thr:.3f}")
     feats[CV_SPLIT] = pool
     return runs
@@ -299,15 +317,17 @@ def save_best(cfg: RunConfig, runs: list[SeedRun], results: dict[str, Any],
         head, cfg.save, card=model_card(results, best, labels), encoder=cfg.encoder,
         fields=results["fields"], tokens=bool(head.token_dims), threshold=best.threshold,
         dataset=cfg.dataset, labels=list(labels), dev_auroc=best.fit.dev_score, seed=best.seed,
+        # what share of dev any threshold flags: scoring commands warn on a one-class one
+        dev_quantiles=np.quantile(best.outputs[results["roles"]["dev"]]["prob"].cpu().numpy(),
+                                  np.linspace(0, 1, 101)).tolist(),
         run_config=config, provenance=results["provenance"])
 
 
 def model_card(results: dict[str, Any], best: SeedRun, labels: tuple[str, str]) -> str:
     """README.md of a saved model: data, metrics, threshold policy, intended use and limits."""
     roles, tcfg = results["roles"], results["config"]["train"]
-    rows = [f"| {split} | {m['auroc']['mean']:.3f} ± {m['auroc']['std']:.3f} | "
-            f"{m['accuracy']['mean']:.3f} | {m['f1']['mean']:.3f} |"
-            for split, m in results["splits"].items()]
+    rows = [f"| {split} | {fmt(m['auroc'])} | {m['accuracy']['mean']:.3f} | "
+            f"{m['f1']['mean']:.3f} |" for split, m in results["splits"].items()]
     return "\n".join([
         f"# memetrm model: `{results['head']}` on `{results['dataset']}`", "",
         f"Predicts p({labels[1]}) for a meme from frozen `{results['encoder']}` features of "
@@ -380,6 +400,8 @@ def run_models(cfg: RunConfig) -> RunOutput:
         "label_names": list(labels),
         "fields": fields, "roles": roles, "cv": cfg.cv, "splits": splits_out,
         "ensemble": seed_ensemble(cfg, feats, runs, roles["dev"], tcfg.threshold_metric),
+        "majority_rate": {s: majority_share(feats[s].labels.cpu().numpy(), 0.5)
+                          for s in runs[0].outputs},
         "thresholds": [r.threshold for r in runs], "best_epochs": [r.fit.best_epoch for r in runs],
         "best_seed": best.seed, "calibration": [r.fit.calibration for r in runs],
         "params": sum(p.numel() for p in best.fit.head.parameters() if p.requires_grad),

@@ -1,0 +1,80 @@
+"""``memetrm hashes``: a model's list of known memes (PDQ hash + label), answered before any
+model runs by ``predict`` and ``serve``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from memetrm.cli.options import Model
+from memetrm.errors import DataError
+from memetrm.progress import console
+
+hashes = typer.Typer(help="A model's list of known memes (PDQ hashes with labels).",
+                     no_args_is_help=True)
+
+
+def _model_list(model: Path):
+    from memetrm.serving.hashlist import MODEL_LIST, HashList
+
+    if not (model / "config.json").is_file():
+        raise DataError(f"{model}: not a model directory (no config.json)")
+    path = model / MODEL_LIST
+    return path, HashList.read(path) if path.is_file() else HashList()
+
+
+def _save(model: Path, new: list, what: str) -> None:
+    from memetrm.serving.hashlist import HashList
+
+    path, current = _model_list(model)
+    have = {e.source_id for e in current.entries}
+    clash = sorted({e.source_id for e in new} & have)
+    if clash:
+        raise DataError(f"{what}: id(s) {clash[:20]} already on {path}, nothing added")
+    HashList([*current.entries, *new]).write(path)
+    console.print(f"{path}: {len(current) + len(new)} known memes ({len(new)} added)")
+
+
+def add(
+    model: Model,
+    input: Path = typer.Option(..., "--input", help="jsonl: id, label (0/1), img path"),
+) -> None:
+    """Hash labelled memes (PDQ) onto the model's known-meme list (all rows or none)."""
+    from memetrm.serving.hashlist import labelled_entries
+
+    if not input.is_file():
+        raise DataError(f"{input}: no such file")
+    entries, flat = labelled_entries(input)
+    if flat:
+        console.print(f"{len(flat)} image(s) with too little detail for PDQ left out: {flat[:10]}")
+    _save(model, entries, str(input))
+
+
+def import_list(
+    model: Model,
+    input: Path = typer.Option(..., "--input", help="hash list CSV: pdq,label,source_id"),
+) -> None:
+    """Add the rows of a hash list file (e.g. from ThreatExchange) to the model's list."""
+    from memetrm.serving.hashlist import HashList
+
+    if not input.is_file():
+        raise DataError(f"{input}: no such file")
+    _save(model, HashList.read(input).entries, str(input))
+
+
+def export(
+    model: Model,
+    output: Path = typer.Option(..., "--output", help="CSV file to write"),
+) -> None:
+    """Write the model's known-meme list as CSV (pdq,label,source_id)."""
+    path, current = _model_list(model)
+    current.write(output)
+    console.print(f"{len(current)} known memes -> {output}")
+
+
+def register(app: typer.Typer) -> None:
+    hashes.command("add")(add)
+    hashes.command("import")(import_list)
+    hashes.command("export")(export)
+    app.add_typer(hashes, name="hashes")
