@@ -263,7 +263,7 @@ def concurrent_memory_add(tmp: Path, rows: int = 200) -> dict:
                                        "--device", "cpu"],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     codes = [p.wait(600) for p in procs]
-    held = len(from_pretrained(model)[0].cfg.memory_ids)
+    held = len(from_pretrained(model)[0].memory_ids)
     return {"writers": 2, "rows_each": rows, "exit_codes": codes, "expected": base + 2 * rows,
             "held": held, "rows_lost": base + 2 * rows - held}
 
