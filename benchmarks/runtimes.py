@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from benchmarks.render.runtimes import DATA, render
+from memetrm.config import DataOptions
 from memetrm.data import get_dataset, open_image, select_fields
 from memetrm.encoders import create_encoder
 from memetrm.encoders.runtimes import RUNTIMES, with_runtime
@@ -80,7 +81,7 @@ def tower_speed(data_root: str | None, n_text: int = 64, n_image: int = 32) -> d
 
 def features(dataset: str, split: str, runtime: str, fields: list[str], data_root: str | None):
     return load_features(dataset=dataset, split=split, encoder=with_runtime(ENCODER, runtime),
-                         fields=fields, data_root=data_root, on_missing_image="skip",
+                         fields=fields, data=DataOptions(data_root, on_missing_image="skip"),
                          device="cpu")
 
 
@@ -95,7 +96,8 @@ def quality(dataset: str, seeds: int, data_root: str | None, keep: Path) -> dict
     for seed in range(seeds):
         torch.manual_seed(seed)
         head = create_head("mlp", {f: train.tensors[f].shape[1] for f in fields})
-        heads.append(fit(head, train, dev, TrainConfig(seed=seed, threads=1, device="cpu")).head)
+        heads.append(fit(head, train, dev, TrainConfig(seed=seed, threads=1),
+                         device="cpu").head)
     test = {r: features(dataset, test_s, r, fields, data_root) for r in RUNTIMES}
     y = test["torch"].labels.numpy()
     per_runtime = {}

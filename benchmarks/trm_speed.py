@@ -59,12 +59,12 @@ def train_epoch(label: str, train: FeatureSet, epochs: int, threads: int
     torch.manual_seed(0)
     head = create_head(name, train.input_dims, **options)
     cfg = dataclasses.replace(run_train_config(RunConfig(dataset="hateful_memes", head=name)),
-                              epochs=epochs, patience=0, device="cpu", threads=threads, seed=0)
+                              epochs=epochs, patience=0, threads=threads, seed=0)
     rows: list[int] = []  # rows of every supervision step (a TRM embeds x once per step)
     hook = (head.proj.register_forward_hook(lambda m, i, o: rows.append(len(o)))
             if isinstance(head, TRMHead) else None)
     t0 = time.perf_counter()
-    result = fit(head, train, None, cfg)
+    result = fit(head, train, None, cfg, device="cpu")
     seconds = (time.perf_counter() - t0) / epochs
     if hook is None:
         return {"head": label, "seconds_per_epoch": seconds, "work_fraction": 1.0,
