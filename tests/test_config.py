@@ -18,7 +18,10 @@ runner = CliRunner()
 
 
 def print_config(*args: str) -> dict:
-    res = runner.invoke(app, ["train", *args, "--print-config"])
+    # the environment stands in for --data-root/--cache-dir (``make test`` sets MEMETRM_DATA):
+    # these tests are about the options alone
+    res = runner.invoke(app, ["train", *args, "--print-config"],
+                        env={"MEMETRM_DATA": None, "MEMETRM_CACHE": None})
     assert res.exit_code == 0, res.output
     return yaml.safe_load(res.stdout)
 
