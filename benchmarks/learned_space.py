@@ -31,6 +31,19 @@ from memetrm.training.runner import dev_threshold, ensemble_metrics, run_models
 from memetrm.utils import atomic_write_text, default_cache_dir
 
 TC = ["text", "caption"]
+CMEAN = ["text", "caption_mean"]
+#: rgcl settings tried on dev_seen only (text + caption_mean, ``SWEEP_SEEDS`` seeds, 20
+#: epochs); rows whose ``head_cfg`` is ``{swept}`` use the one with the best dev_seen AUROC
+RGCL_GRID: dict[str, dict[str, Any]] = {
+    "lam0": {"lam": 0.0},
+    "lam0.3": {"lam": 0.3},
+    "lam1": {"lam": 1.0},
+    "lam3": {"lam": 3.0},
+    "lam1-tau0.05": {"lam": 1.0, "tau": 0.05},
+    "lam1-tau0.3": {"lam": 1.0, "tau": 0.3},
+    "lam1-d64": {"lam": 1.0, "embed_dim": 64},
+}
+SWEEP_SEEDS, SWEEP_TRAIN = 2, {"epochs": 20}
 #: the TRM rows' budget on this CPU (the trm preset trains 30 epochs)
 TRM_TRAIN = {"epochs": 10}
 #: key -> (group, label, run settings); ``{tuned}`` is replaced by ``tuned:<--tuned>``
@@ -44,6 +57,19 @@ CONFIGS: dict[str, tuple[str, str, dict[str, Any]]] = {
                     {"head": "mlp", "fields": ["text", "caption_random"]}),
     "rgcl-crandom": ("captions", "rgcl, text + caption_random",
                      {"head": "rgcl", "fields": ["text", "caption_random"]}),
+    "rgcl-cmean": ("captions", "rgcl, text + caption_mean (λ, τ, width chosen on dev_seen)",
+                   {"head": "rgcl", "fields": CMEAN, "head_cfg": "{swept}"}),
+    "retrieval-cmean": ("captions", "retrieval, text + caption_mean",
+                        {"head": "retrieval", "fields": CMEAN}),
+    "mpnet-mlp-tc": ("mpnet", "mlp, frozen mpnet, text + caption",
+                     {"head": "mlp", "fields": TC, "encoder": "mpnet-effnet"}),
+    "mpnet-rgcl-tc": ("mpnet", "rgcl, frozen mpnet, text + caption",
+                      {"head": "rgcl", "fields": TC, "encoder": "mpnet-effnet",
+                       "head_cfg": "{swept}"}),
+    "mpnet-retrieval-tc": ("mpnet", "retrieval, frozen mpnet, text + caption",
+                           {"head": "retrieval", "fields": TC, "encoder": "mpnet-effnet"}),
+    "mpnet-mlp-cmean": ("mpnet", "mlp, frozen mpnet, text + caption_mean",
+                        {"head": "mlp", "fields": CMEAN, "encoder": "mpnet-effnet"}),
     "tuned-mlp": ("tuned", "mlp, tuned MiniLM, text+caption as one sequence",
                   {"head": "mlp", "fields": ["text+caption"], "encoder": "{tuned}"}),
     "tuned-mlp-3": ("tuned", "mlp, tuned MiniLM, text+caption, text, caption",
@@ -69,16 +95,37 @@ CONFIGS: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 
 
-def run_config(key: str, data_root: str | None, seeds: int, tuned: str | None) -> RunConfig:
+def run_config(key: str, data_root: str | None, seeds: int, tuned: str | None,
+               swept: dict[str, Any] | None = None) -> RunConfig:
     settings = dict(CONFIGS[key][2])
     if settings.get("encoder") == "{tuned}":
         if not tuned:
             raise SystemExit(f"{key} needs --tuned PATH (a folder from memetrm tune)")
         settings["encoder"] = f"tuned:{tuned}"
+    if settings.get("head_cfg") == "{swept}":
+        if swept is None:
+            raise SystemExit(f"{key} uses the rgcl sweep's choice: run --sweep first")
+        settings["head_cfg"] = swept
     train = {"batch_size": 256, **settings.pop("train", {})}
     return RunConfig(dataset="hateful_memes", seeds=seeds, data_root=data_root,
                      eval_splits=[UNSEEN], train=train, out_dir=str(prediction_dir() / key),
                      **settings)
+
+
+def sweep(data_root: str | None) -> dict[str, Any]:
+    """Each ``RGCL_GRID`` point's dev_seen AUROC (its other splits are not kept), and the best."""
+    points = {}
+    for name, head_cfg in RGCL_GRID.items():
+        console.rule(f"rgcl sweep: {name} {head_cfg}")
+        cfg = RunConfig(dataset="hateful_memes", head="rgcl", fields=CMEAN, head_cfg=head_cfg,
+                        seeds=SWEEP_SEEDS, data_root=data_root,
+                        train={"batch_size": 256, **SWEEP_TRAIN},
+                        out_dir=str(prediction_dir() / "rgcl-sweep" / name))
+        auroc = run_models(cfg).results["splits"][DEV]["auroc"]
+        points[name] = {"head_cfg": head_cfg, "dev_auroc": auroc}
+    best = max(points, key=lambda n: points[n]["dev_auroc"]["mean"])
+    return {"fields": CMEAN, "seeds": SWEEP_SEEDS, "train": SWEEP_TRAIN, "points": points,
+            "chosen": best}
 
 
 def prediction_dir() -> Path:
@@ -117,6 +164,10 @@ def dev_ensemble(runs: dict[str, Any], k: int, n_boot: int = 1000) -> dict[str, 
             "splits": {s: ensemble_metrics(y, p, thr, n_boot) for s, (y, p) in splits.items()}}
 
 
+def read() -> dict[str, Any]:
+    return json.loads(DATA.read_text()) if DATA.is_file() else {"runs": {}, "commands": []}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-root", default=None)
@@ -125,15 +176,26 @@ def main() -> int:
     ap.add_argument("--tuned", default=None, help="folder written by memetrm tune")
     ap.add_argument("--ensemble", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--sweep", action="store_true",
+                    help="first choose rgcl's settings on dev_seen over RGCL_GRID")
     ap.add_argument("--render-only", action="store_true")
     args = ap.parse_args()
     if not args.render_only:
         torch.set_num_threads(args.threads)
+        if args.sweep:
+            chosen = sweep(args.data_root)
+            data = read()
+            data["rgcl_sweep"] = chosen
+            data["commands"] = [c for c in data["commands"] if "--sweep" not in c] + [
+                "python -m benchmarks.learned_space --sweep"]
+            atomic_write_text(DATA, json.dumps(data, indent=1))
         for key in filter(None, args.only.split(",")):
             console.rule(f"{key}: {CONFIGS[key][1]}")
-            out = run_models(run_config(key, args.data_root, args.seeds, args.tuned))
+            swept = read().get("rgcl_sweep")
+            out = run_models(run_config(key, args.data_root, args.seeds, args.tuned,
+                                        swept and swept["points"][swept["chosen"]]["head_cfg"]))
             # read afresh: other configurations may have been measured meanwhile
-            data = json.loads(DATA.read_text()) if DATA.is_file() else {"runs": {}, "commands": []}
+            data = read()
             group, label, _ = CONFIGS[key]
             data["runs"][key] = {**summary(out.results), "group": group, "label": label,
                                  "provenance": out.results["provenance"]}

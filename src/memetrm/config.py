@@ -70,6 +70,9 @@ class RunConfig:
     #: follow image paths that leave the dataset folder
     allow_outside_images: bool = False
     train_split: str | None = None
+    #: fit on these training memes only: a file of ids (one per line) or a ``tuning.json``
+    #: (its ``held_out_ids``: the memes a tuned tower never saw)
+    train_ids: str | None = None
     dev_split: str | None = None
     test_split: str | None = None
     #: extra splits to evaluate (e.g. dev_unseen)

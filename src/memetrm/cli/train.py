@@ -43,7 +43,7 @@ TYPED_KEYS = {
     "on_missing_image": "on_missing_image", "on_bad_line": "on_bad_line",
     "allow_outside_images": "allow_outside_images", "device": "device",
     "precision": "precision", "save": "save", "out_dir": "out_dir",
-    "threshold_metric": "train.threshold_metric",
+    "threshold_metric": "train.threshold_metric", "train_ids": "train_ids",
 }
 
 
@@ -60,6 +60,10 @@ def train(
                      "off; suggested when dev has < 300 examples].")] = None,
     threshold_metric: ThresholdMetric = None,
     fields: Fields = None,
+    train_ids: Annotated[str | None, typer.Option(
+        "--train-ids", help="Fit on these training memes only: a file of ids, one per line, or "
+                            "a tuning.json (its held_out_ids, which a tuned tower never saw).")
+    ] = None,
     field_sets: Annotated[str | None, typer.Option(
         "--field-sets", help="Sweep field subsets, ';'-separated, e.g. "
         "'text;image;text,image' (a field may name its encoder: text@mpnet-effnet); every "

@@ -70,7 +70,28 @@ def load_run_features(cfg: RunConfig) -> tuple[dict[str, FeatureSet], list[str],
                          device=cfg.device, precision=cfg.precision)
         for s in splits
     }
+    if cfg.train_ids:
+        feats[roles["train"]] = only_ids(feats[roles["train"]], Path(cfg.train_ids))
     return feats, fields, roles
+
+
+def only_ids(fs: FeatureSet, path: Path) -> FeatureSet:
+    """The rows of ``fs`` whose ids ``path`` lists: one per line, or a ``tuning.json``'s
+    ``held_out_ids``. An id the split lacks is an error naming it, not a silent drop."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        ids = (json.loads(text)["held_out_ids"] if path.suffix == ".json"
+               else [line.strip() for line in text.splitlines() if line.strip()])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{path}: cannot read training ids ({e})") from e
+    row = {i: r for r, i in enumerate(fs.ids)}
+    unknown = [i for i in ids if i not in row]
+    if unknown:
+        raise DataError(f"{path}: {len(unknown)} id(s) not in the training split, e.g. "
+                        f"{', '.join(map(str, unknown[:5]))}")
+    if not ids:
+        raise DataError(f"{path}: lists no training ids")
+    return fs.subset([row[i] for i in dict.fromkeys(ids)])
 
 
 def run_dataset(cfg: RunConfig) -> MemeDataset:
