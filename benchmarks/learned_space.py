@@ -44,8 +44,9 @@ RGCL_GRID: dict[str, dict[str, Any]] = {
     "lam1-d64": {"lam": 1.0, "embed_dim": 64},
 }
 SWEEP_SEEDS, SWEEP_TRAIN = 2, {"epochs": 20}
-#: the TRM rows' budget on this CPU (the trm preset trains 30 epochs)
-TRM_TRAIN = {"epochs": 10}
+#: the TRM rows' budget on this CPU (the preset trains 30 epochs at lr 1e-4): fewer epochs,
+#: smaller batches and a higher LR, the same for every TRM row
+TRM_TRAIN = {"epochs": 8, "batch_size": 64, "lr": 3e-4}
 #: key -> (group, label, run settings); ``{tuned}`` is replaced by ``tuned:<--tuned>``
 CONFIGS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "mlp-tc": ("heads", "mlp, text + caption", {"head": "mlp", "fields": TC}),
@@ -61,15 +62,6 @@ CONFIGS: dict[str, tuple[str, str, dict[str, Any]]] = {
                    {"head": "rgcl", "fields": CMEAN, "head_cfg": "{swept}"}),
     "retrieval-cmean": ("captions", "retrieval, text + caption_mean",
                         {"head": "retrieval", "fields": CMEAN}),
-    "mpnet-mlp-tc": ("mpnet", "mlp, frozen mpnet, text + caption",
-                     {"head": "mlp", "fields": TC, "encoder": "mpnet-effnet"}),
-    "mpnet-rgcl-tc": ("mpnet", "rgcl, frozen mpnet, text + caption",
-                      {"head": "rgcl", "fields": TC, "encoder": "mpnet-effnet",
-                       "head_cfg": "{swept}"}),
-    "mpnet-retrieval-tc": ("mpnet", "retrieval, frozen mpnet, text + caption",
-                           {"head": "retrieval", "fields": TC, "encoder": "mpnet-effnet"}),
-    "mpnet-mlp-cmean": ("mpnet", "mlp, frozen mpnet, text + caption_mean",
-                        {"head": "mlp", "fields": CMEAN, "encoder": "mpnet-effnet"}),
     "tuned-mlp": ("tuned", "mlp, tuned MiniLM, text+caption as one sequence",
                   {"head": "mlp", "fields": ["text+caption"], "encoder": "{tuned}"}),
     "tuned-mlp-3": ("tuned", "mlp, tuned MiniLM, text+caption, text, caption",
@@ -77,6 +69,20 @@ CONFIGS: dict[str, tuple[str, str, dict[str, Any]]] = {
                      "encoder": "{tuned}"}),
     "tuned-rgcl": ("tuned", "rgcl, tuned MiniLM, text+caption as one sequence",
                    {"head": "rgcl", "fields": ["text+caption"], "encoder": "{tuned}"}),
+    "tuned-half-mlp-heldout": ("tuned", "mlp, MiniLM tuned on half of train, fitted on the "
+                               "other half (memes the tower never saw)",
+                               {"head": "mlp", "fields": ["text+caption"], "encoder": "{tuned}",
+                                "train_ids": "{held_out}"}),
+    "tuned-half-rgcl-heldout": ("tuned", "rgcl, MiniLM tuned on half of train, fitted on the "
+                                "other half",
+                                {"head": "rgcl", "fields": ["text+caption"], "encoder": "{tuned}",
+                                 "train_ids": "{held_out}", "head_cfg": "{swept}"}),
+    "tuned-half-mlp-all": ("tuned", "mlp, MiniLM tuned on half of train, fitted on all of train",
+                           {"head": "mlp", "fields": ["text+caption"], "encoder": "{tuned}"}),
+    "frozen-mlp-joined-half": ("tuned", "mlp, frozen MiniLM, text+caption as one sequence, "
+                               "fitted on the same held-out half",
+                               {"head": "mlp", "fields": ["text+caption"],
+                                "train_ids": "{held_out}"}),
     "frozen-mlp-joined": ("tuned", "mlp, frozen MiniLM, text+caption as one sequence",
                           {"head": "mlp", "fields": ["text+caption"]}),
     "trm-retrieval-tc": ("trm", "trm-retrieval (k 8, labels, recursion), text + caption",
@@ -102,6 +108,10 @@ def run_config(key: str, data_root: str | None, seeds: int, tuned: str | None,
         if not tuned:
             raise SystemExit(f"{key} needs --tuned PATH (a folder from memetrm tune)")
         settings["encoder"] = f"tuned:{tuned}"
+    if settings.get("train_ids") == "{held_out}":
+        if not tuned:
+            raise SystemExit(f"{key} needs --tuned PATH (its tuning.json lists the held-out ids)")
+        settings["train_ids"] = str(Path(tuned) / "tuning.json")
     if settings.get("head_cfg") == "{swept}":
         if swept is None:
             raise SystemExit(f"{key} uses the rgcl sweep's choice: run --sweep first")

@@ -34,7 +34,7 @@ MPNET = ["text@mpnet-effnet"]
 EXPERIMENTS: dict[str, dict[str, Any]] = {
     "multioff": {
         "base": {"on_missing_image": "skip", "cv": 5, "train": {"threshold_metric": "accuracy"}},
-        "heads": ["linear-probe", "mlp", "retrieval"],
+        "heads": ["linear-probe", "mlp", "retrieval", "rgcl"],
         "field_sets": [["text"], ["text", *MPNET], ["text", "image"]],
         # the one-line scikit-learn baseline: C=1, text only, no selection at all
         "references": [{"head": "linear-probe", "fields": ["text"], "head_cfg": {"C": 1.0},

@@ -99,6 +99,7 @@ TYPED_SAMPLES = {
     "save": ("--save", "/a", "/b", "/c"),
     "out_dir": ("--out-dir", "/a", "/b", "/c"),
     "threshold_metric": ("--threshold-metric", "accuracy", "balanced-accuracy", "f1"),
+    "train_ids": ("--train-ids", "/a.txt", "/b.txt", "/c.json"),
 }
 
 

@@ -32,6 +32,7 @@ def markdown(data: dict[str, Any] | None) -> str:
             rows.append(_row(f"{r['label']}, seed ensemble", f"mean of {r['seeds']}",
                              r["ensemble"]["splits"]))
         out += [f"#### {group}", "", markdown_table(header, rows), ""]
+    out += sweep_table(data.get("rgcl_sweep"))
     ens = data.get("ensemble")
     if ens:
         members = "; ".join(data["runs"][m]["label"] for m in ens["members"])
@@ -41,6 +42,20 @@ def markdown(data: dict[str, Any] | None) -> str:
     out += targets(data)
     out.append("Commands: " + "; ".join(f"`{c}`" for c in data.get("commands", [])))
     return "\n".join(out)
+
+
+def sweep_table(sweep: dict[str, Any] | None) -> list[str]:
+    """The rgcl settings tried on dev_seen, and the one the ``{swept}`` rows use."""
+    if not sweep:
+        return []
+    rows = [[name, ", ".join(f"{k} {v}" for k, v in p["head_cfg"].items()),
+             fmt(p["dev_auroc"]), "chosen" if name == sweep["chosen"] else ""]
+            for name, p in sweep["points"].items()]
+    fields = " + ".join(sweep["fields"])
+    return [f"#### rgcl settings chosen on {DEV}", "",
+            f"{fields}, {sweep['seeds']} seeds, {sweep['train']['epochs']} epochs; only "
+            f"{DEV} is scored.", "",
+            markdown_table(["point", "settings", f"{DEV} AUROC", ""], rows), ""]
 
 
 def targets(data: dict[str, Any]) -> list[str]:
@@ -56,7 +71,7 @@ def targets(data: dict[str, Any]) -> list[str]:
 
     singles = best(list(runs))
     tuned = best([k for k in runs if runs[k]["group"] == "tuned" and "frozen" not in k])
-    rgcl = best(["rgcl-tc"])
+    rgcl = best(["rgcl-tc", "rgcl-cmean", "rgcl-crandom"])
     rows = []
     for what, target, split, found in (
             ("best dev-selected configuration (ensemble)", 0.76, TEST,

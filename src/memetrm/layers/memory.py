@@ -67,8 +67,8 @@ class MemoryBank(nn.Module):
     """Rows of (unit-norm embedding, label, id); ``search`` returns the nearest by inner product.
 
     The buffers grow with every ``add``; a checkpoint of any size loads into a fresh (empty)
-    bank, whose buffers take the saved shapes. ``ids`` are strings, so they live beside the
-    weights (``memory_ids.json`` in a model directory), not in the safetensors file.
+    bank, whose buffers take the saved shapes. ``ids`` are strings, so they are saved as JSON in
+    the safetensors header's metadata, in the same file as the rows they name.
     """
 
     def __init__(self, dim: int):
