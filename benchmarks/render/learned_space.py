@@ -39,6 +39,10 @@ def markdown(data: dict[str, Any] | None) -> str:
         out += ["#### dev-selected ensemble", "", markdown_table(header, [_row(
             f"ensemble of the {len(ens['members'])} best on {DEV}: {members}", "mean",
             ens["splits"])]), ""]
+        sizes = ens.get("dev_auroc_by_size", {})
+        if sizes:
+            out += [f"Ensemble size chosen on {DEV} (AUROC of the mean of the k best): "
+                    + ", ".join(f"k {k}: {v:.3f}" for k, v in sizes.items()) + ".", ""]
     out += targets(data)
     out.append("Commands: " + "; ".join(f"`{c}`" for c in data.get("commands", [])))
     return "\n".join(out)
