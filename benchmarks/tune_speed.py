@@ -39,11 +39,14 @@ def from_run(path: Path) -> dict:
     """A row from the ``tuning.json`` of a real ``memetrm tune`` run (all its epochs)."""
     s = json.loads((path / "tuning.json").read_text())
     cfg = s["config"]
-    label = (f"{cfg['tower']}, {'LoRA r=' + str(cfg['lora_rank']) if cfg['lora_rank'] else 'full tuning'}"
-             f", a real {cfg['epochs']}-epoch run ({s['steps']} steps)")
+    mode = (f"LoRA r={cfg['lora_rank']}" if cfg["lora_rank"] else
+            f"top {cfg['train_layers']} layers" if cfg["train_layers"] else "full tuning")
+    label = (f"{cfg['tower']}, {mode}, a real {cfg['epochs']}-epoch run on {s['train_memes']:,} "
+             f"memes ({s['steps']} steps)")
     return {"label": label, "settings": cfg, "steps": s["steps"],
             "trainable_params": s["trainable_params"], "rows_per_second": s["rows_per_second"],
-            "seconds_per_epoch": s["seconds_per_epoch"], "threads": s["provenance"]["threads"]}
+            "seconds_per_epoch": TRAIN_MEMES / s["rows_per_second"],
+            "threads": s["provenance"]["threads"]}
 
 
 def measure(data_root: str | None, steps: int, batch_size: int, only: list[str]) -> dict:
@@ -75,20 +78,19 @@ def main() -> int:
     ap.add_argument("--from-run", type=Path, default=None,
                     help="also report a finished memetrm tune run's folder (its tuning.json)")
     ap.add_argument("--run-only", action="store_true",
-                    help="with --from-run: measure no step-limited configurations")
+                    help="with --from-run: measure nothing, add the run to the stored rows")
     ap.add_argument("--render-only", action="store_true")
     args = ap.parse_args()
     if not args.render_only:
         torch.set_num_threads(args.threads)
         data = (measure(args.data_root, args.steps, args.batch_size,
                         [o for o in args.only.split(",") if o])
-                if not args.run_only else {
-                    "provenance": provenance(threads=args.threads), "batch_size": args.batch_size,
-                    "command": "python -m benchmarks.tune_speed --run-only",
-                    "rows": []})
+                if not args.run_only else json.loads(DATA.read_text()))
         if args.from_run:
-            data["rows"].insert(0, from_run(args.from_run))
-            data["command"] += " --from-run DIR"
+            row = from_run(args.from_run)
+            data["rows"] = [row] + [r for r in data["rows"] if r["label"] != row["label"]]
+            if "--from-run" not in data["command"]:
+                data["command"] += " --from-run DIR"
         atomic_write_text(DATA, json.dumps(data, indent=1))
     render()
     return 0
