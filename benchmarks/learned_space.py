@@ -158,14 +158,24 @@ def mean_probs(key: str) -> dict[str, tuple[list[str], np.ndarray, np.ndarray]]:
             for s, p in preds.items()}
 
 
-def dev_ensemble(runs: dict[str, Any], most: int, n_boot: int = 1000) -> dict[str, Any] | None:
+def dev_ensemble(runs: dict[str, Any], most: int, stored: dict[str, Any] | None,
+                 n_boot: int = 1000) -> dict[str, Any] | None:
     """The best dev_seen seed ensembles, averaged: the k measured configurations with the best
-    dev_seen AUROC, k in 2..``most`` also chosen by the dev_seen AUROC of their mean."""
-    have = [key for key in runs if (prediction_dir() / key / "predictions.json").is_file()]
-    ranked = sorted(have, key=lambda c: -runs[c]["ensemble"]["splits"][DEV]["auroc"]["mean"])
+    dev_seen AUROC, k in 2..``most`` also chosen by the dev_seen AUROC of their mean.
+
+    The candidates are ranked over every stored run; when any of them has no cached per-seed
+    predictions (a fresh machine), the ``stored`` ensemble is kept rather than one built from
+    whichever runs happen to be cached."""
+    ranked = sorted(runs, key=lambda c: -runs[c]["ensemble"]["splits"][DEV]["auroc"]["mean"])
+    ranked = ranked[:most]
+    missing = [c for c in ranked if not (prediction_dir() / c / "predictions.json").is_file()]
+    if missing:
+        console.print(f"ensemble kept as stored: no cached predictions for {', '.join(missing)} "
+                      f"(rerun them with --only)")
+        return stored
     if len(ranked) < 2:
         return None
-    per = {c: mean_probs(c) for c in ranked[:most]}
+    per = {c: mean_probs(c) for c in ranked}
     for s in (DEV, TEST, UNSEEN):
         ids = per[ranked[0]][s][0]
         if any(p[s][0] != ids for p in per.values()):
@@ -174,8 +184,7 @@ def dev_ensemble(runs: dict[str, Any], most: int, n_boot: int = 1000) -> dict[st
     def mean(chosen: list[str], s: str) -> tuple[np.ndarray, np.ndarray]:
         return per[chosen[0]][s][1], np.mean([per[c][s][2] for c in chosen], axis=0)
 
-    sizes = range(2, min(most, len(ranked)) + 1)
-    dev_by_size = {k: auroc(*mean(ranked[:k], DEV)) for k in sizes}
+    dev_by_size = {k: auroc(*mean(ranked[:k], DEV)) for k in range(2, len(ranked) + 1)}
     chosen = ranked[:max(dev_by_size, key=lambda k: (dev_by_size[k], -k))]
     splits = {s: mean(chosen, s) for s in (DEV, TEST, UNSEEN)}
     thr = dev_threshold(*splits[DEV], "f1", f"{DEV} (ensemble)")
@@ -224,7 +233,7 @@ def main() -> int:
             data["commands"] = [c for c in data["commands"] if f"--only {key}" not in c] + [command]
             atomic_write_text(DATA, json.dumps(data, indent=1))
         data = read()
-        data["ensemble"] = dev_ensemble(data["runs"], args.ensemble)
+        data["ensemble"] = dev_ensemble(data["runs"], args.ensemble, data.get("ensemble"))
         atomic_write_text(DATA, json.dumps(data, indent=1))
     render()
     return 0

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sys
+import time
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -18,14 +21,62 @@ from rich.progress import (
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
-def make_progress(disable: bool = False) -> Progress:
-    return Progress(
+#: seconds between two progress lines of one task when output goes to a file, not a terminal
+LOG_INTERVAL = 30.0
+
+
+class LogProgress(Progress):
+    """A progress that also writes plain lines, for output that is a file or a pipe.
+
+    Rich redraws its bar only on a terminal: in a log (a batch job, CI, ``nohup``) it would
+    show nothing until the loop ends. This one prints a task's line whenever its description
+    changes (a new seed, epoch or phase) and at least every ``interval`` seconds otherwise."""
+
+    def __init__(self, *columns: Any, interval: float = LOG_INTERVAL, **kwargs: Any):
+        super().__init__(*columns, **kwargs)
+        self.interval = interval
+        self._logged: dict[TaskID, tuple[float, str]] = {}
+
+    def add_task(self, description: str, *args: Any, **kwargs: Any) -> TaskID:
+        task_id = super().add_task(description, *args, **kwargs)
+        self._logged[task_id] = (time.monotonic(), description)
+        return task_id
+
+    def update(self, task_id: TaskID, **kwargs: Any) -> None:
+        super().update(task_id, **kwargs)
+        self._log(task_id)
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._log(task_id)
+
+    def _log(self, task_id: TaskID) -> None:
+        task = self._tasks[task_id]
+        now = time.monotonic()
+        last, described = self._logged[task_id]
+        if self.disable or task.finished or (
+                now - last < self.interval and task.description == described):
+            return
+        self._logged[task_id] = (now, task.description)
+        total = f"/{task.total:.0f}" if task.total is not None else ""
+        left = task.time_remaining
+        self.console.print(f"  {task.description}: {task.completed:.0f}{total}, "
+                           f"{task.elapsed or 0:.0f} s"
+                           + (f", about {left:.0f} s left" if left is not None else ""),
+                           highlight=False, markup=False)
+
+
+def make_progress(disable: bool = False, out: Console | None = None) -> Progress:
+    """One bar style everywhere; plain periodic lines where ``out`` is not a terminal."""
+    out = out or console
+    cls = Progress if out.is_terminal else LogProgress
+    return cls(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=console,
+        console=out,
         transient=False,
         disable=disable,
     )

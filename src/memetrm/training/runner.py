@@ -186,9 +186,7 @@ def _epoch_display(bar, task, label: str):
     def show(row: dict[str, float]) -> None:
         dev = f", dev AUROC {row['dev_score']:.3f}" if "dev_score" in row else ""
         line = f"{label} epoch {row['epoch'] + 1}: loss {row.get('loss', math.nan):.3f}{dev}"
-        bar.update(task, advance=1, description=line)
-        if not console.is_terminal:  # a log file sees no live bar: one line per epoch instead
-            console.print(f"  {line}", highlight=False)
+        bar.update(task, advance=1, description=line)  # in a log: one line per epoch
     return show
 
 
