@@ -54,3 +54,18 @@ def test_a_candidate_without_cached_predictions_keeps_the_stored_ensemble(cache:
     _predictions(cache, "c", 0.6, rng)  # "b", the best on dev, is not cached here
     stored = {"members": ["b", "c"], "splits": {}}
     assert dev_ensemble(runs, most=3, stored=stored, n_boot=0) is stored
+
+
+def test_each_trm_contrast_is_the_difference_of_two_stored_runs() -> None:
+    from benchmarks.render.learned_space import contrast_table
+
+    def run(seeds: int, dev: float, test: float, unseen: float) -> dict:
+        return {"seeds": seeds, "splits": {s: {"auroc": {"mean": v}}
+                                           for s, v in ((DEV, dev), (TEST, test), (UNSEEN, unseen))}}
+
+    runs = {"trm-retrieval-tc": run(5, 0.70, 0.71, 0.65),
+            "trm-retrieval-k0-tc": run(5, 0.66, 0.68, 0.66)}
+    text = "\n".join(contrast_table(runs))
+    assert "| 8 neighbours against none | 5 vs 5 | +0.040 | +0.030 | -0.010 |" in text
+    assert "recursion" not in text  # its one-pass run is not stored: no row
+    assert contrast_table({}) == []

@@ -32,6 +32,7 @@ def markdown(data: dict[str, Any] | None) -> str:
             rows.append(_row(f"{r['label']}, seed ensemble", f"mean of {r['seeds']}",
                              r["ensemble"]["splits"]))
         out += [f"#### {group}", "", markdown_table(header, rows), ""]
+    out += contrast_table(data["runs"])
     out += sweep_table(data.get("rgcl_sweep"))
     ens = data.get("ensemble")
     if ens:
@@ -46,6 +47,34 @@ def markdown(data: dict[str, Any] | None) -> str:
     out += targets(data)
     out.append("Commands: " + "; ".join(f"`{c}`" for c in data.get("commands", [])))
     return "\n".join(out)
+
+
+#: (what a pair of runs isolates, the run with it, the run without it)
+CONTRASTS = (
+    ("TRM that compares against mlp, same fields", "trm-retrieval-tc", "mlp-tc"),
+    ("recursion against one pass", "trm-retrieval-tc", "trm-retrieval-1pass-tc"),
+    ("8 neighbours against none", "trm-retrieval-tc", "trm-retrieval-k0-tc"),
+    ("neighbours' labels against none", "trm-retrieval-tc", "trm-retrieval-nolabels-tc"),
+    ("16 neighbours against 8", "trm-retrieval-k16-tc", "trm-retrieval-tc"),
+)
+
+
+def contrast_table(runs: dict[str, Any]) -> list[str]:
+    """What each TRM ablation isolates: the difference of seed-mean AUROCs, per split."""
+    rows = []
+    for what, with_, without in CONTRASTS:
+        if with_ in runs and without in runs:
+            a, b = runs[with_], runs[without]
+            rows.append([what, f"{a['seeds']} vs {b['seeds']}"] + [
+                f"{a['splits'][s]['auroc']['mean'] - b['splits'][s]['auroc']['mean']:+.3f}"
+                for s in (DEV, TEST, UNSEEN)])
+    if not rows:
+        return []
+    return ["#### what each TRM contrast isolates", "",
+            "Difference of the seed-mean AUROCs, the first run minus the second; a difference "
+            "within about two seed standard deviations of either row is noise.", "",
+            markdown_table(["contrast", "seeds", f"Δ {DEV}", f"Δ {TEST}", f"Δ {UNSEEN}"], rows),
+            ""]
 
 
 def sweep_table(sweep: dict[str, Any] | None) -> list[str]:
