@@ -41,3 +41,12 @@ def test_within_the_interval_only_a_new_description_prints() -> None:
 def test_a_terminal_gets_the_live_bar() -> None:
     assert not isinstance(make_progress(out=Console(file=io.StringIO(), force_terminal=True)),
                           LogProgress)
+
+
+def test_a_log_line_estimates_the_time_left_from_the_mean_rate() -> None:
+    out, buf = _log_console()
+    with make_progress(out=out) as bar:
+        bar.interval = 0.0
+        task = bar.add_task("encode", total=4)
+        bar.advance(task, 2)
+    assert "about " in buf.getvalue() and " s left" in buf.getvalue()

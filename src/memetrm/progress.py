@@ -59,9 +59,11 @@ class LogProgress(Progress):
             return
         self._logged[task_id] = (now, task.description)
         total = f"/{task.total:.0f}" if task.total is not None else ""
-        left = task.time_remaining
-        self.console.print(f"  {task.description}: {task.completed:.0f}{total}, "
-                           f"{task.elapsed or 0:.0f} s"
+        elapsed = task.elapsed or 0.0
+        # the mean rate so far: rich's own estimate needs updates closer than a log line's
+        left = (elapsed * (task.total - task.completed) / task.completed
+                if task.total is not None and task.completed > 0 else None)
+        self.console.print(f"  {task.description}: {task.completed:.0f}{total}, {elapsed:.0f} s"
                            + (f", about {left:.0f} s left" if left is not None else ""),
                            highlight=False, markup=False)
 
