@@ -166,8 +166,7 @@ def dev_ensemble(runs: dict[str, Any], most: int, stored: dict[str, Any] | None,
     The candidates are ranked over every stored run; when any of them has no cached per-seed
     predictions (a fresh machine), the ``stored`` ensemble is kept rather than one built from
     whichever runs happen to be cached."""
-    ranked = sorted(runs, key=lambda c: -runs[c]["ensemble"]["splits"][DEV]["auroc"]["mean"])
-    ranked = ranked[:most]
+    ranked = sorted(runs, key=lambda c: -runs[c]["ensemble"]["splits"][DEV]["auroc"]["mean"])[:most]
     missing = [c for c in ranked if not (prediction_dir() / c / "predictions.json").is_file()]
     if missing:
         console.print(f"ensemble kept as stored: no cached predictions for {', '.join(missing)} "
