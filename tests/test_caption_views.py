@@ -1,16 +1,24 @@
-"""Caption views: every caption of a meme as a mean field or a per-epoch random draw."""
+"""Caption views: every caption of a meme as a mean field or a per-epoch random draw; one
+given caption, by its base name, scores a meme with a view model."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
+from memetrm.cli.main import app
 from memetrm.config import DataOptions
-from memetrm.data.fields import expand_views, view_base
+from memetrm.data.fields import client_fields, expand_views, view_base
 from memetrm.errors import ConfigError
 from memetrm.features import FeatureSet, load_features
+from memetrm.heads import create_head, save_pretrained
+from memetrm.serving.app import create_app
+from memetrm.serving.predictor import Predictor, load_model
 
 from . import fakes  # noqa: F401  (registers test-fake)
 
@@ -71,3 +79,47 @@ def test_views_survive_subset_and_concat(tiny_jsonl_dataset: Path, tmp_path: Pat
 def test_views_refuse_token_features(tiny_jsonl_dataset: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="pooled features only"):
         _load(tiny_jsonl_dataset, tmp_path, "train", ["caption_mean"], tokens=True)
+
+
+@pytest.fixture
+def mean_model(tmp_path: Path) -> Path:
+    """A text + caption_mean model (the Hateful Memes recipe) on the test-fake encoder."""
+    torch.manual_seed(0)
+    head = create_head("mlp", {"text": 5, "caption_mean": 5}, hidden=8)
+    return save_pretrained(head, tmp_path / "model", encoder="test-fake",
+                           fields=["text", "caption_mean"], tokens=False, threshold=0.5)
+
+
+def _own_mean(model: Path, text: str, caption: str) -> float:
+    """The model's score with one caption standing for the mean of every caption."""
+    head, _, _ = load_model(model, "cpu")
+    enc = fakes.FakeEncoder()
+    batch = {"text": enc.encode_texts([text]).pooled, "caption_mean": enc.encode_texts([caption]).pooled}
+    return float(head.predict(batch)["prob"][0])
+
+
+def test_view_fields_are_sent_by_their_base_name() -> None:
+    assert client_fields(["image@clip", "text+caption_mean", "caption_random", "text"]) == [
+        "image", "text", "caption"]
+
+
+def test_caption_mean_model_scores_one_meme_from_the_cli(mean_model: Path) -> None:
+    res = CliRunner().invoke(app, ["predict", "--model", str(mean_model), "--text", "love you",
+                                   "--caption", "a man in a field", "--json"])
+    assert res.exit_code == 0, res.output
+    prob = json.loads(res.stdout)["prob"]
+    assert prob == pytest.approx(_own_mean(mean_model, "love you", "a man in a field"), abs=1e-6)
+
+
+def test_caption_mean_model_advertises_and_takes_caption_over_http(mean_model: Path) -> None:
+    from tests.test_serving import FakeOCR
+
+    with TestClient(create_app(Predictor(mean_model, ocr=FakeOCR()))) as c:
+        assert c.get("/v1/model").json()["fields"] == ["text", "caption"]
+        body = c.get("/openapi.json").json()["paths"]["/v1/predict"]["post"]["requestBody"]
+        assert set(body["content"]["application/json"]["schema"]["properties"]) == {
+            "image", "text", "caption"}
+        r = c.post("/v1/predict", json={"text": "love you", "caption": "a man in a field"})
+    assert r.status_code == 200, r.text
+    assert r.json()["prob"] == pytest.approx(_own_mean(mean_model, "love you", "a man in a field"),
+                                             abs=1e-6)

@@ -9,15 +9,16 @@ from typing import Any
 
 import numpy as np
 
+from memetrm.data.fields import client_fields
 from memetrm.errors import DataError
 from memetrm.evaluation.metrics import ONE_CLASS_SHARE, majority_share
 from memetrm.progress import console
-from memetrm.utils import split_field
 
 
 def input_fields(config: dict[str, Any]) -> list[str]:
-    """The item fields a model reads (``text@mpnet-effnet`` reads ``text``)."""
-    return list(dict.fromkeys(split_field(f, "")[0] for f in config.get("fields") or []))
+    """The item fields a model reads (``text@mpnet-effnet`` reads ``text``, ``caption_mean``
+    one ``caption``)."""
+    return client_fields(config.get("fields") or [])
 
 
 def check_one_meme(model: Path, config: dict[str, Any], has_image: bool,

@@ -52,7 +52,9 @@ def predict(
     image: Annotated[Path | None, typer.Option(help="One meme image.")] = None,
     text: Annotated[str | None, typer.Option(help="Meme text; omitted: read by OCR.")] = None,
     caption: Annotated[str | None, typer.Option(
-        help="Caption, for models trained with one.")] = None,
+        help="One sentence describing the picture, as the training captions were, for models "
+             "trained on captions (caption, caption_mean, caption_random: one given caption is "
+             "its own mean).")] = None,
     input: Annotated[Path | None, typer.Option(
         help="Folder of images, jsonl (id, img, text) or Parquet (id, img path or bytes, text, "
              "caption).")] = None,

@@ -3,7 +3,8 @@
 ``caption_mean`` / ``caption_random`` stand for every variant of ``caption`` (``caption``,
 ``caption_2``, ...; see ``memetrm.features.views`` for how their embeddings combine), and
 ``text+caption`` for the meme read as one sequence, ``"<text> [SEP] <caption>"``. Plain string
-work, shared by extraction and serving.
+work, shared by extraction and serving. A client scoring one meme sends base names only
+(``client_fields``): one given caption is its own mean.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 
 from memetrm.data.records import MemeRecord
+from memetrm.utils import split_field
 
 #: suffixes of the view fields: the variants' mean, or one drawn per example per epoch
 VIEW_SUFFIXES = ("_mean", "_random")
@@ -55,6 +57,18 @@ def expand_views(fields: Iterable[str], available: Iterable[str]) -> list[str]:
 def joined_parts(field: str) -> list[str]:
     """``text+caption`` -> ``["text", "caption"]``; a plain field is its own only part."""
     return field.split(JOIN)
+
+
+def source_field(spec: str) -> str:
+    """The item field a model field reads when one meme is scored: its encoder dropped and a
+    view by its base name (``caption_mean@clip`` -> ``caption``); joined fields stay joined."""
+    return view_base(split_field(spec, "")[0])
+
+
+def client_fields(specs: Iterable[str]) -> list[str]:
+    """The fields a client sends to score one meme with a model trained on ``specs``, in
+    order, no repeats: ``["image", "text+caption_mean"]`` -> ``["image", "text", "caption"]``."""
+    return list(dict.fromkeys(p for s in specs for p in joined_parts(source_field(s))))
 
 
 def join_texts(texts: Mapping[str, str], field: str) -> str:

@@ -107,6 +107,8 @@ class ModelInfo(BaseModel):
     model: str
     head: str | None
     encoder: str
+    #: the fields a request sends (``image``, ``text``, ``caption``): a model trained on a
+    #: caption view (``caption_mean``) takes one ``caption``, its own mean
     fields: list[str]
     tokens: bool
     threshold: float
@@ -281,21 +283,7 @@ def _check_image_bytes(data: bytes, declared: str | None) -> None:
                                  f"({', '.join(ALLOWED_TYPES)})")
 
 
-def _body_schema(image: dict[str, str]) -> dict[str, Any]:
-    return {"schema": {"type": "object", "required": ["image"], "properties": {
-        "image": {"type": "string", **image},
-        "text": {"type": "string", "description": "meme text; omitted -> OCR"},
-    }}}
-
-
-_OPENAPI_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": _body_schema({"format": "binary"}),
-            "application/json": _body_schema({"description": "base64 (a data: URL is fine)"}),
-        },
-    },
+_OPENAPI_RESPONSES = {
     "responses": {
         "400": {"description": "malformed body or unreadable image"},
         "413": {"description": "body above the upload limit"},
@@ -304,6 +292,29 @@ _OPENAPI_BODY = {
         "504": {"description": "prediction took longer than the request timeout"},
     },
 }
+
+#: what a text field holds, for the request schema
+FIELD_DESCRIPTIONS = {
+    "text": "meme text; omitted -> read off the image by OCR",
+    "caption": "one sentence describing the picture, as the training captions were",
+}
+
+
+def _body_schema(fields: list[str], image: dict[str, str]) -> dict[str, Any]:
+    """The request body of a model reading ``fields``; an image is taken even where the model
+    reads none, for OCR of a missing ``text``."""
+    texts = {f: {"type": "string", "description": FIELD_DESCRIPTIONS.get(f, "")}
+             for f in fields if f != "image"}
+    return {"schema": {"type": "object", "required": [f for f in fields if f != "text"],
+                       "properties": {"image": {"type": "string", **image}, **texts}}}
+
+
+def _openapi_body(fields: list[str]) -> dict[str, Any]:
+    """The request body and error answers of ``/v1/predict`` for a model reading ``fields``."""
+    return {"requestBody": {"required": True, "content": {
+        "multipart/form-data": _body_schema(fields, {"format": "binary"}),
+        "application/json": _body_schema(fields, {"description": "base64 (a data: URL is fine)"}),
+    }}, **_OPENAPI_RESPONSES}
 
 
 def create_app(model: str | Path | Predictor, limits: Limits | None = None,
@@ -379,7 +390,8 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
 
     pending = asyncio.Semaphore(limits.max_pending)
 
-    @app.post("/v1/predict", response_model=Prediction, openapi_extra=_OPENAPI_BODY)
+    @app.post("/v1/predict", response_model=Prediction,
+              openapi_extra=_openapi_body(predictor.input_fields))
     async def predict(request: Request) -> dict[str, Any]:
         """Score one meme; without ``text`` the meme text is read off the image by OCR."""
         watcher.poll()

@@ -17,7 +17,7 @@ from PIL import Image
 from torch.nn.utils.rnn import pad_sequence
 
 from memetrm.checkpoint import weights_path
-from memetrm.data.fields import join_texts, joined_parts, view_base
+from memetrm.data.fields import client_fields, join_texts, view_base
 from memetrm.devices import resolve_device
 from memetrm.encoders import DEFAULT_ENCODER, Encoder, create_encoder
 from memetrm.encoders.runtimes import split_runtime, with_runtime
@@ -147,20 +147,21 @@ class Predictor:
 
     @property
     def input_fields(self) -> list[str]:
-        """The item fields the model reads (``image``, ``text``, ...), whatever their encoders."""
-        return list(dict.fromkeys(p for f, _ in self._sources.values() for p in joined_parts(f)))
+        """The item fields the model reads (``image``, ``text``, ...), whatever their encoders,
+        views by their base name: what a client sends."""
+        return client_fields(self.fields)
 
     @property
     def text_fields(self) -> list[str]:
         return [f for f in self.input_fields if f != "image"]
 
     def info(self) -> dict[str, Any]:
-        """What a client needs to interpret scores: fields, threshold, provenance."""
+        """What a client needs to send and to interpret scores: fields, threshold, provenance."""
         return {
             "model": self.model_id,
             "head": self.config.get("head"),
             "encoder": self.encoder.name,
-            "fields": self.fields,
+            "fields": self.input_fields,
             "tokens": self.tokens,
             "threshold": self.threshold,
             "dataset": self.config.get("dataset"),
