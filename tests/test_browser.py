@@ -33,7 +33,7 @@ def serve(tmp_path: Path, trace_head: str, live_server) -> Callable[[list[str], 
     def start(fields: list[str], labels: list[str]) -> str:
         torch.manual_seed(0)
         model = tmp_path / "-".join(fields)
-        dims = {"image": 3, "text": 2, "caption": 2}
+        dims = {"image": 3, "text": 2, "caption": 2, "caption_mean": 2}
         save_pretrained(create_head(trace_head, {f: dims[f] for f in fields}, steps=5), model,
                         encoder="fake", fields=fields, tokens=False, threshold=0.5,
                         dataset="a test set", labels=labels)
