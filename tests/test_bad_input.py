@@ -106,11 +106,11 @@ def test_many_bad_lines_are_listed_with_the_total(folder: Path) -> None:
     good = "".join(json.dumps(r) + "\n" for r in rows(16, "train"))
     write(folder, "train", good + "{not json\n" * 201)
     res = train(folder)
-    assert_clear_error(res, "201 bad line(s)", "train.jsonl:17", "train.jsonl:36", "and 181 more")
+    assert_clear_error(res, "201 bad lines", "train.jsonl:17", "train.jsonl:36", "and 181 more")
     assert "train.jsonl:37:" not in res.output  # only the first 20 are listed
     res = train(folder, "--on-bad-line", "skip")
     assert res.exit_code == 0, res.output
-    assert "skipped 201 bad line(s)" in res.output
+    assert "skipped 201 bad lines" in res.output
 
 
 def test_image_paths_outside_the_folder(folder: Path, tmp_path: Path) -> None:
@@ -135,7 +135,7 @@ def test_declared_images_keep_the_image_field_even_if_the_first_ones_are_missing
     write(folder, "train", items)
     res = runner.invoke(app, ["extract", "--dataset", str(folder), "--encoder", "test-fake",
                               "--splits", "train"])
-    assert_clear_error(res, "20 image(s) missing", "train0")
+    assert_clear_error(res, "20 images missing", "train0")
 
 
 def test_unknown_missing_image_policy(folder: Path) -> None:
@@ -164,7 +164,7 @@ def test_train_test_overlap_is_reported(folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     res = train(folder, "--json", str(out))
     assert res.exit_code == 0, res.output
-    assert "8 id(s) of the train split also appear" in res.output
+    assert "the train split shares 8 ids with an evaluated split" in res.output
     assert json.loads(out.read_text())["train_overlap_ids"][:2] == ["train0", "train1"]
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from memetrm.errors import ConfigError
+from memetrm.utils import plural
 
 if TYPE_CHECKING:  # torch is imported on use, so ``memetrm --help`` does not pay for it
     import torch
@@ -45,7 +46,7 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
                               f"{torch.__version__}, built with {build}); use --device cpu or auto")
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
-            raise ConfigError(f"device {spec!r} asked for, but only {count} CUDA GPU(s) are visible "
+            raise ConfigError(f"device {spec!r} asked for, but only {plural(count, 'CUDA GPU')} visible "
                               f"(cuda:0 .. cuda:{count - 1})")
     elif device.type == "mps" and not _mps_available():
         raise ConfigError(f"device {spec!r} asked for, but Apple MPS is not available here; "

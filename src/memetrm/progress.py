@@ -1,4 +1,5 @@
-"""One rich progress bar style for every long-running loop."""
+"""Where the command line writes: results on stdout, diagnostics (progress, warnings) on
+stderr; one rich progress bar style for every long-running loop."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -17,8 +19,31 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-#: Piped or logged output is not wrapped at 80 columns (tables would split their cells).
+#: Diagnostics: progress, warnings, errors. Piped or logged output is not wrapped at 80
+#: columns (tables would split their cells).
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+#: Results (lists, tables, summaries), so that ``memetrm list | grep trm`` finds them.
+results = Console(width=None if sys.stdout.isatty() else 200)
+#: warnings shown by this command, each once
+_warned: set[str] = set()
+
+
+def warn(message: str) -> None:
+    """A warning as one line on stderr; one already shown (by another head or seed of the
+    same command) is not repeated."""
+    if message not in _warned:
+        _warned.add(message)
+        console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+
+
+def readable_warnings() -> None:
+    """Python's warnings (``warnings.warn``, ours and third parties') through ``warn``: the
+    message alone, without the source path, line and code Python's format adds. Starts a
+    command: no warning has been shown yet."""
+    import warnings
+
+    _warned.clear()
+    warnings.showwarning = lambda message, *_args, **_kwargs: warn(str(message))
 
 
 #: seconds between two progress lines of one task when output goes to a file, not a terminal

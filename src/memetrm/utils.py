@@ -93,3 +93,8 @@ def split_field(spec: str, encoder: str) -> tuple[str, str]:
     """``text@mpnet-effnet`` -> ("text", "mpnet-effnet"); a bare field uses ``encoder``."""
     field, sep, enc = spec.partition("@")
     return field, (enc if sep else encoder)
+
+
+def plural(n: int, word: str) -> str:
+    """``1 seed``, ``2 seeds``: a count with its noun in the number the count asks for."""
+    return f"{n} {word}{'' if n == 1 else 's'}"

@@ -12,7 +12,7 @@ from memetrm.cli.checks import warn_one_class
 from memetrm.cli.options import CacheDir, DataRoot, Device, JsonOut, MissingImages, Model, Threshold
 from memetrm.config import DataOptions
 from memetrm.errors import ConfigError
-from memetrm.progress import console
+from memetrm.progress import results
 from memetrm.utils import atomic_write_text
 
 
@@ -57,8 +57,8 @@ def evaluate(
     except ConfigError as e:
         raise ConfigError(f"{dataset}/{split}: {e}") from None
     source = "chosen on dev" if threshold is None else "set by --threshold"
-    console.print(metrics_table(report, f"{model} on {dataset}/{split}", source))
-    console.print(confusion_table(report))
+    results.print(metrics_table(report, f"{model} on {dataset}/{split}", source))
+    results.print(confusion_table(report))
     warn_one_class(prob, thr, f"{dataset}/{split}", manual=threshold is not None)
     if json_out:
         atomic_write_text(json_out, json.dumps(

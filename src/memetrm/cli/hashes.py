@@ -10,6 +10,7 @@ import typer
 from memetrm.cli.options import Model
 from memetrm.errors import DataError
 from memetrm.progress import console
+from memetrm.utils import plural
 
 hashes = typer.Typer(help="A model's list of known memes (PDQ hashes with labels).",
                      no_args_is_help=True)
@@ -47,7 +48,7 @@ def add(
         raise DataError(f"{input}: no such file")
     entries, flat = labelled_entries(input)
     if flat:
-        console.print(f"{len(flat)} image(s) with too little detail for PDQ left out: {flat[:10]}")
+        console.print(f"{plural(len(flat), 'image')} with too little detail for PDQ left out: {flat[:10]}")
     _save(model, entries, str(input))
 
 

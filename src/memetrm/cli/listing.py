@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from memetrm.errors import ConfigError
-from memetrm.progress import console
+from memetrm.progress import results
 
 WHAT = ("all", "datasets", "encoders", "heads")
 
@@ -24,20 +24,20 @@ def list_components(
     if what in ("all", "datasets"):
         from memetrm.data import list_datasets
 
-        console.print(f"datasets: {', '.join(list_datasets())} (or a jsonl folder path, such as "
+        results.print(f"datasets: {', '.join(list_datasets())} (or a jsonl folder path, such as "
                       "the openclipart one `memetrm data prepare openclipart` writes)")
     if what in ("all", "encoders"):
         from memetrm.encoders import DEFAULT_ENCODER, list_encoders
 
-        console.print(f"encoders: {', '.join(list_encoders())} (default {DEFAULT_ENCODER}; "
+        results.print(f"encoders: {', '.join(list_encoders())} (default {DEFAULT_ENCODER}; "
                       "hf-clip:<hub id or path>, open-clip:<arch>:<tag or path>)")
     if what in ("all", "heads"):
         from memetrm.heads import list_heads
 
         if verbose:
-            console.print(heads_table(), soft_wrap=True)
+            results.print(heads_table(), soft_wrap=True)
         else:
-            console.print(f"heads:    {', '.join(list_heads())}")
+            results.print(f"heads:    {', '.join(list_heads())}")
 
 
 def heads_table() -> Table:

@@ -10,7 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from memetrm.errors import MemetrmError
-from memetrm.progress import console, quiet_third_party
+from memetrm.progress import console, quiet_third_party, readable_warnings
 
 
 class _Group(TyperGroup):
@@ -53,6 +53,7 @@ def _global(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
 ) -> None:
+    readable_warnings()
     quiet_third_party(verbose)
     if threads:
         import torch

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from memetrm.progress import console
+from memetrm.progress import results
 
 
 def report(
@@ -18,7 +18,7 @@ def report(
     from memetrm.evaluation.report import write_report  # matplotlib: import on use
 
     write_report([runs], out)
-    console.print(f"wrote {out}")
+    results.print(f"wrote {out}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

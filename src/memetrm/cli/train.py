@@ -159,6 +159,10 @@ def run_and_report(cfgs: list[RunConfig], sweep: bool, ensemble: int | None, sav
     cfgs = [o.cfg for o in outs]
     results = [o.results for o in outs]
     console.print(summary_table(results, wide))
+    for o in outs:
+        if o.cfg.save:  # the seed counted as the log counts it
+            console.print(f"saved seed {o.results['best_seed'] + 1} of {o.results['seeds']}, the "
+                          f"best on dev, to {o.cfg.save}", soft_wrap=True)
     record = _ensemble(outs, ensemble, save, out_dir) if ensemble else None
     if json_out:
         body: Any = results[0] if len(results) == 1 else results

@@ -10,7 +10,7 @@ from typing import Literal
 
 from memetrm.data.records import MemeRecord
 from memetrm.errors import DataError
-from memetrm.progress import console
+from memetrm.progress import warn as progress_warn
 
 DEFAULT_DATA_ROOT = Path("../shared/data")
 
@@ -45,7 +45,7 @@ class MemeDataset(ABC):
         self.on_bad_line = on_bad_line
         #: image paths must resolve inside ``root`` unless this is set
         self.allow_outside_images = allow_outside_images
-        self.warn = warn or (lambda m: console.print(f"[yellow]warning:[/] {m}", soft_wrap=True))
+        self.warn = warn or progress_warn
         if not self.root.is_dir():
             raise DataError(
                 f"dataset '{self.name or root}' not found: looked in {self.root.resolve()}. "

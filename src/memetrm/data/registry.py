@@ -12,6 +12,7 @@ from memetrm.data.base import MemeDataset, MissingImagePolicy, resolve_data_root
 from memetrm.data.jsonl import JsonlFolder
 from memetrm.data.records import MemeRecord
 from memetrm.errors import ConfigError, DataError
+from memetrm.utils import plural
 
 _DATASETS: dict[str, type[MemeDataset]] = {}
 
@@ -72,7 +73,7 @@ def select_fields(
     ]
     if missing_text:
         raise DataError(
-            f"{len(missing_text)} record(s) have empty or missing text: "
+            f"{plural(len(missing_text), 'record')} with empty or missing text: "
             + ", ".join(missing_text[:10])
         )
     if "image" not in fields:
@@ -81,13 +82,13 @@ def select_fields(
     unexpected = [i for i in missing if i not in known_missing]
     if unexpected and on_missing_image == "error":
         raise DataError(
-            f"{len(unexpected)} image(s) missing, ids: {', '.join(unexpected[:10])}"
+            f"{plural(len(unexpected), 'image')} missing, ids: {', '.join(unexpected[:10])}"
             + (" ..." if len(unexpected) > 10 else "")
             + ". Pass --on-missing-image skip to leave them out (they are counted)."
         )
     if missing and warn:
         known = "" if unexpected else " (a known gap of the published dataset)"
-        warn(f"skipped {len(missing)} record(s) with missing images{known}: "
+        warn(f"skipped {plural(len(missing), 'record')} with missing images{known}: "
              f"{', '.join(missing[:10])}")
     kept = [r for r in records if r.id not in set(missing)]
     return Selection(kept, missing)

@@ -10,6 +10,7 @@ from typing import Any
 
 from memetrm.config import BAD_LINE_POLICIES
 from memetrm.errors import ConfigError, DataError
+from memetrm.utils import plural
 
 
 def parse_jsonl_line(line: str, where: str) -> dict[str, Any]:
@@ -54,10 +55,10 @@ class BadLines:
         more = len(self.errors) - SHOWN_BAD_LINES
         listing = f"\n  {shown}" + (f"\n  ... and {more} more" if more > 0 else "")
         if self.policy == "error":
-            raise DataError(f"{self.path}: {len(self.errors)} bad line(s):{listing}\n"
+            raise DataError(f"{self.path}: {plural(len(self.errors), 'bad line')}:{listing}\n"
                             "Fix them, or pass --on-bad-line skip to leave them out (counted).")
         if warn:
-            warn(f"{self.path}: skipped {len(self.errors)} bad line(s):{listing}")
+            warn(f"{self.path}: skipped {plural(len(self.errors), 'bad line')}:{listing}")
 
 
 def read_jsonl(path: Path, bad: BadLines | None = None) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -16,7 +16,7 @@ from sklearn.metrics import roc_curve  # noqa: E402
 
 from memetrm.errors import ConfigError  # noqa: E402
 from memetrm.evaluation.tables import asset_stem, dataset_markdown, run_name  # noqa: E402
-from memetrm.utils import atomic_write_text  # noqa: E402
+from memetrm.utils import atomic_write_text, plural  # noqa: E402
 
 
 def load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -52,7 +52,7 @@ def plot_roc(runs: list[dict[str, Any]], preds: list[dict[str, Any]], path: Path
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1),
            title=f"ROC on {runs[0]['dataset']} {runs[0]['roles']['test']} "
-                 f"(mean over {runs[0]['seeds']} seeds, band ±1 std,\n"
+                 f"(mean over {plural(runs[0]['seeds'], 'seed')}, band ±1 std,\n"
                  "dot = operating point at the dev-chosen threshold; legend: mean AUROC)")
     ax.title.set_fontsize(9)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))

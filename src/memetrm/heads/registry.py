@@ -19,6 +19,7 @@ from memetrm.errors import ConfigError
 from memetrm.heads.base import Head, HeadConfig
 from memetrm.layers import MemoryBank
 from memetrm.modelstore import check_sizes
+from memetrm.utils import plural
 
 #: ids of the memes in each memory of a model, by module path (``""`` for the head itself), as
 #: JSON inside the weights file: they can never disagree with the memory's rows
@@ -138,8 +139,8 @@ def from_pretrained(path: str | Path) -> tuple[Head, dict[str, Any]]:
     wrong = sorted(k for k in shapes.keys() | weights.keys()
                    if not _fits(meta, k, shapes.get(k), weights.get(k)))
     if wrong:
-        raise ConfigError(f"{path}: weights do not fit the config ({len(wrong)} tensor(s) "
-                          f"differ in name or shape, e.g. {wrong[0]!r})")
+        raise ConfigError(f"{path}: weights do not fit the config ({plural(len(wrong), 'tensor')} "
+                          f"differing in name or shape, e.g. {wrong[0]!r})")
     head = build()
     try:
         head.load_state_dict(weights)

@@ -25,11 +25,12 @@ from memetrm.data.images import open_image
 from memetrm.data.validation import BOM, decode_line, parse_jsonl_line
 from memetrm.errors import DataError, MemetrmError
 from memetrm.progress import make_progress
+from memetrm.utils import plural
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"}
 #: every column of a result row, so error rows and scored rows share one schema
 RESULT_KEYS = ("id", "prob", "label", "label_name", "threshold", "ocr_text", "model", "trace",
-               "steps", "hash_match", "error")
+               "steps", "neighbours", "hash_match", "error")
 
 
 @dataclass
@@ -144,7 +145,9 @@ def score_chunk(predictor: Any, chunk: list[InputItem]) -> list[dict[str, Any]]:
             out[i] = {"id": item.id, "error": item.error}
             continue
         try:
-            image = open_image(item.image, name=item.id) if item.image is not None else None
+            # a path is named: the row's id alone does not say which file is missing
+            image = None if item.image is None else open_image(item.image, name=item.id if isinstance(
+                item.image, bytes) else f"{item.id}: {item.image}")
             ready.append(predictor.prepare(image, item.texts))
             where.append(i)
         except MemetrmError as e:
@@ -279,8 +282,8 @@ class BatchSummary:
     duplicates: int = 0
 
     def __str__(self) -> str:
-        return (f"{self.scored} scored, {self.errors} errors, {self.already_done} already done, "
-                f"{self.duplicates} duplicate ids skipped")
+        return (f"{self.scored} scored, {plural(self.errors, 'error')}, {self.already_done} already "
+                f"done, {plural(self.duplicates, 'duplicate id')} skipped")
 
     def count(self, rows: list[dict[str, Any]]) -> None:
         self.errors += sum(r["error"] is not None for r in rows)

@@ -23,7 +23,7 @@ import numpy as np
 
 from memetrm.errors import DataError
 from memetrm.serving.hashing import PDQ_DISTANCE, ImageHash, distances
-from memetrm.utils import atomic_write_text
+from memetrm.utils import atomic_write_text, plural
 
 HEADER = ["pdq", "label", "source_id"]
 #: a model directory's own list
@@ -129,5 +129,5 @@ def labelled_entries(source: Path) -> tuple[list[Entry], list[str]]:
         else:
             flat.append(item.id)
     if errors:
-        raise DataError(f"{len(errors)} bad row(s), nothing added: " + "; ".join(errors[:20]))
+        raise DataError(f"{plural(len(errors), 'bad row')}, nothing added: " + "; ".join(errors[:20]))
     return entries, flat

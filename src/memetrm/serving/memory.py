@@ -13,6 +13,7 @@ from memetrm.modelstore import REVISION_KEY, writer_lock
 from memetrm.serving.batch import iter_inputs
 from memetrm.serving.hashlist import MODEL_LIST
 from memetrm.serving.predictor import Predictor
+from memetrm.utils import plural
 
 #: keys ``save_pretrained`` writes itself; the rest of config.json is carried over unchanged
 _OWN_KEYS = ("head", "config", "input_dims", "token_dims", "fitted", REVISION_KEY)
@@ -45,7 +46,7 @@ def _add(model_dir: Path, source: Path, device: str | None, batch_size: int) -> 
         known.add(item.id)
         (errors if item.error else items).append(item)
     if errors:
-        raise DataError(f"{len(errors)} bad row(s), nothing added: "
+        raise DataError(f"{plural(len(errors), 'bad row')}, nothing added: "
                         + "; ".join(str(i.error) for i in errors[:20]))
     if not items:
         raise DataError(f"{source}: no memes to add")

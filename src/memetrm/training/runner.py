@@ -33,10 +33,10 @@ from memetrm.evaluation.metrics import METRICS, ONE_CLASS_SHARE, auroc
 from memetrm.evaluation.tables import fmt
 from memetrm.features import FeatureSet, load_features
 from memetrm.heads import Head, create_head, head_config, head_entry, save_pretrained
-from memetrm.progress import console, make_progress
+from memetrm.progress import console, make_progress, warn
 from memetrm.provenance import combined_hash, provenance
 from memetrm.training.engine import FitResult, TrainConfig, fit, predict, resolve_train_config
-from memetrm.utils import atomic_write_text, seed_everything
+from memetrm.utils import atomic_write_text, plural, seed_everything
 
 
 def run_train_config(cfg: RunConfig) -> TrainConfig:
@@ -87,7 +87,7 @@ def only_ids(fs: FeatureSet, path: Path) -> FeatureSet:
     row = {i: r for r, i in enumerate(fs.ids)}
     unknown = [i for i in ids if i not in row]
     if unknown:
-        raise DataError(f"{path}: {len(unknown)} id(s) not in the training split, e.g. "
+        raise DataError(f"{path}: {plural(len(unknown), 'id')} not in the training split, e.g. "
                         f"{', '.join(map(str, unknown[:5]))}")
     if not ids:
         raise DataError(f"{path}: lists no training ids")
@@ -142,12 +142,11 @@ def dev_threshold(y: np.ndarray, p: np.ndarray, metric: str, where: str) -> floa
     thr = choose_threshold(y, p, metric)
     share = majority_share(p, thr)
     if share > ONE_CLASS_SHARE:
-        console.print(f"[yellow]warning:[/] the {metric} threshold {thr:.3f} chosen on {where} "
-                      f"labels {share:.0%} of it as one class; consider --threshold-metric "
-                      + ("precision>=P or fpr<=F" if metric == "balanced-accuracy"
-                         else "balanced-accuracy (or precision>=P)")
-                      + ("" if where.startswith("the out-of-fold") else ", or --cv 5"),
-                      soft_wrap=True)
+        warn(f"the {metric} threshold {thr:.3f} chosen on {where} labels {share:.0%} of it as "
+             "one class; consider --threshold-metric "
+             + ("precision>=P or fpr<=F" if metric == "balanced-accuracy"
+                else "balanced-accuracy (or precision>=P)")
+             + ("" if where.startswith("the out-of-fold") else ", or --cv 5"))
     return thr
 
 
@@ -304,19 +303,18 @@ def check_splits(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str, 
         where = f"{cfg.dataset}/{split} ({role} split)"
         unlabelled = [i for i, y in zip(fs.ids, fs.labels.tolist(), strict=True) if y != y]
         if unlabelled:
-            raise DataError(f"{where}: {len(unlabelled)} record(s) have no label, ids: "
+            raise DataError(f"{where}: {plural(len(unlabelled), 'record')} with no label, ids: "
                             f"{', '.join(unlabelled[:10])}; training and metrics need labels")
         counts = [int((fs.labels == c).sum()) for c in (0, 1)]
         if min(counts) == 0:
             only = 1 if counts[1] else 0
-            raise DataError(f"{where}: all {len(fs)} record(s) have label {only}; training, "
+            raise DataError(f"{where}: every record ({len(fs)}) has label {only}; training, "
                             "AUROC and thresholds need both classes (use a larger split, or "
                             "merge splits and cross-validate)")
         if role != "train" and len(fs) < SMALL_SPLIT:
-            console.print(f"[yellow]warning:[/] {where} has only {len(fs)} examples: its AUROC, "
-                          "threshold and epoch choice are mostly noise (see the 95% CI); use "
-                          f"at least {SMALL_SPLIT}, or merge splits and cross-validate",
-                          soft_wrap=True)
+            warn(f"{where} has only {len(fs)} examples: its AUROC, threshold and epoch choice "
+                 f"are mostly noise (see the 95% CI); use at least {SMALL_SPLIT}, or merge "
+                 "splits and cross-validate")
     train_ids = set(feats[roles["train"]].ids)
     return sorted({i for s, fs in feats.items() if s != roles["train"] for i in fs.ids} & train_ids)
 
@@ -354,9 +352,10 @@ def model_card(results: dict[str, Any], best: SeedRun, labels: tuple[str, str]) 
         f"decision threshold ({best.threshold:.3f}, by {tcfg['threshold_metric']}) were chosen "
         + (f"by {results['cv']}-fold cross-validation on train + dev (out-of-fold predictions)"
            if results.get("cv") else f"on `{roles['dev']}` only")
-        + f". This is seed {best.seed}, the best of "
-        f"{results['seeds']} on dev (AUROC {best.fit.dev_score:.3f}).", "",
-        f"## Metrics over the {results['seeds']} seeds (mean ± std)", "",
+        # seeds counted from 1, as the training log counts them; train.seed is the value
+        + f". This is seed {best.seed + 1} of {results['seeds']} (train.seed={best.seed}), the "
+        f"best on dev (AUROC {best.fit.dev_score:.3f}).", "",
+        f"## Metrics over {plural(results['seeds'], 'seed')} (mean ± std)", "",
         "| split | AUROC | accuracy | F1 |", "|---|---|---|---|", *rows, "",
         "## Intended use", "",
         "Research on multimodal hateful-content detection, and triage that puts memes in front "
@@ -392,8 +391,8 @@ def run_models(cfg: RunConfig) -> RunOutput:
     feats, fields, roles = load_run_features(cfg)
     overlap = check_splits(cfg, feats, roles)
     if overlap:
-        console.print(f"[yellow]warning:[/] {len(overlap)} id(s) of the train split also appear in "
-                      f"an evaluated split: {', '.join(overlap[:10])}", soft_wrap=True)
+        warn(f"the train split shares {plural(len(overlap), 'id')} with an evaluated split: "
+             f"{', '.join(overlap[:10])}")
     if cfg.cv:
         runs = train_seeds_cv(cfg, feats, roles, tcfg)
         roles = {"train": f"{roles['train']}+{roles['dev']}", "dev": CV_SPLIT, "test": roles["test"]}

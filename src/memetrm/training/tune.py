@@ -36,7 +36,7 @@ from memetrm.data.fields import join_texts, joined_parts
 from memetrm.data.records import MemeRecord
 from memetrm.errors import ConfigError, DataError
 from memetrm.provenance import provenance
-from memetrm.utils import atomic_write_dir
+from memetrm.utils import atomic_write_dir, plural
 
 LOSSES = ("batch-all", "batch-hard", "batch-semi-hard", "contrastive")
 
@@ -98,7 +98,7 @@ def tune_split(records: Sequence[MemeRecord], fraction: float, seed: int
 def _texts(records: Sequence[MemeRecord], field: str, where: str) -> list[str]:
     missing = [r.id for r in records if not all(r.texts.get(p, "").strip() for p in joined_parts(field))]
     if missing:
-        raise DataError(f"{where}: {len(missing)} record(s) lack field {field!r}, ids: "
+        raise DataError(f"{where}: {plural(len(missing), 'record')} without field {field!r}, ids: "
                         f"{', '.join(missing[:10])}")
     return [join_texts(r.texts, field) for r in records]
 
