@@ -7,6 +7,9 @@ are rendered from those files alone, so ``make docs`` rebuilds them without trai
 
     python -m benchmarks.heads --data-root ../shared/data --seeds 5   # train, plot, render
     python -m benchmarks.heads --render-only                          # docs from docs/data
+
+Every run (``--render-only`` too) first exports the head registry to
+``docs/data/heads/_registry.json``, where the README's head counts come from.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.render.heads import ASSETS, DATA, render
+from benchmarks.render.heads import ASSETS, DATA, REGISTRY, render
 from memetrm.config import RunConfig
 from memetrm.evaluation.metrics import auroc
 from memetrm.evaluation.report import write_plots
@@ -81,6 +84,15 @@ def export(run_dir: Path, ds: str) -> None:
     atomic_write_text(DATA / ds / f"{results['head']}.json", json.dumps(summary, indent=2))
 
 
+def export_registry() -> None:
+    """Which heads ``--heads all`` runs and which run only when named, for the README's counts
+    (the renderer reads this file: it imports no head, hence no torch)."""
+    in_all = list_heads(all_only=True)
+    atomic_write_text(REGISTRY, json.dumps({
+        "command": "python -m benchmarks.heads --render-only", "all": in_all,
+        "by_name": [h for h in list_heads() if h not in in_all]}, indent=2) + "\n")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-root", default=None)
@@ -95,6 +107,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads; tiny heads gain nothing from more and lose under load")
     args = ap.parse_args()
+    export_registry()
     if args.render_only:
         render()
         return 0

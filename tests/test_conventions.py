@@ -13,7 +13,8 @@ import torch
 from typer.testing import CliRunner
 
 from memetrm.cli.main import app
-from memetrm.heads import create_head, save_pretrained
+from memetrm.heads import create_head, list_heads, save_pretrained
+from memetrm.provenance import command_line
 from memetrm.serving.batch import predict_batch
 from memetrm.serving.predictor import Predictor
 
@@ -77,3 +78,26 @@ def test_batch_rows_of_a_memory_head_name_their_neighbours(tmp_path: Path) -> No
     assert len(rows["t"]["neighbours"]) == 2 and {n["id"] for n in rows["t"]["neighbours"]} <= set("abcd")
     assert str(tmp_path / "gone.png") in rows["g"]["error"]
     assert str(summary) == "1 scored, 1 error, 0 already done, 0 duplicate ids skipped"
+
+
+def test_provenance_records_commands_relative_to_the_repository(tmp_path: Path) -> None:
+    root = tmp_path / "checkout"
+    python = [str(root / ".venv/bin/python")]
+    module = command_line([str(root / "benchmarks/heads.py"), "--data-root", str(tmp_path / "data"),
+                           f"--runs={root / 'runs'}", "--seeds", "5"],
+                          [*python, "-u", "-m", "benchmarks.heads"], root)
+    assert module == "python -m benchmarks.heads --data-root ../data --runs=runs --seeds 5"
+    program = command_line([str(root / ".venv/bin/memetrm"), "train", "--save", str(root / "m x")],
+                           [*python, str(root / ".venv/bin/memetrm")], root)
+    assert program == "memetrm train --save 'm x'"
+    assert command_line([str(root / "b.py")], [*python, str(root / "b.py")], root) == "python b.py"
+
+
+def test_the_readme_counts_the_heads_the_registry_has() -> None:
+    from benchmarks.render.heads import REGISTRY, head_counts
+
+    root = Path(__file__).resolve().parents[1]
+    registry = json.loads((root / REGISTRY).read_text())  # python -m benchmarks.heads --render-only
+    assert registry["all"] == list_heads(all_only=True)
+    assert sorted(registry["all"] + registry["by_name"]) == list_heads()
+    assert head_counts(registry) in (root / "README.md").read_text()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from benchmarks.render import load, replace_block
 from memetrm.evaluation.tables import markdown_table
+from memetrm.utils import plural
 
 DATA, DOC = Path("docs/data/extract.json"), Path("docs/serving.md")
 
@@ -18,7 +19,8 @@ def render(data: Path = DATA) -> None:
     rows = [[rt, f"{v['forward']:.1f}", f"{v['end_to_end']:.1f}",
              f"{v['end_to_end'] / v['forward']:.2f}"] for rt, v in r["runtimes"].items()]
     replace_block(DOC, "extract-runtimes", "\n".join([
-        f"`{r['command']}` ({r['images']} MultiOFF images, batch {r['batch']}, {r['workers']} decode "
-        f"worker(s), {r['threads']} thread(s); {r['machine']}):", "",
+        f"`{r['command']}` ({r['images']} MultiOFF images, batch {r['batch']}, "
+        f"{plural(r['workers'], 'decode worker')}, {plural(r['threads'], 'thread')}; "
+        f"{r['machine']}):", "",
         markdown_table(["runtime", "forward img/s", "end-to-end img/s", "ratio (target >= 0.70)"],
                        rows, "lrrr")]))

@@ -1,4 +1,5 @@
-"""docs/results.md and the README's results table, from docs/data/heads/<dataset>/<head>.json.
+"""docs/results.md and the README's results table, from docs/data/heads/<dataset>/<head>.json;
+the README's head counts from docs/data/heads/_registry.json.
 
 The ROC and trace plots in docs/results_assets/ are drawn when the benchmark runs; this only
 links the ones that are there.
@@ -10,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from benchmarks.render import load as load_json
 from benchmarks.render import quality, replace_block
 from memetrm.evaluation.tables import dataset_markdown, fmt, markdown_table
 from memetrm.progress import console
@@ -17,6 +19,8 @@ from memetrm.utils import atomic_write_text
 
 DATA = Path("docs/data/heads")
 DOC, README, ASSETS = Path("docs/results.md"), Path("README.md"), Path("docs/results_assets")
+#: the head registry as ``python -m benchmarks.heads`` exported it
+REGISTRY = DATA / "_registry.json"
 
 
 def load(ds_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
@@ -50,8 +54,18 @@ def readme_table(groups: dict[str, tuple[list[dict], dict | None]]) -> str:
     return markdown_table(header, rows)
 
 
+def head_counts(registry: dict[str, Any]) -> str:
+    """The README's sentence on the heads ``make run`` trains and those left to be named."""
+    return (f"`make run` trains the {len(registry['all'])} heads `--heads all` runs; `memetrm "
+            f"list heads -v` marks the other {len(registry['by_name'])} \"(by name)\": variants "
+            "and slower fusion heads that run only when named, e.g. `--heads perceiver`.")
+
+
 def render(data: Path = DATA) -> None:
     """docs/results.md and the README's results table, from the summaries in ``data`` only."""
+    registry = load_json(data / REGISTRY.name)
+    if registry:
+        replace_block(README, "head-counts", head_counts(registry))
     groups = {d.name: load(d) for d in sorted(data.iterdir()) if d.is_dir()} if data.is_dir() else {}
     groups = {k: v for k, v in groups.items() if v[0]}
     if not groups:

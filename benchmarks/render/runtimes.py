@@ -8,6 +8,7 @@ from statistics import mean, pstdev
 
 from benchmarks.render import load, replace_block
 from memetrm.evaluation.tables import markdown_table
+from memetrm.utils import plural
 
 DATA, DOC = Path("docs/data/runtimes.json"), Path("docs/serving.md")
 
@@ -37,6 +38,6 @@ def render(data: Path = DATA) -> None:
                              "Δ vs torch", "largest Δ over seeds (abs)", "feature cosine to torch"],
                             qrows, "llrrrl")
     replace_block(DOC, "runtimes", "\n".join([
-        f"`{r['command']}` ({r['machine']}, {r['threads']} torch/ORT thread(s)):", "",
+        f"`{r['command']}` ({r['machine']}, {plural(r['threads'], 'torch/ORT thread')}):", "",
         speed_table, "", f"AUROC of the same MLP heads ({r['seeds']} seeds, trained and selected "
         "on torch features) with test features from each runtime:", "", qtable]))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from benchmarks.render import load, replace_block
 from memetrm.evaluation.tables import markdown_table
+from memetrm.utils import plural
 
 DATA, DOC = Path("docs/data/trm_speed.json"), Path("docs/trm.md")
 #: the label of ``trm-act`` trained with every row running all N_sup steps
@@ -37,7 +38,7 @@ def render(data: Path = DATA) -> str | None:
               if act and no_halt else [])
     table = "\n".join([
         f"`{r['command']}` ({r['epochs']} epochs on {r['train_rows']} train memes, "
-        f"{r['threads']} thread(s), {r['machine']}):", "", train, "", *saving,
+        f"{plural(r['threads'], 'thread')}, {r['machine']}):", "", train, "", *saving,
         f"After those epochs, halting threshold {inf['threshold']:.2f} calibrated on dev_seen; "
         f"on {inf['split']} ({inf['rows']} memes, held out) early exit is "
         f"{inf['speedup']:.1f}x faster than full depth:",
