@@ -39,7 +39,7 @@ def test_train_json_contract_with_offline_encoder(tiny_jsonl_dataset: Path, tmp_
     # the saved checkpoint evaluates through the CLI, and the report renders
     res = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "model"), "--json",
                               str(tmp_path / "eval.json")])  # the model's dataset, test split
-    assert res.exit_code == 0 and "auroc" in res.output, res.output
+    assert res.exit_code == 0 and "auroc" in res.stdout, res.output  # results on stdout
     ev = json.loads((tmp_path / "eval.json").read_text())
     assert (ev["split"], ev["n"]) == ("test", 12) and sum(map(sum, ev["confusion"])) == 12
     assert ev["threshold"] == json.loads((tmp_path / "model" / "config.json").read_text())[
@@ -59,6 +59,7 @@ def test_train_json_contract_with_offline_encoder(tiny_jsonl_dataset: Path, tmp_
         assert path.stat().st_mode & 0o777 == 0o666 & ~mask
     res = runner.invoke(app, ["report", str(tmp_path / "run"), "--out", str(tmp_path / "r.md")])
     assert res.exit_code == 0 and "| mlp |" in (tmp_path / "r.md").read_text()
+    assert f"wrote {tmp_path / 'r.md'}" in res.stdout
     assert list((tmp_path / "r_assets").glob("roc-*.png"))
 
 

@@ -55,6 +55,7 @@ def test_a_warning_every_head_meets_is_shown_once_and_a_lone_seed_is_one(tmp_pat
     assert res.exit_code == 0, res.output
     small = [line for line in res.stderr.splitlines() if "has only 30 examples" in line]
     assert len(small) == 2, res.stderr  # dev and test, each once for both heads
+    assert res.stderr.count("note: the dev split has 30 examples") == 1
     res = runner.invoke(app, ["train", "--dataset", str(root), "--encoder", "test-fake",
                               "--head", "mlp", "--fields", "text", "--seeds", "1",
                               "--cache-dir", str(tmp_path / "c"), "--set", "train.epochs=1",

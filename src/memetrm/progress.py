@@ -28,12 +28,12 @@ results = Console(width=None if sys.stdout.isatty() else 200)
 _warned: set[str] = set()
 
 
-def warn(message: str) -> None:
-    """A warning as one line on stderr; one already shown (by another head or seed of the
-    same command) is not repeated."""
-    if message not in _warned:
-        _warned.add(message)
-        console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+def warn(message: str, kind: str = "warning") -> None:
+    """A warning (or a ``note``) as one line on stderr; one already shown (by another head or
+    seed of the same command) is not repeated."""
+    if f"{kind}: {message}" not in _warned:
+        _warned.add(f"{kind}: {message}")
+        console.print(f"[yellow]{kind}:[/] {escape(message)}", soft_wrap=True)
 
 
 def readable_warnings() -> None:

@@ -398,9 +398,9 @@ def run_models(cfg: RunConfig) -> RunOutput:
         roles = {"train": f"{roles['train']}+{roles['dev']}", "dev": CV_SPLIT, "test": roles["test"]}
     else:
         if len(feats[roles["dev"]]) < SUGGEST_CV:
-            console.print(f"[yellow]note:[/] the dev split has {len(feats[roles['dev']])} examples; "
-                          "an epoch or threshold chosen on it is close to a coin toss: consider "
-                          "--cv 5 (train + dev, stratified 5-fold)", soft_wrap=True)
+            warn(f"the dev split has {len(feats[roles['dev']])} examples; an epoch or threshold "
+                 "chosen on it is close to a coin toss: consider --cv 5 (train + dev, stratified "
+                 "5-fold)", kind="note")
         runs = train_seeds(cfg, feats, roles, tcfg)
     if cfg.out_dir:  # written first: a metric error later must not lose the predictions
         atomic_write_text(Path(cfg.out_dir) / "predictions.json",
