@@ -63,7 +63,7 @@ def test_missing_images_error_by_default_and_skip_counts(tiny_jsonl_dataset: Pat
     ds = get_dataset(str(tiny_jsonl_dataset))
     recs = ds.records("dev")
     recs[3].image.unlink()
-    with pytest.raises(DataError, match=r"1 image\(s\) missing, ids: dev003"):
+    with pytest.raises(DataError, match=r"1 image missing, ids: dev003"):
         select_fields(recs, ["image", "text"])
     warned = []
     sel = select_fields(recs, ["image", "text"], "skip", warn=warned.append)
