@@ -17,7 +17,7 @@ from PIL import Image
 from torch.nn.utils.rnn import pad_sequence
 
 from memetrm.checkpoint import weights_path
-from memetrm.data.fields import client_fields, join_texts, view_base
+from memetrm.data.fields import client_fields, join_texts, source_field
 from memetrm.devices import resolve_device
 from memetrm.encoders import DEFAULT_ENCODER, Encoder, create_encoder
 from memetrm.encoders.runtimes import split_runtime, with_runtime
@@ -130,8 +130,8 @@ class Predictor:
         self._default = default
         #: field -> (item field it reads, encoder); a caption view reads the caption it was
         #: trained on the variants of (one given caption is its own mean)
-        self._sources = {spec: (view_base(field), with_runtime(enc, runtime))
-                         for spec in self.fields for field, enc in [split_field(spec, default)]}
+        self._sources = {spec: (source_field(spec), with_runtime(split_field(spec, default)[1], runtime))
+                         for spec in self.fields}
         #: encoders of fields that name another one (``text@mpnet-effnet``)
         self.extra_encoders = {enc: create_encoder(enc, device=self.device)
                                for _, enc in self._sources.values() if enc != default}
