@@ -29,7 +29,7 @@ from memetrm.progress import make_progress
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"}
 #: every column of a result row, so error rows and scored rows share one schema
 RESULT_KEYS = ("id", "prob", "label", "label_name", "threshold", "ocr_text", "model", "trace",
-               "steps", "hash_match", "error")
+               "steps", "hash_match", "source", "error")
 
 
 @dataclass
