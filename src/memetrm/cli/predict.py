@@ -94,8 +94,9 @@ def predict(
     if input is not None and engine == "ray":
         from memetrm.serving.ray_batch import predict_ray
 
-        if runtime or hash_list or cache_size:
-            raise ConfigError("--runtime, --hash-list and --cache-size work with --engine local")
+        if runtime or hash_list or cache_size or list_distance != LIST_DISTANCE:
+            raise ConfigError("--runtime, --hash-list, --list-distance and --cache-size work "
+                              "with --engine local")
 
         summary = predict_ray(model, input, output, address=address, workers=workers,
                               gpus_per_worker=gpus_per_worker, batch_size=batch_size,
