@@ -98,7 +98,7 @@ class Prepared:
         return self.listed is not None and self.listed.text_agrees
 
 
-def model_id(model_dir: Path, config: dict[str, Any]) -> str:
+def _model_id(model_dir: Path, config: dict[str, Any]) -> str:
     """``<dir name>@<revision[:12]>``: names exactly which revision of the folder (weights,
     hash list, memory) produced a score. A folder written before revisions existed is named
     by a digest of its weights."""
@@ -167,7 +167,7 @@ class Predictor:
             self.threshold = threshold if self._threshold is None else self._threshold
             #: what labels 0 and 1 mean (``not offensive`` / ``offensive`` for MultiOFF models)
             self.label_names: list[str] = list(config.get("labels") or DEFAULT_LABELS)
-            self.model_id = model_id(self.model_dir, config)
+            self.model_id = _model_id(self.model_dir, config)
             self.known = known
 
     @property
