@@ -390,3 +390,19 @@ def test_predict_answers_a_listed_meme_without_loading_an_encoder(
     assert r.exit_code == 0, r.output
     assert ("answered by known meme case-7 on list hashes.csv (picture at distance 0, text "
             "agrees)") in " ".join(r.stdout.split())  # as the terminal wraps it
+
+
+def test_a_model_that_reads_no_text_still_matches_the_listed_text(tmp_path: Path) -> None:
+    """The API takes the meme text for the lists even when the model reads the image alone."""
+    from . import fakes  # noqa: F401  (registers test-fake)
+
+    model = save_pretrained(create_head("linear", {"image": 6}), tmp_path / "img",
+                            encoder="test-fake", fields=["image"], tokens=False, threshold=0.5)
+    own_list(model, Entry(pdq(scene(1)), 1, "case-7", "cats rule"))
+    client = TestClient(create_app(counting_predictor(model)))
+    buf = io.BytesIO()
+    scene(1).save(buf, "PNG")
+    files = {"image": ("m.png", buf.getvalue(), "image/png")}
+    kinds = [client.post("/v1/predict", files=files, data=data).json()["source"]["kind"]
+             for data in ({"text": "Cats rule"}, {"text": "dogs drool"}, {})]
+    assert kinds == ["list", "model", "model"] and OCRCounter.calls == 1  # "ocr text" differs

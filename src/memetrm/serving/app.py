@@ -441,12 +441,15 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
             data, declared, texts = await read_body(request)
             if data is not None:
                 _check_image_bytes(data, declared)
-            texts = check_texts(texts, predictor.text_fields, limits.max_text_chars)
+            # the meme text also when the model reads none: a known-meme list compares it
+            texts = check_texts(texts, list(dict.fromkeys([*predictor.text_fields, "text"])),
+                                limits.max_text_chars)
             image = None
             if data is not None:
                 held = await pixels.acquire(min(header_pixels(data), limits.max_pixels))
                 image = await in_thread(decode, data, release=lambda: pixels.release(held))
-            ocr = "text" in predictor.input_fields and not texts.get("text", "").strip()
+            ocr = (("text" in predictor.input_fields or predictor.known.has_text)
+                   and not texts.get("text", "").strip())
             if image is not None and ocr:
                 await ocr_slots.acquire()
                 prepared = await in_thread(prepare, image, texts, release=ocr_slots.release)

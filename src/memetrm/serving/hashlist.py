@@ -153,7 +153,9 @@ class KnownMemes:
             for e in lst.entries:
                 unique.setdefault((e.hash.bits, e.text), (e, lst.name))
         self.entries = [e for e, _ in unique.values()]
-        self._lists = [name for _, name in unique.values()]
+        self._list_names = [name for _, name in unique.values()]
+        #: whether a match may need the meme's text (OCR, when it was not sent)
+        self.has_text = any(e.text for e in self.entries)
         self.distance = distance
         self._packed = np.array([np.frombuffer(e.hash.bits, np.uint8) for e in self.entries],
                                 np.uint8).reshape(-1, 32)
@@ -178,7 +180,7 @@ class KnownMemes:
                   or texts_agree(self.entries[i].text, text))
         i = next(agrees, None)
         best = near[0] if i is None else i
-        return ListMatch(self.entries[best], self._lists[best], int(d[best]), i is not None)
+        return ListMatch(self.entries[best], self._list_names[best], int(d[best]), i is not None)
 
 
 def labelled_entries(source: Path) -> tuple[list[Entry], list[str]]:
