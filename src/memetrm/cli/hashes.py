@@ -21,8 +21,7 @@ def _model_list(model: Path):
 
     if not (model / "config.json").is_file():
         raise DataError(f"{model}: not a model directory (no config.json)")
-    path = model / MODEL_LIST
-    return path, HashList.read(path) if path.is_file() else HashList()
+    return model / MODEL_LIST, HashList.of_model(model)
 
 
 def _save(model: Path, new: list, what: str) -> None:
@@ -39,9 +38,10 @@ def _save(model: Path, new: list, what: str) -> None:
 
 def add(
     model: Model,
-    input: Path = typer.Option(..., "--input", help="jsonl: id, label (0/1), img path"),
+    input: Path = typer.Option(..., "--input", help="jsonl: id, label (0/1), img path, text"),
 ) -> None:
-    """Hash labelled memes (PDQ) onto the model's known-meme list (all rows or none)."""
+    """Hash labelled memes (PDQ, with their normalised text) onto the model's known-meme list
+    (all rows or none). A listed meme with text answers only memes whose text agrees."""
     from memetrm.serving.hashlist import labelled_entries
 
     if not input.is_file():
@@ -49,12 +49,16 @@ def add(
     entries, flat = labelled_entries(input)
     if flat:
         console.print(f"{plural(len(flat), 'image')} with too little detail for PDQ left out: {flat[:10]}")
+    bare = [e.source_id for e in entries if not e.text]
+    if bare:
+        console.print(f"{plural(len(bare), 'meme')} without text, matched by their picture alone: "
+                      f"{bare[:10]}", markup=False)
     _save(model, entries, str(input))
 
 
 def import_list(
     model: Model,
-    input: Path = typer.Option(..., "--input", help="hash list CSV: pdq,label,source_id"),
+    input: Path = typer.Option(..., "--input", help="hash list CSV: pdq,label,source_id[,text]"),
 ) -> None:
     """Add the rows of a hash list file (e.g. from ThreatExchange) to the model's list."""
     from memetrm.serving.hashlist import HashList
@@ -68,7 +72,7 @@ def export(
     model: Model,
     output: Path = typer.Option(..., "--output", help="CSV file to write"),
 ) -> None:
-    """Write the model's known-meme list as CSV (pdq,label,source_id)."""
+    """Write the model's known-meme list as CSV (pdq,label,source_id,text)."""
     path, current = _model_list(model)
     current.write(output)
     console.print(f"{len(current)} known memes -> {output}")

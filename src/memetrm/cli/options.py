@@ -71,11 +71,16 @@ Runtime = Annotated[str | None, typer.Option(
     "--runtime", help="Run the encoder towers with torch, onnx or onnx-int8 (ONNX Runtime; int8 = "
                       "dynamically quantized text tower) [default: the model's / torch].")]
 HashLists = Annotated[list[Path] | None, typer.Option(
-    "--hash-list", help="Known-meme list (CSV: pdq,label,source_id); a meme within "
-                        "--hash-distance of a listed one is answered from the list. Repeatable.")]
+    "--hash-list", help="Known-meme list (CSV: pdq,label,source_id[,text]); a meme whose picture "
+                        "is within --list-distance of a listed one, and whose text agrees where "
+                        "the listed meme had text, is answered from the list. Repeatable.")]
+ListDistance = Annotated[int, typer.Option(
+    "--list-distance", min=0, max=256,
+    help="PDQ Hamming distance (of 256 bits) up to which a picture matches a known-meme list.")]
 HashDistance = Annotated[int, typer.Option(
     "--hash-distance", min=0, max=256,
-    help="PDQ Hamming distance (of 256 bits) up to which two images are the same meme.")]
+    help="PDQ Hamming distance (of 256 bits) up to which the repost memo reuses an image's "
+         "features.")]
 CacheSize = Annotated[int, typer.Option(
     "--cache-size", min=0,
     help="Memoise the encoder outputs of this many images and texts: a repost (an image within "

@@ -17,6 +17,7 @@ from memetrm.cli.options import (
     GpusPerWorker,
     HashDistance,
     HashLists,
+    ListDistance,
     Model,
     RayAddress,
     Runtime,
@@ -27,13 +28,15 @@ from memetrm.cli.options import (
 from memetrm.errors import ConfigError, DataError
 from memetrm.modelstore import read_config as load_config
 from memetrm.progress import console
-from memetrm.serving.hashing import PDQ_DISTANCE
+from memetrm.serving.hashing import LIST_DISTANCE, PDQ_DISTANCE
 
 
 def make_predictor(model: Path, device: str | None, threshold: float | None,
-                   runtime: str | None, hash_lists: list[Path] | None, distance: int,
-                   cache_size: int) -> Any:
-    """The model loaded for scoring, with its runtime, hash lists and feature memo."""
+                   runtime: str | None, hash_lists: list[Path] | None, list_distance: int,
+                   distance: int, cache_size: int) -> Any:
+    """The model loaded for scoring, with its runtime, hash lists (matched within
+    ``list_distance``) and feature memo (reusing images within ``distance``). No encoder is
+    loaded until a meme needs one."""
     from memetrm.serving.feature_memo import FeatureMemo
     from memetrm.serving.hashlist import HashList
     from memetrm.serving.predictor import Predictor  # torch: only once the inputs are known good
@@ -41,9 +44,9 @@ def make_predictor(model: Path, device: str | None, threshold: float | None,
     for path in hash_lists or []:
         if not path.is_file():
             raise DataError(f"{path}: no such hash list")
-    lists = [HashList.read(path, distance) for path in hash_lists or []]
+    lists = [HashList.read(path) for path in hash_lists or []]
     return Predictor(model, device=device, threshold=threshold, runtime=runtime,
-                     hash_lists=lists, hash_distance=distance,
+                     hash_lists=lists, list_distance=list_distance,
                      memo=FeatureMemo(cache_size, distance) if cache_size else None)
 
 
@@ -70,6 +73,7 @@ def predict(
     device: Device = None,
     runtime: Runtime = None,
     hash_list: HashLists = None,
+    list_distance: ListDistance = LIST_DISTANCE,
     hash_distance: HashDistance = PDQ_DISTANCE,
     cache_size: CacheSize = 0,
 ) -> None:
@@ -92,16 +96,17 @@ def predict(
     if input is not None and engine == "ray":
         from memetrm.serving.ray_batch import predict_ray
 
-        if runtime or hash_list or cache_size:
-            raise ConfigError("--runtime, --hash-list and --cache-size work with --engine local")
+        if runtime or hash_list or cache_size or list_distance != LIST_DISTANCE:
+            raise ConfigError("--runtime, --hash-list, --list-distance and --cache-size work "
+                              "with --engine local")
 
         summary = predict_ray(model, input, output, address=address, workers=workers,
                               gpus_per_worker=gpus_per_worker, batch_size=batch_size,
                               threshold=threshold)
         console.print(f"{summary} -> {output}")
         return
-    predictor = make_predictor(model, device, threshold, runtime, hash_list, hash_distance,
-                               cache_size)
+    predictor = make_predictor(model, device, threshold, runtime, hash_list, list_distance,
+                               hash_distance, cache_size)
     if input is not None:
         from memetrm.serving.batch import predict_batch
 
@@ -123,15 +128,13 @@ def predict(
 
 
 def show(result: dict[str, Any], name: str, positive: str) -> None:
-    """One prediction for a person: verdict, and what explains it (OCR, trace, neighbours)."""
+    """One prediction for a person: verdict, who answered, and what explains it (OCR, trace,
+    neighbours)."""
     out = Console()
     color = "red" if result["label"] else "green"
     out.print(f"{name}: p({positive}) = [bold]{result['prob']:.3f}[/bold] -> "
-              f"[{color}]{result['label_name']}[/{color}] (threshold {result['threshold']:.3f}, "
-              f"model {result['model']})")
-    if result.get("hash_match"):
-        m = result["hash_match"]
-        out.print(f"known meme: {m['source_id']} on {m['list']} (distance {m['distance']})")
+              f"[{color}]{result['label_name']}[/{color}] (threshold {result['threshold']:.3f})")
+    out.print(f"answered by {result['source']['words']}", markup=False)
     if result["ocr_text"] is not None:
         out.print(f"OCR text: {result['ocr_text']!r}")
     if result["trace"]:

@@ -12,13 +12,14 @@ from memetrm.cli.options import (
     Device,
     HashDistance,
     HashLists,
+    ListDistance,
     Model,
     Runtime,
     Threshold,
 )
 from memetrm.cli.predict import make_predictor
 from memetrm.modelstore import read_config as load_config
-from memetrm.serving.hashing import PDQ_DISTANCE
+from memetrm.serving.hashing import LIST_DISTANCE, PDQ_DISTANCE
 
 
 def serve(
@@ -41,6 +42,7 @@ def serve(
     device: Device = None,
     runtime: Runtime = None,
     hash_list: HashLists = None,
+    list_distance: ListDistance = LIST_DISTANCE,
     hash_distance: HashDistance = PDQ_DISTANCE,
     cache_size: CacheSize = 4096,
 ) -> None:
@@ -55,8 +57,8 @@ def serve(
     limits = Limits(int(max_upload_mb * 1024 * 1024), max_text_chars, timeout_s=timeout,
                     max_pending=max_pending, ocr_workers=ocr_workers)
     limit_malloc_arenas()
-    predictor = make_predictor(model, device, threshold, runtime, hash_list, hash_distance,
-                               cache_size)
+    predictor = make_predictor(model, device, threshold, runtime, hash_list, list_distance,
+                               hash_distance, cache_size)
     app = create_app(predictor, limits, docs=docs, threshold=threshold)
     uvicorn.run(app, host=host, port=port, limit_concurrency=max_connections,
                 timeout_keep_alive=5, http=protocol_with_header_timeout(header_timeout))

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -86,6 +88,22 @@ class HashMatch(BaseModel):
     list: str
 
 
+class Source(BaseModel):
+    """What answered: the model, a known-meme list, or the model on features the repost memo
+    kept from an earlier, near-identical meme."""
+
+    kind: Literal["model", "list", "memo"]
+    #: the answer's source in words, as the page and the CLI show it
+    words: str
+    #: the list and the listed meme's id (a list answer)
+    list: str | None = None
+    id: str | None = None
+    #: PDQ distance to the listed picture (list) or to the memo's picture (memo)
+    distance: int | None = None
+    #: the picture is on a list but the meme's text is another: the model answered
+    picture_on_list: HashMatch | None = None
+
+
 class Prediction(BaseModel):
     prob: float
     label: int
@@ -101,6 +119,7 @@ class Prediction(BaseModel):
     neighbours: list[Neighbour] | None = None
     #: set when the meme was answered from a known-meme hash list
     hash_match: HashMatch | None = None
+    source: Source
 
 
 class ModelInfo(BaseModel):
@@ -330,13 +349,23 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
     limits = limits or Limits()
     if "text" in predictor.input_fields:
         predictor.ocr.load()
+    predictor.load_encoders()
     pixels = PixelBudget(limits.pixel_budget)
     ocr_slots = asyncio.Semaphore(limits.ocr_workers)
-    watcher = ModelWatcher(predictor, threshold=threshold)
+    watcher = ModelWatcher(predictor)
     redact_access_log()
+
+    @contextlib.asynccontextmanager
+    async def follow_folder(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(watcher.run())
+        try:
+            yield
+        finally:
+            task.cancel()
+
     app = FastAPI(title="memetrm", version="1",
                   summary=f"Hateful-meme classifier {predictor.model_id}",
-                  docs_url="/docs" if docs else None, redoc_url=None)
+                  docs_url="/docs" if docs else None, redoc_url=None, lifespan=follow_folder)
     app.state.predictor, app.state.limits = predictor, limits
     batcher = MicroBatcher(predictor)
     add_metrics(app, predictor, batcher.depth)
@@ -394,7 +423,6 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
               openapi_extra=_openapi_body(predictor.input_fields))
     async def predict(request: Request) -> dict[str, Any]:
         """Score one meme; without ``text`` the meme text is read off the image by OCR."""
-        watcher.poll()
         if pending.locked():
             raise HTTPException(503, f"server busy: {limits.max_pending} predictions in progress; "
                                      "retry shortly", headers={"Retry-After": "1"})
@@ -425,12 +453,15 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
             data, declared, texts = await read_body(request)
             if data is not None:
                 _check_image_bytes(data, declared)
-            texts = check_texts(texts, predictor.text_fields, limits.max_text_chars)
+            # the meme text also when the model reads none: a known-meme list compares it
+            texts = check_texts(texts, list(dict.fromkeys([*predictor.text_fields, "text"])),
+                                limits.max_text_chars)
             image = None
             if data is not None:
                 held = await pixels.acquire(min(header_pixels(data), limits.max_pixels))
                 image = await in_thread(decode, data, release=lambda: pixels.release(held))
-            ocr = "text" in predictor.input_fields and not texts.get("text", "").strip()
+            ocr = (("text" in predictor.input_fields or predictor.known.has_text)
+                   and not texts.get("text", "").strip())
             if image is not None and ocr:
                 await ocr_slots.acquire()
                 prepared = await in_thread(prepare, image, texts, release=ocr_slots.release)
@@ -459,7 +490,6 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
 
     @app.get("/health")
     async def health() -> dict[str, str]:
-        watcher.poll()
         return {"status": "ok", "model": predictor.model_id}
 
     @app.get("/", include_in_schema=False)

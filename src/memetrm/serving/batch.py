@@ -30,7 +30,7 @@ from memetrm.utils import plural
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"}
 #: every column of a result row, so error rows and scored rows share one schema
 RESULT_KEYS = ("id", "prob", "label", "label_name", "threshold", "ocr_text", "model", "trace",
-               "steps", "neighbours", "hash_match", "error")
+               "steps", "neighbours", "hash_match", "source", "error")
 
 
 @dataclass

@@ -3,7 +3,9 @@
 Images are looked up by PDQ hash: the nearest stored hash within ``distance`` bits returns
 its features (a near-duplicate reuses the original's features; that is the point). Texts are
 looked up exactly by the hash of their normalised form. Each kind is an LRU of ``capacity``
-entries per encoder; counters say how often each lookup hit.
+entries per encoder; counters say how often each lookup hit. A hit returns the features and
+how far the stored meme was (a PDQ distance; 0 for a text), so an answer can say that the
+memo gave its features.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ class FeatureMemo:
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def get_image(self, encoder: str, h: ImageHash | None) -> Features | None:
+    def get_image(self, encoder: str, h: ImageHash | None) -> tuple[Features, int] | None:
         with self._lock:
             if h is None or not h.reliable:
                 self.counts["image_unhashable"] += 1
@@ -72,7 +74,7 @@ class FeatureMemo:
             hit = lru.get(h, self.distance) if lru else None
             self.counts["image_miss" if hit is None else
                         "image_exact" if hit[1] == 0 else "image_near"] += 1
-            return hit[0] if hit else None
+            return hit
 
     def put_image(self, encoder: str, h: ImageHash | None, value: Features) -> None:
         if h is None or not h.reliable:
@@ -81,14 +83,14 @@ class FeatureMemo:
             lru = self._images.setdefault(encoder, _ImageLRU(self.capacity))
             self.counts["evicted"] += lru.put(h, value)
 
-    def get_text(self, encoder: str, key: str) -> Features | None:
+    def get_text(self, encoder: str, key: str) -> tuple[Features, int] | None:
         with self._lock:
             lru = self._texts.get(encoder)
             hit = lru.get(key) if lru is not None else None
             if hit is not None:
                 lru.move_to_end(key)
             self.counts["text_miss" if hit is None else "text_hit"] += 1
-            return hit
+            return None if hit is None else (hit, 0)
 
     def put_text(self, encoder: str, key: str, value: Features) -> None:
         with self._lock:

@@ -54,7 +54,7 @@ def _add(model_dir: Path, source: Path, device: str | None, batch_size: int) -> 
         chunk = items[i:i + batch_size]
         try:
             prepared = [predictor.prepare(open_image(it.image, name=it.id) if it.image else None,
-                                          it.texts) for it in chunk]
+                                          it.texts, lists=False) for it in chunk]
         except MemetrmError as e:
             raise DataError(f"{source}: {e} (nothing added)") from e
         batch = predictor.features(prepared)

@@ -68,8 +68,9 @@ class _PredictorCollector(Collector):
                                      "Memes answered from a known-meme hash list")
         listed.add_metric([], p.listed)
         yield listed
-        entries = GaugeMetricFamily("memetrm_hash_list_entries", "Entries in the hash lists")
-        entries.add_metric([], sum(len(lst) for lst in p.hash_lists))
+        entries = GaugeMetricFamily("memetrm_hash_list_entries",
+                                    "Known memes on the hash lists (each counted once)")
+        entries.add_metric([], len(p.known))
         yield entries
         if p.memo is None:
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import threading
@@ -23,9 +24,10 @@ from memetrm.encoders import DEFAULT_ENCODER, Encoder, create_encoder
 from memetrm.encoders.runtimes import split_runtime, with_runtime
 from memetrm.errors import ConfigError, DataError, MemetrmError
 from memetrm.heads import Head, Memory, from_pretrained
+from memetrm.modelstore import REVISION_KEY
 from memetrm.serving.feature_memo import FeatureMemo, Features
-from memetrm.serving.hashing import PDQ_DISTANCE, ImageHash, pdq, text_key
-from memetrm.serving.hashlist import MODEL_LIST, HashList, best_match
+from memetrm.serving.hashing import LIST_DISTANCE, ImageHash, pdq, text_key
+from memetrm.serving.hashlist import HashList, KnownMemes, ListMatch
 from memetrm.serving.ocr import OCR
 from memetrm.serving.runtime_deltas import runtime_note
 from memetrm.utils import split_field
@@ -84,14 +86,26 @@ class Prepared:
     ocr_text: str | None = None
     #: PDQ hash of the image, when a feature memo or a hash list needs it
     image_hash: ImageHash | None = None
-    #: the known-meme list entry this item matched (it is answered from the list)
-    known: dict[str, Any] | None = None
+    #: the known-meme list entry the picture is near: the item is answered from the list when
+    #: its text agrees too, and by the model (which says so) when it does not
+    listed: ListMatch | None = None
+    #: fields whose features the repost memo gave -> PDQ distance of the memoised picture
+    #: (``image``), 0 for a text (equal once normalised)
+    memo: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def answered_by_list(self) -> bool:
+        return self.listed is not None and self.listed.text_agrees
 
 
 def _model_id(model_dir: Path, config: dict[str, Any]) -> str:
-    """``<dir name>@<weights sha256[:12]>``: names exactly which weights produced a score."""
-    digest = hashlib.sha256(weights_path(model_dir).read_bytes()).hexdigest()[:12]
-    return f"{config.get('name') or model_dir.resolve().name}@{digest}"
+    """``<dir name>@<revision[:12]>``: names exactly which revision of the folder (weights,
+    hash list, memory) produced a score. A folder written before revisions existed is named
+    by a digest of its weights."""
+    revision = config.get(REVISION_KEY)
+    if not isinstance(revision, str) or not revision:
+        revision = hashlib.sha256(weights_path(model_dir).read_bytes()).hexdigest()
+    return f"{config.get('name') or model_dir.resolve().name}@{revision[:12]}"
 
 
 class Predictor:
@@ -104,46 +118,76 @@ class Predictor:
     ``runtime`` runs the encoder towers on another runtime than the one the model was trained
     with (torch, onnx, onnx-int8; None keeps the trained one). ``memo`` reuses the features
     of memes seen before (reposts); ``hash_lists`` (with ``<model>/hashes.csv``, when present)
-    answer listed memes without any model.
+    answer listed memes without any model, within ``list_distance`` bits. Encoders are loaded
+    on first use, so a meme answered from a list never loads one. Every result names what
+    answered it (``source``).
     """
 
     def __init__(self, model_dir: str | Path, *, encoder: Encoder | None = None,
                  ocr: OCR | None = None, device: str = "auto",
                  threshold: float | None = None, runtime: str | None = None,
                  memo: FeatureMemo | None = None, hash_lists: Sequence[HashList] = (),
-                 hash_distance: int = PDQ_DISTANCE) -> None:
+                 list_distance: int = LIST_DISTANCE) -> None:
         self.model_dir = Path(model_dir)
         self.device = resolve_device(device)
-        self.head, self.config, self.threshold = load_model(self.model_dir, self.device)
-        if threshold is not None:  # an operator's override of the dev-chosen threshold
-            self.threshold = check_threshold(threshold, "--threshold")
+        #: an operator's override of the dev-chosen threshold, kept across swaps
+        self._threshold = None if threshold is None else check_threshold(threshold, "--threshold")
+        head, config, dev_threshold = load_model(self.model_dir, self.device)
         #: the head's inputs; ``text@mpnet-effnet`` reads ``text`` through another encoder
-        self.fields: list[str] = list(self.config.get("fields") or self.head.fields)
-        self.tokens: bool = bool(self.config.get("tokens", self.head.needs_tokens))
-        #: what labels 0 and 1 mean (``not offensive`` / ``offensive`` for MultiOFF models)
-        self.label_names: list[str] = list(self.config.get("labels") or DEFAULT_LABELS)
-        trained = self.config.get("encoder", DEFAULT_ENCODER)
+        self.fields: list[str] = list(config.get("fields") or head.fields)
+        self.tokens: bool = bool(config.get("tokens", head.needs_tokens))
+        trained = config.get("encoder", DEFAULT_ENCODER)
         default = with_runtime(trained, runtime)
         if split_runtime(default)[0] != split_runtime(trained)[0]:
             warnings.warn(runtime_note(trained, split_runtime(default)[0]), stacklevel=2)
-        self.encoder = encoder or create_encoder(default, device=self.device)
         self._default = default
+        #: loaded encoders by name (``_encoder`` loads the others on first use)
+        self._encoders: dict[str, Encoder] = {default: encoder} if encoder else {}
         #: field -> (item field it reads, encoder); a caption view reads the caption it was
         #: trained on the variants of (one given caption is its own mean)
         self._sources = {spec: (source_field(spec), with_runtime(split_field(spec, default)[1], runtime))
                          for spec in self.fields}
-        #: encoders of fields that name another one (``text@mpnet-effnet``)
-        self.extra_encoders = {enc: create_encoder(enc, device=self.device)
-                               for _, enc in self._sources.values() if enc != default}
         self.ocr = ocr or OCR()
-        self.model_id = _model_id(self.model_dir, self.config)
         self.memo = memo
-        own = self.model_dir / MODEL_LIST
-        self.hash_lists = [*([HashList.read(own, hash_distance)] if own.is_file() else []), *hash_lists]
+        self._lists, self.list_distance = list(hash_lists), list_distance
         #: scored batches by size, and items answered from a hash list (for ``/metrics``)
         self.batch_sizes: Counter[int] = Counter()
         self.listed = 0
         self._lock = threading.Lock()
+        self.swap(head, config, dev_threshold, HashList.of_model(self.model_dir))
+
+    def swap(self, head: Head, config: dict[str, Any], threshold: float,
+             own_list: HashList) -> None:
+        """Serve another revision of the model folder (head, config, dev threshold, the
+        folder's own hash list) from the next batch on: a batch is scored by one revision,
+        and requests in flight are not dropped. The operator's threshold still wins."""
+        known = KnownMemes([own_list, *self._lists], self.list_distance)
+        with self._lock:
+            self.head, self.config = head, config
+            self.threshold = threshold if self._threshold is None else self._threshold
+            #: what labels 0 and 1 mean (``not offensive`` / ``offensive`` for MultiOFF models)
+            self.label_names: list[str] = list(config.get("labels") or DEFAULT_LABELS)
+            self.model_id = _model_id(self.model_dir, config)
+            self.known = known
+
+    @property
+    def encoder(self) -> Encoder:
+        """The model's own encoder (loaded on first use)."""
+        return self._encoder(self._default)
+
+    @encoder.setter
+    def encoder(self, value: Encoder) -> None:
+        self._encoders[self._default] = value
+
+    def _encoder(self, name: str) -> Encoder:
+        if name not in self._encoders:
+            self._encoders[name] = create_encoder(name, device=self.device)
+        return self._encoders[name]
+
+    def load_encoders(self) -> None:
+        """Load every encoder now (a server does, so its first request is not slow)."""
+        for _, enc in self._sources.values():
+            self._encoder(enc)
 
     @property
     def input_fields(self) -> list[str]:
@@ -160,7 +204,7 @@ class Predictor:
         return {
             "model": self.model_id,
             "head": self.config.get("head"),
-            "encoder": self.encoder.name,
+            "encoder": self._default,
             "fields": self.input_fields,
             "tokens": self.tokens,
             "threshold": self.threshold,
@@ -168,27 +212,38 @@ class Predictor:
             "labels": self.label_names,
         }
 
-    def prepare(self, image: Image.Image | None, text: TextInput = None) -> Prepared:
+    def prepare(self, image: Image.Image | None, text: TextInput = None, *,
+                lists: bool = True) -> Prepared:
         """Validate one item and fill in a missing meme text by OCR; raises ``DataError``.
 
-        A meme on a hash list is answered from the list: no text checks, no OCR."""
-        image_hash = (pdq(image) if image is not None and (self.memo or self.hash_lists)
-                      else None)
-        known = best_match(self.hash_lists, image_hash)
-        if known is not None:
-            return Prepared(image, {}, None, image_hash, known)
+        A meme on a hash list is answered from the list, with no further checks: its picture
+        near a listed one and, where the listed meme had text, its text agreeing (read by OCR
+        if not given). ``lists`` False leaves the lists out (a memory stores what the model
+        reads, whatever the lists say)."""
+        known = self.known if lists and len(self.known) else None
+        image_hash = pdq(image) if image is not None and (self.memo or known) else None
         texts = {"text": text} if isinstance(text, str) else dict(text or {})
         for f in self.text_fields:
             if texts.get(f) is not None and not isinstance(texts[f], str):
                 raise DataError(f"field {f!r} must be a string, got {type(texts[f]).__name__}")
         texts = {k: v for k, v in texts.items() if isinstance(v, str) and v.strip()}
+        ocr_text = None
+
+        def meme_text() -> str:
+            nonlocal ocr_text
+            if "text" not in texts and image is not None:
+                ocr_text = texts["text"] = self.ocr(image)
+            return texts.get("text", "")
+
+        listed = known.match(image_hash, meme_text) if known else None
+        if listed is not None and listed.text_agrees:
+            return Prepared(image, {}, ocr_text, image_hash, listed)
         if "image" in self.input_fields and image is None:
             raise DataError("this model reads the image: an image is required")
-        ocr_text = None
         if "text" in self.input_fields and "text" not in texts:
             if image is None:
                 raise DataError("no text given and no image to read it from")
-            ocr_text = texts["text"] = self.ocr(image)
+            meme_text()
         missing = [f for f in self.text_fields if f not in texts]
         if missing:
             raise DataError(
@@ -196,7 +251,8 @@ class Predictor:
                 f"(e.g. 'caption' was a stand-in for the image when it was trained): pass them "
                 f"explicitly"
             )
-        return Prepared(image, {f: texts[f] for f in self.text_fields}, ocr_text, image_hash)
+        return Prepared(image, {f: texts[f] for f in self.text_fields}, ocr_text, image_hash,
+                        listed)
 
     def features(self, items: Sequence[Prepared]) -> dict[str, torch.Tensor]:
         """The head's input batch for prepared items (every field through its encoder)."""
@@ -213,16 +269,18 @@ class Predictor:
 
     def _encode(self, enc: str, source: str, items: Sequence[Prepared]) -> list[Features]:
         """Each item's features of ``source`` from encoder ``enc``: from the memo where it
-        has them, the rest in one forward pass (and memoised)."""
+        has them (the item records the hit), the rest in one forward pass (and memoised)."""
         memo, image = self.memo, source == "image"
         keys = [p.image_hash if image else text_key(join_texts(p.texts, source)) for p in items] if memo \
             else [None] * len(items)
-        found: list[Features | None] = [
-            (memo.get_image(enc, k) if image else memo.get_text(enc, k)) if memo else None
-            for k in keys]
+        found: list[Features | None] = [None] * len(items)
+        for i, k in enumerate(keys if memo else []):
+            hit = memo.get_image(enc, k) if image else memo.get_text(enc, k)
+            if hit is not None:
+                found[i], items[i].memo[source] = hit
         todo = [i for i, f in enumerate(found) if f is None]
         if todo:
-            encoder = self.encoder if enc == self._default else self.extra_encoders[enc]
+            encoder = self._encoder(enc)
             if image:
                 transform = encoder.image_transform()
                 pixels = torch.stack([transform(items[i].image) for i in todo])
@@ -243,43 +301,69 @@ class Predictor:
     def run(self, items: Sequence[Prepared]) -> list[dict[str, Any]]:
         """Score prepared items in one forward pass; a non-finite score raises ``ModelOutputError``.
         Items matched on a hash list get the list's answer (``prob`` 0 or 1, ``hash_match``)."""
-        scored = iter(self._score([p for p in items if p.known is None]))
-        self.listed += sum(p.known is not None for p in items)
-        return [self._listed(p) if p.known else next(scored) for p in items]
+        scored = iter(self._score([p for p in items if not p.answered_by_list]))
+        self.listed += sum(p.answered_by_list for p in items)
+        return [self._listed(p) if p.answered_by_list else next(scored) for p in items]
 
     def _listed(self, item: Prepared) -> dict[str, Any]:
-        label = item.known["label"]
+        m = item.listed
+        label = m.entry.label
+        agreed = ", text agrees" if m.entry.text else ""
         return {"prob": float(label), "label": label, "label_name": self.label_names[label],
-                "threshold": self.threshold, "ocr_text": None, "model": self.model_id,
-                "trace": None, "steps": None, "neighbours": None, "hash_match": item.known}
+                "threshold": self.threshold, "ocr_text": item.ocr_text, "model": self.model_id,
+                "trace": None, "steps": None, "neighbours": None, "hash_match": m.as_dict(),
+                "source": {"kind": "list", "list": m.list, "id": m.entry.source_id,
+                           "distance": m.distance, "picture_on_list": None,
+                           "words": f"known meme {m.entry.source_id} on list {m.list} "
+                                    f"(picture at distance {m.distance}{agreed})"}}
+
+    @staticmethod
+    def _scored_source(item: Prepared, model: str) -> dict[str, Any]:
+        """The model answered: on which features (the repost memo's?), and whether the picture
+        is on a list with another text."""
+        words = [f"model {model}"]
+        if item.memo:
+            words.append("features kept by the repost memo (" + ", ".join(
+                f"picture at distance {d}" if f == "image" else f"{f} equal once normalised"
+                for f, d in item.memo.items()) + ")")
+        m = item.listed
+        if m is not None:
+            words.append(f"picture on list {m.list} at distance {m.distance}; text differs "
+                         f"(entry {m.entry.source_id})")
+        return {"kind": "memo" if item.memo else "model", "list": None, "id": None,
+                "distance": item.memo.get("image"),
+                "picture_on_list": m.as_dict() if m is not None else None,
+                "words": "; ".join(words)}
 
     def _score(self, items: Sequence[Prepared]) -> list[dict[str, Any]]:
         if not items:
             return []
-        with self._lock, torch.inference_mode():
+        with self._lock, torch.inference_mode():  # one revision scores the whole batch
             self.batch_sizes[len(items)] += 1
-            out = self.head.predict(self.features(items))
+            head, model, threshold, names = self.head, self.model_id, self.threshold, self.label_names
+            out = head.predict(self.features(items))
         probs = out["prob"].float().cpu().tolist()
         if not all(math.isfinite(p) for p in probs):
-            raise ModelOutputError(f"model {self.model_id} produced a non-finite score")
+            raise ModelOutputError(f"model {model} produced a non-finite score")
         n = len(items)
         traces = out["trace"].float().cpu().tolist() if "trace" in out else [None] * n
         steps = out["steps"].cpu().tolist() if "steps" in out else [None] * n
-        neighbours = (self.head.explain(out) if isinstance(self.head, Memory) else None) or [None] * n
+        neighbours = (head.explain(out) if isinstance(head, Memory) else None) or [None] * n
         results = []
         for p, prob, trace, step, near in zip(items, probs, traces, steps, neighbours, strict=True):
-            label = int(prob >= self.threshold)
+            label = int(prob >= threshold)
             results.append({
                 "prob": prob,
                 "label": label,
-                "label_name": self.label_names[label],
-                "threshold": self.threshold,
+                "label_name": names[label],
+                "threshold": threshold,
                 "ocr_text": p.ocr_text,
-                "model": self.model_id,
+                "model": model,
                 "trace": trace,
                 "steps": step,
                 "neighbours": near,
                 "hash_match": None,
+                "source": self._scored_source(p, model),
             })
         return results
 
