@@ -162,7 +162,7 @@ def test_cli_hashes_add_export_import_and_predict(tmp_path: Path, model_dir: Pat
     r = runner.invoke(cli, ["hashes", "add", "--model", str(model_dir), "--input",
                             str(tmp_path / "known.jsonl")])
     assert r.exit_code == 0, r.output
-    assert "1 meme(s) without text, matched by their picture alone: ['m3']" in r.output
+    assert "1 meme without text, matched by their picture alone: ['m3']" in r.output
     assert [e.text for e in HashList.read(model_dir / MODEL_LIST).entries] == ["meme 0", "meme 1", ""]
     again = runner.invoke(cli, ["hashes", "add", "--model", str(model_dir), "--input",
                                 str(tmp_path / "known.jsonl")])
