@@ -23,6 +23,7 @@ from memetrm.encoders import DEFAULT_ENCODER, Encoder, create_encoder
 from memetrm.encoders.runtimes import split_runtime, with_runtime
 from memetrm.errors import ConfigError, DataError, MemetrmError
 from memetrm.heads import Head, Memory, from_pretrained
+from memetrm.modelstore import model_file
 from memetrm.serving.feature_memo import FeatureMemo, Features
 from memetrm.serving.hashing import PDQ_DISTANCE, ImageHash, pdq, text_key
 from memetrm.serving.hashlist import MODEL_LIST, HashList, best_match
@@ -138,8 +139,8 @@ class Predictor:
         self.ocr = ocr or OCR()
         self.model_id = _model_id(self.model_dir, self.config)
         self.memo = memo
-        own = self.model_dir / MODEL_LIST
-        self.hash_lists = [*([HashList.read(own, hash_distance)] if own.is_file() else []), *hash_lists]
+        own = model_file(self.model_dir, MODEL_LIST)
+        self.hash_lists = [*([HashList.read(own, hash_distance)] if own else []), *hash_lists]
         #: scored batches by size, and items answered from a hash list (for ``/metrics``)
         self.batch_sizes: Counter[int] = Counter()
         self.listed = 0
