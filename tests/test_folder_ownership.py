@@ -115,9 +115,9 @@ def test_a_manifest_naming_paths_is_refused(tmp_path: Path) -> None:
 def legacy(model: Path) -> Path:
     """The folder as versions before the manifest wrote it: a revision, no format key."""
     cfg = json.loads((model / "config.json").read_text())
-    cfg["revision"] = cfg.pop("weights_revision")
+    cfg["revision"] = cfg.pop("weights_revision", cfg["revision"])
     for key in ("format", "files"):
-        del cfg[key]
+        cfg.pop(key, None)
     (model / "config.json").write_text(json.dumps(cfg))
     return model
 
@@ -128,9 +128,9 @@ def test_a_folder_of_an_older_version_is_read_and_written_as_a_model(tmp_path: P
     (model / "notes.txt").write_text("mine")
     assert len(memory_ids(model)) == 8
     memory.add_to_memory(model, rows(tmp_path / "a.jsonl", "a", 2), device="cpu")
+    assert (model / "notes.txt").read_text() == "mine"
     assert len(memory_ids(model)) == 10 and (model / "README.md").read_text() == "# old card"
     assert json.loads((model / "config.json").read_text())["format"] == modelstore.FORMAT
-    assert (model / "notes.txt").read_text() == "mine"
 
 
 def known_memes(tmp_path: Path, prefix: str, n: int, seed: int) -> Path:
