@@ -327,10 +327,11 @@ def _weights_file(folder: Path, weights: Any) -> Path:
 
 def _mismatch(folder: Path, weights: str, found: str | None) -> str:
     """Why the weights do not match the config, once no writer can be mid-swap."""
+    got = f"revision {found}" if found else "no revision"
     if (folder / _kept_name(weights)).exists():
         return (f"{folder}: {CONFIG_NAME} (weights revision {weights}) and {WEIGHTS_NAME} "
-                f"(revision {found}) are from different writes")
-    return (f"{folder}: {WEIGHTS_NAME} (revision {found}) is not the weights {CONFIG_NAME} names "
+                f"({got}) are from different writes")
+    return (f"{folder}: {WEIGHTS_NAME} ({got}) is not the weights {CONFIG_NAME} names "
             f"({weights}), and no earlier weights are kept: they belong to another model or "
             f"write (copied in from another folder?); put back this model's {WEIGHTS_NAME} or "
             "save the model again")
