@@ -190,7 +190,8 @@ def _current_weights(folder: Path) -> Any:
 
 
 def _plain_name(name: Any) -> bool:
-    return (isinstance(name, str) and name not in ("", "..") and not name.startswith(".")
+    """A file name a manifest may hold: no path, nothing hidden (the store's own files)."""
+    return (isinstance(name, str) and name != "" and not name.startswith(".")
             and not any(c in name for c in "/\\\0"))
 
 
