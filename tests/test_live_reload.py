@@ -121,8 +121,6 @@ def test_a_new_revision_brings_its_hash_list(served: tuple[Path, str],
     assert traffic and set(traffic) == {200}
 
 
-@pytest.mark.xfail(strict=True, reason="hashes add does not yet publish a new revision of the "
-                   "folder (config.json replaced last): remove this mark once it does")
 def test_hashes_add_reaches_a_running_server(tmp_path: Path, served: tuple[Path, str],
                                              traffic: list[int]) -> None:
     """Needs ``hashes add`` to publish the folder as a new revision (``config.json`` replaced

@@ -1,18 +1,29 @@
-"""Model folders as shared, untrusted files: one writer at a time, and readers that never see
-a missing or half-written model, even while a writer runs or after it was killed.
+"""Model folders as shared, untrusted files: one writer at a time, readers that never see a
+missing or half-written model, even while a writer runs or after it was killed, and writers
+that never remove what they did not write.
 
-The layout stays ``config.json`` + ``model.safetensors`` (+ a card, metrics, plots). Each write
-stamps both files with one ``revision`` (a digest of the weights, kept as a config key and a
-safetensors metadata entry) and replaces them one file at a time with ``os.replace``,
-``config.json`` last. Until then the weights the old config names are kept as a hard link
-``.model.<revision>.safetensors``, so a reader that finds the weights newer than its config
-reads that link instead; the writer removes it once ``config.json`` names the new weights. A
-killed writer leaves the old model readable; its temporaries are removed by the next write.
-Writers hold ``.memetrm.lock`` in the folder (``filelock``): two ``memory add`` runs on one
-model queue, neither loses rows.
+The layout stays ``config.json`` + ``model.safetensors`` (+ a card, a hash list, metrics,
+plots). ``config.json`` marks the folder as memetrm's: it carries a ``format`` key and the
+manifest of the files its revision owns (``files``). Folders written before the manifest (a
+``revision`` key, no ``format``) own the files those versions wrote. A write refuses a folder
+that holds other things and no model (``train --save .`` in a project), refuses to replace a
+file memetrm did not write, and removes only files of the old revision that the new one lacks:
+a user's file in a model folder stays.
+
+Each write publishes one revision: ``revision`` is a digest of everything it holds (the config,
+the weights and every other file), so any change to the folder gives a new one. The weights
+carry their own digest (a safetensors metadata entry, named by the config's
+``weights_revision``). Files are replaced one at a time with ``os.replace``, ``config.json``
+last. Until then the weights the old config names are kept as a hard link
+``.model.<weights revision>.safetensors``, so a reader that finds the weights newer than its
+config reads that link instead; the writer removes it once ``config.json`` names the new
+weights. A killed writer leaves the old model readable; its temporaries are removed by the next
+write. Every writer of a folder (weights, memory, hash list, card) holds ``.memetrm.lock``
+(``filelock``) around its read-modify-write: concurrent ``memory add`` and ``hashes add`` runs
+queue, none loses the other's rows.
 
 A folder that is a symlink is written through (the target is updated); a file inside the
-folder that links outside it is refused on reading.
+folder that links outside it, or that is not a regular file (a FIFO, a device), is refused.
 """
 
 from __future__ import annotations
@@ -23,9 +34,10 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +53,19 @@ from memetrm.utils import publish_mode
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 REVISION_KEY = "revision"
+#: the config key (and value) that marks a folder as a memetrm model
+FORMAT_KEY = "format"
+FORMAT = "memetrm.model/1"
+#: the config key listing the files the revision owns
+FILES_KEY = "files"
+#: the config key naming the weights' own digest (the ``revision`` of their metadata)
+WEIGHTS_KEY = "weights_revision"
+#: config keys the store writes itself; a caller's values for them are replaced
+STORE_KEYS = (FORMAT_KEY, FILES_KEY, REVISION_KEY, WEIGHTS_KEY)
+#: what versions before the manifest wrote into a model folder: config, weights, model card,
+#: known-meme list, and the metrics and plot of an alignment run
+_LEGACY_FILES = (CONFIG_NAME, WEIGHTS_NAME, "README.md", "hashes.csv", "metrics.json",
+                 "history.json", "specificity.png")
 LOCK_NAME = ".memetrm.lock"
 #: staging folders of a write; any left when the lock is taken belong to a killed writer
 STAGING_PREFIX = ".staging-"
@@ -52,6 +77,7 @@ LOCK_TIMEOUT_S = 600.0
 #: how long a reader retries while a writer is between its two renames
 READ_RETRY_S = 5.0
 
+_DIGEST = re.compile(r"^[0-9a-f]{32}$")
 _KEPT = re.compile(r"^\.model\.([0-9a-f]{32})\.safetensors$")
 #: what older versions left beside a folder when killed mid-write (``atomic_write_dir``)
 _LEGACY_TEMP = r"^\.{name}\.(old\d+|[a-z0-9_]{{8}})$"
@@ -59,6 +85,11 @@ _LEGACY_TEMP = r"^\.{name}\.(old\d+|[a-z0-9_]{{8}})$"
 
 def _kept_name(revision: str) -> str:
     return f".model.{revision}.safetensors"
+
+
+def _temporary(name: str) -> bool:
+    """The store's own hidden files: the lock, staging folders, kept weights."""
+    return name == LOCK_NAME or name.startswith(STAGING_PREFIX) or bool(_KEPT.match(name))
 
 
 def model_folder(path: str | Path) -> Path:
@@ -77,10 +108,13 @@ def writer_lock(path: str | Path, *, create: bool = True,
                 timeout: float = LOCK_TIMEOUT_S) -> Iterator[Path]:
     """Exclusive, re-entrant lock on a model folder (created if missing and ``create``), across
     processes; yields the real folder. Hold it around a read-modify-write such as adding to a
-    memory."""
+    memory or a hash list. Without ``create``, the folder must hold a memetrm model."""
     folder = model_folder(path)
     if not create and not folder.is_dir():
         raise ConfigError(f"{path}: no such model folder")
+    if not create and owned_files(folder) is None:
+        raise ConfigError(f"{path}: not a memetrm model folder (no {CONFIG_NAME} with a "
+                          f"{FORMAT_KEY!r} key); refusing to write into it")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -100,7 +134,41 @@ def writer_lock(path: str | Path, *, create: bool = True,
         lock.release()
 
 
-def _revision_of(weights: Path) -> str | None:
+def _inside(folder: Path, name: str) -> Path:
+    """``folder/name``, refused if it is a symlink leading out of the folder."""
+    path = folder / name
+    real = folder.resolve()
+    if path.is_symlink() and not path.resolve().is_relative_to(real):
+        raise ConfigError(f"{path}: a symlink to {path.resolve()}, outside the model folder; "
+                          "refusing to follow it")
+    return path
+
+
+def _regular(path: Path) -> bool:
+    """Whether ``path`` exists; refused when it is not a regular file (a FIFO would block the
+    open, a device never ends)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror})") from e
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"{path}: not a regular file; refusing to read it")
+    return True
+
+
+def model_file(path: str | Path, name: str) -> Path | None:
+    """``name`` in a model folder, for reading (a card, a hash list); None when absent. A symlink
+    leaving the folder and anything that is not a regular file are refused."""
+    file = _inside(Path(path), name)
+    return file if _regular(file) else None
+
+
+def _revision_of(folder: Path, name: str) -> str | None:
+    """The digest a weights file of the folder carries (None when absent or unreadable)."""
+    if (weights := model_file(folder, name)) is None:
+        return None
     try:
         with safe_open(str(weights), framework="pt") as f:
             return (f.metadata() or {}).get(REVISION_KEY)
@@ -108,18 +176,73 @@ def _revision_of(weights: Path) -> str | None:
         return None
 
 
-def _config_revision(folder: Path) -> str | None:
+def _named_weights(config: dict[str, Any]) -> Any:
+    """The weights digest a config names (before the manifest, the config's own revision)."""
+    return config.get(WEIGHTS_KEY) if FORMAT_KEY in config else config.get(REVISION_KEY)
+
+
+def _current_weights(folder: Path) -> Any:
+    """The weights digest the folder's config names; None without a readable config."""
     try:
-        return json.loads((folder / CONFIG_NAME).read_text()).get(REVISION_KEY)
-    except (OSError, ValueError, AttributeError):
+        return _named_weights(read_config(folder))
+    except ConfigError:
         return None
+
+
+def _plain_name(name: Any) -> bool:
+    """A file name a manifest may hold: no path, nothing hidden (the store's own files)."""
+    return (isinstance(name, str) and name != "" and not name.startswith(".")
+            and not any(c in name for c in "/\\\0"))
+
+
+def owned_files(path: str | Path) -> frozenset[str] | None:
+    """The files memetrm wrote in the folder's current revision (its manifest; for a folder
+    written before manifests, those of the files older versions wrote that are there), or None
+    when the folder holds no memetrm model. A manifest that names paths is refused."""
+    folder = Path(path)
+    if not os.path.lexists(folder / CONFIG_NAME):
+        return None
+    config = read_config(folder)
+    if FORMAT_KEY not in config:
+        if REVISION_KEY not in config:
+            return None
+        return frozenset(n for n in _LEGACY_FILES if os.path.lexists(folder / n))
+    files = config.get(FILES_KEY)
+    if config[FORMAT_KEY] != FORMAT:
+        raise ConfigError(f"{folder / CONFIG_NAME}: format {config[FORMAT_KEY]!r}, not the "
+                          f"{FORMAT!r} this memetrm writes (a newer version?)")
+    if not isinstance(files, list) or not all(_plain_name(n) for n in files):
+        raise ConfigError(f"{folder / CONFIG_NAME}: {FILES_KEY!r} must list the names of the "
+                          f"model's files, got {files!r}")
+    return frozenset(files) | {CONFIG_NAME}
+
+
+def _check_destination(folder: Path, names: Iterable[str]) -> frozenset[str]:
+    """What memetrm wrote in ``folder`` (nothing when it is new or empty). Refused: a folder
+    that holds other things and no memetrm model, and a new file that would replace one
+    memetrm did not write."""
+    if not folder.is_dir() or all(_temporary(p.name) for p in folder.iterdir()):
+        return frozenset()
+    why = ""
+    try:
+        owned = owned_files(folder)
+    except ConfigError as e:
+        owned, why = None, f" ({e})"
+    if owned is None:
+        raise ConfigError(f"{folder}: not empty and not a memetrm model folder{why}; refusing "
+                          "to write a model into it (choose a new or empty folder)")
+    theirs = sorted(n for n in names if n not in owned and os.path.lexists(folder / n))
+    if theirs:
+        raise ConfigError(f"{folder}: {', '.join(theirs)} not written by memetrm; refusing to "
+                          "replace it (move it out of the model folder first)")
+    return owned
 
 
 def remove_stale(folder: Path) -> None:
     """Temporaries of killed writers (call with the lock held): staging folders, kept weights no
     reader needs, and the hidden siblings older versions left beside the folder."""
-    current = _config_revision(folder)
-    needed = current if _revision_of(folder / WEIGHTS_NAME) != current else None
+    current = _current_weights(folder)
+    needed = current if _revision_of(folder, WEIGHTS_NAME) != current else None
     for p in folder.iterdir():
         kept = _KEPT.match(p.name)
         if p.name.startswith(STAGING_PREFIX):
@@ -147,34 +270,110 @@ def write_model(path: str | Path, state: dict[str, torch.Tensor], config: dict[s
     ``strings`` travel inside the weights file (safetensors metadata), so they always match them.
 
     Readers of the folder see the old model or the new one, never a mix and never nothing, also
-    when this process is killed at any point; files of the old revision that the new one does
-    not have are removed."""
+    when this process is killed at any point. Files memetrm wrote in the old revision that the
+    new one does not have are removed; other files stay. A folder that is not empty and holds
+    no memetrm model is refused before anything is written into it."""
     from safetensors.torch import save_file
 
-    revision = weights_revision(state, strings)
+    files = dict(extra_files or {})
+    names = [CONFIG_NAME, WEIGHTS_NAME, *files]
+    _check_destination(model_folder(path), names)  # before the lock file is made in it
+    weights = weights_revision(state, strings)
     with writer_lock(path) as folder:
-        remove_stale(folder)
-        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
-        try:
-            files = {WEIGHTS_NAME: lambda p: save_file(
-                         state, str(p), metadata={**(strings or {}), REVISION_KEY: revision}),
-                     **{name: _bytes_writer(data) for name, data in (extra_files or {}).items()},
-                     CONFIG_NAME: _bytes_writer(json.dumps({**config, REVISION_KEY: revision},
-                                                           indent=2).encode())}
-            for name, write in files.items():
-                write(staging / name)
-                publish_mode(staging / name, 0o666)
-                _fsync(staging / name)
-            _keep_old_weights(folder)
-            for name in files:  # config.json last: it is what makes the new revision current
-                os.replace(staging / name, folder / name)
-            for p in folder.iterdir():
-                if p.is_file() and not p.name.startswith(".") and p.name not in files:
-                    p.unlink()
-            remove_stale(folder)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        owned = _check_destination(folder, names)
+        _publish(folder, config, weights, lambda p: save_file(
+                     state, str(p), metadata={**(strings or {}), REVISION_KEY: weights}),
+                 files, {}, owned)
     return Path(path)
+
+
+def carried_files(path: str | Path) -> dict[str, bytes]:
+    """The files besides config and weights that memetrm wrote in the folder's current revision
+    (card, hash list, metrics), for a writer that publishes them again (hold ``writer_lock``)."""
+    folder = Path(path)
+    found = {}
+    for name in sorted((owned_files(folder) or frozenset()) - {CONFIG_NAME, WEIGHTS_NAME}):
+        if (file := model_file(folder, name)) is not None:
+            found[name] = file.read_bytes()
+    return found
+
+
+def republish(path: str | Path, files: dict[str, bytes]) -> str:
+    """Publish the folder's current revision again with ``files`` added or replaced (a hash
+    list): config and weights stay, every other file memetrm wrote is carried over. Returns the
+    new revision. Around a read-modify-write, hold ``writer_lock`` from the read to this call."""
+    with writer_lock(path, create=False) as folder:
+        owned = owned_files(folder) or frozenset()
+        config = read_config(folder)
+        weights = _named_weights(config)
+        source = _weights_file(folder, weights)
+        copy = None if source.name == WEIGHTS_NAME else (lambda p: shutil.copyfile(source, p))
+        carried = {n: d for n, d in carried_files(folder).items() if n not in files}
+        return _publish(folder, config, weights, copy, files, carried, owned)
+
+
+def _weights_file(folder: Path, weights: Any) -> Path:
+    """The file holding the weights a config names: ``model.safetensors``, or the copy kept
+    while a killed writer had replaced them."""
+    if not isinstance(weights, str) or not _DIGEST.match(weights):
+        raise ConfigError(f"{folder / CONFIG_NAME}: names no weights revision ({weights!r})")
+    found = None
+    for name in (WEIGHTS_NAME, _kept_name(weights)):
+        got = _revision_of(folder, name)
+        if got == weights:
+            return folder / name
+        found = found or got
+    raise ConfigError(_mismatch(folder, weights, found))
+
+
+def _mismatch(folder: Path, weights: str, found: str | None) -> str:
+    """Why the weights do not match the config, once no writer can be mid-swap."""
+    got = f"revision {found}" if found else "no revision"
+    if (folder / _kept_name(weights)).exists():
+        return (f"{folder}: {CONFIG_NAME} (weights revision {weights}) and {WEIGHTS_NAME} "
+                f"({got}) are from different writes")
+    return (f"{folder}: {WEIGHTS_NAME} ({got}) is not the weights {CONFIG_NAME} names "
+            f"({weights}), and no earlier weights are kept: they belong to another model or "
+            f"write (copied in from another folder?); put back this model's {WEIGHTS_NAME} or "
+            "save the model again")
+
+
+def _publish(folder: Path, config: dict[str, Any], weights: str,
+             write_weights: Callable[[Path], None] | None, files: dict[str, bytes],
+             carried: dict[str, bytes], owned: frozenset[str]) -> str:
+    """Write one revision (the lock held): ``files``, the weights (unless ``write_weights`` is
+    None: the current ones stay) and ``config.json`` last; ``carried`` files stay as they are.
+    Files of the old revision (``owned``) that the new one lacks are removed. Returns the
+    revision: a digest of the config, the weights and every file."""
+    names = sorted({CONFIG_NAME, WEIGHTS_NAME, *files, *carried})
+    body = {**{k: v for k, v in config.items() if k not in STORE_KEYS},
+            FORMAT_KEY: FORMAT, FILES_KEY: names, WEIGHTS_KEY: weights}
+    digests = {n: hashlib.sha256(d).hexdigest() for n, d in {**carried, **files}.items()}
+    revision = hashlib.sha256(json.dumps([body, digests], sort_keys=True).encode()
+                              ).hexdigest()[:32]
+    remove_stale(folder)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
+    try:
+        writers = {**({WEIGHTS_NAME: write_weights} if write_weights else {}),
+                   **{name: _bytes_writer(data) for name, data in files.items()},
+                   CONFIG_NAME: _bytes_writer(json.dumps({**body, REVISION_KEY: revision},
+                                                         indent=2).encode())}
+        for name, write in writers.items():
+            write(staging / name)
+            publish_mode(staging / name, 0o666)
+            _fsync(staging / name)
+        if write_weights:
+            _keep_old_weights(folder)
+        for name in writers:  # config.json last: it is what makes the new revision current
+            os.replace(staging / name, folder / name)
+        for name in owned - set(names):
+            p = folder / name
+            if p.is_symlink() or p.is_file():
+                p.unlink()
+        remove_stale(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return revision
 
 
 def weights_revision(state: dict[str, torch.Tensor], strings: dict[str, str] | None = None) -> str:
@@ -198,10 +397,11 @@ def _bytes_writer(data: bytes) -> Callable[[Path], None]:
 def _keep_old_weights(folder: Path) -> None:
     """Hard-link the weights the current config names, so readers of that config still find them
     once ``model.safetensors`` is replaced (already kept if a killed writer got that far)."""
-    current = _config_revision(folder)
-    weights = folder / WEIGHTS_NAME
-    if current is None or not weights.is_file() or _revision_of(weights) != current:
+    current = _current_weights(folder)
+    if not isinstance(current, str) or not _DIGEST.match(current) \
+            or _revision_of(folder, WEIGHTS_NAME) != current:
         return
+    weights = folder / WEIGHTS_NAME
     kept = folder / _kept_name(current)
     kept.unlink(missing_ok=True)
     try:
@@ -210,20 +410,10 @@ def _keep_old_weights(folder: Path) -> None:
         shutil.copyfile(weights, kept)
 
 
-def _inside(folder: Path, name: str) -> Path:
-    """``folder/name``, refused if it is a symlink leading out of the folder."""
-    path = folder / name
-    real = folder.resolve()
-    if path.is_symlink() and not path.resolve().is_relative_to(real):
-        raise ConfigError(f"{path}: a symlink to {path.resolve()}, outside the model folder; "
-                          "refusing to follow it")
-    return path
-
-
 def read_config(path: str | Path) -> dict[str, Any]:
     """``config.json`` of a model folder, size-checked before it is read."""
-    cfg_path = _inside(Path(path), CONFIG_NAME)
-    if not cfg_path.is_file():
+    cfg_path = model_file(path, CONFIG_NAME)
+    if cfg_path is None:
         raise ConfigError(f"no {CONFIG_NAME} in {path}: not a memetrm model directory")
     size = cfg_path.stat().st_size
     if size > MAX_CONFIG_BYTES:
@@ -253,29 +443,28 @@ def read_model(path: str | Path
     deadline = time.monotonic() + READ_RETRY_S
     while True:
         config = read_config(folder)
-        revision = config.get(REVISION_KEY)
-        candidates = [WEIGHTS_NAME] + ([_kept_name(revision)] if isinstance(revision, str) else [])
+        revision = _named_weights(config)
+        kept = isinstance(revision, str) and _DIGEST.match(revision)
         found = None
-        for name in candidates:
+        for name in [WEIGHTS_NAME] + ([_kept_name(revision)] if kept else []):
             wpath = _inside(folder, name)
-            try:
-                weights, meta = _read_weights(wpath)
-                got = meta.pop(REVISION_KEY, None)
-            except FileNotFoundError as e:
+            if not _regular(wpath):
                 if name == WEIGHTS_NAME:  # replaced atomically, never removed: not transient
                     raise ConfigError(f"no {WEIGHTS_NAME} in {path}: not a memetrm model "
-                                      "directory") from e
+                                      "directory")
                 continue
+            try:
+                weights, meta = _read_weights(wpath)
             except (SafetensorError, OSError) as e:
-                if name != WEIGHTS_NAME:
+                if name != WEIGHTS_NAME:  # the kept copy, removed once its write completed
                     continue
                 raise ConfigError(f"{wpath}: not a readable safetensors file ({e})") from e
+            got = meta.pop(REVISION_KEY, None)
             if revision is None or got == revision:
                 return config, weights, meta
-            found = got
+            found = found or got
         if time.monotonic() > deadline:
-            raise ConfigError(f"{path}: {CONFIG_NAME} (revision {revision}) and {WEIGHTS_NAME} "
-                              f"(revision {found}) are from different writes")
+            raise ConfigError(_mismatch(folder, str(revision), found))
         time.sleep(0.02)
 
 

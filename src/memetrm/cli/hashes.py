@@ -17,22 +17,27 @@ hashes = typer.Typer(help="A model's list of known memes (PDQ hashes with labels
 
 
 def _model_list(model: Path):
+    from memetrm.modelstore import CONFIG_NAME
     from memetrm.serving.hashlist import MODEL_LIST, HashList
 
-    if not (model / "config.json").is_file():
-        raise DataError(f"{model}: not a model directory (no config.json)")
+    if not (model / CONFIG_NAME).is_file():
+        raise DataError(f"{model}: not a model directory (no {CONFIG_NAME})")
     return model / MODEL_LIST, HashList.of_model(model)
 
 
 def _save(model: Path, new: list, what: str) -> None:
-    from memetrm.serving.hashlist import HashList
+    """Add ``new`` to the model's list as a new revision of the folder, read and written under
+    its writer lock: concurrent ``hashes add`` and ``memory add`` runs queue, none loses rows."""
+    from memetrm.modelstore import republish, writer_lock
+    from memetrm.serving.hashlist import MODEL_LIST, HashList
 
-    path, current = _model_list(model)
-    have = {e.source_id for e in current.entries}
-    clash = sorted({e.source_id for e in new} & have)
-    if clash:
-        raise DataError(f"{what}: id(s) {clash[:20]} already on {path}, nothing added")
-    HashList([*current.entries, *new]).write(path)
+    with writer_lock(model, create=False):
+        path, current = _model_list(model)
+        have = {e.source_id for e in current.entries}
+        clash = sorted({e.source_id for e in new} & have)
+        if clash:
+            raise DataError(f"{what}: id(s) {clash[:20]} already on {path}, nothing added")
+        republish(model, {MODEL_LIST: HashList([*current.entries, *new]).text().encode()})
     console.print(f"{path}: {len(current) + len(new)} known memes ({len(new)} added)")
 
 

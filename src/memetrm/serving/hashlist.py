@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from memetrm.errors import DataError
+from memetrm.modelstore import model_file
 from memetrm.serving.hashing import LIST_DISTANCE, ImageHash, distances, normalise_text, texts_agree
 from memetrm.utils import atomic_write_text, plural
 
@@ -71,8 +72,8 @@ class HashList:
     @classmethod
     def of_model(cls, model_dir: Path) -> HashList:
         """A model folder's own list (empty when it has none)."""
-        path = Path(model_dir) / MODEL_LIST
-        return cls.read(path) if path.is_file() else cls(name=MODEL_LIST)
+        path = model_file(Path(model_dir), MODEL_LIST)
+        return cls.read(path) if path else cls(name=MODEL_LIST)
 
     def text(self) -> str:
         buf = io.StringIO()

@@ -9,14 +9,13 @@ import torch
 from memetrm.data.images import open_image
 from memetrm.errors import ConfigError, DataError, MemetrmError
 from memetrm.heads import Memory, save_pretrained
-from memetrm.modelstore import REVISION_KEY, writer_lock
+from memetrm.modelstore import STORE_KEYS, carried_files, writer_lock
 from memetrm.serving.batch import iter_inputs
-from memetrm.serving.hashlist import MODEL_LIST
 from memetrm.serving.predictor import Predictor
 from memetrm.utils import plural
 
 #: keys ``save_pretrained`` writes itself; the rest of config.json is carried over unchanged
-_OWN_KEYS = ("head", "config", "input_dims", "token_dims", "fitted", REVISION_KEY)
+_OWN_KEYS = ("head", "config", "input_dims", "token_dims", "fitted", *STORE_KEYS)
 
 
 def add_to_memory(model_dir: str | Path, source: Path, device: str | None = "auto",
@@ -60,8 +59,7 @@ def _add(model_dir: Path, source: Path, device: str | None, batch_size: int) -> 
         batch = predictor.features(prepared)
         batch["label"] = torch.tensor([float(it.label) for it in chunk], device=predictor.device)
         head.add(batch, [it.id for it in chunk])
-    card, known = model_dir / "README.md", model_dir / MODEL_LIST
-    save_pretrained(head.cpu(), model_dir, card=card.read_text() if card.is_file() else None,
-                    files={MODEL_LIST: known.read_bytes()} if known.is_file() else None,
+    # the card, the hash list and any other file memetrm wrote stay in the new revision
+    save_pretrained(head.cpu(), model_dir, files=carried_files(model_dir),
                     **{k: v for k, v in predictor.config.items() if k not in _OWN_KEYS})
     return len(head.memory_ids)
