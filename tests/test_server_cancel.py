@@ -1,0 +1,134 @@
+"""Work stops when its client is gone, on a live server on loopback: a client that hangs up
+while its prediction waits (for OCR, for the model) costs no more work, a trickled body gets
+408 at its deadline, and ``serve`` on a busy port fails before loading the model."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from memetrm.cli import serve as serve_cli
+from memetrm.cli.main import app as cli
+from memetrm.serving.app import Limits, create_app
+
+from .test_server_limits import CLIENT, SlowOCR, json_post
+from .test_serving import make_predictor, png_bytes
+
+HANG_UPS = 6
+
+
+def request_bytes(body: str) -> bytes:
+    return (f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n{body}").encode()
+
+
+def hang_up(url: str, body: str, after: float) -> None:
+    """``HANG_UPS`` clients send a whole prediction, wait ``after`` seconds without reading the
+    answer, and close their connections."""
+    port = int(url.rsplit(":", 1)[1])
+    conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(HANG_UPS)]
+    for s in conns:
+        s.sendall(request_bytes(body))
+    time.sleep(after)
+    for s in conns:
+        s.close()
+
+
+def cancelled(url: str) -> float:
+    text = CLIENT.get(f"{url}/metrics").text
+    line = next(ln for ln in text.splitlines()
+                if ln.startswith("memetrm_cancelled_predictions_total "))
+    return float(line.split()[1])
+
+
+def test_clients_gone_while_queued_for_ocr_get_no_ocr(tmp_path: Path, live_server) -> None:
+    predictor = make_predictor(tmp_path)
+    ocr = predictor.ocr = SlowOCR(1.0)
+    url = live_server(create_app(predictor, Limits(ocr_workers=1)), log_level="error")
+    body = json.dumps({"image": base64.b64encode(png_bytes()).decode()})  # no text: OCR
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(json_post, url, body)  # holds the one OCR slot for 1 s
+        time.sleep(0.2)
+        hang_up(url, body, after=0.3)  # they wait for the slot, then leave
+        assert first.result().status_code == 200
+    time.sleep(1.5)  # long enough for one more OCR call, were any left queued
+    assert ocr.calls == 1 and ocr.active == 0
+    assert cancelled(url) == HANG_UPS
+
+
+def test_clients_gone_while_queued_for_the_model_are_not_scored(tmp_path: Path,
+                                                                live_server) -> None:
+    predictor = make_predictor(tmp_path, delay=1.0)
+    url = live_server(create_app(predictor), log_level="error")
+    body = json.dumps({"image": base64.b64encode(png_bytes()).decode(), "text": "x"})
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(json_post, url, body)  # its batch holds the model for 1 s
+        time.sleep(0.2)
+        hang_up(url, body, after=0.3)  # they wait in the batch queue, then leave
+        assert first.result().status_code == 200
+    time.sleep(1.5)  # long enough for one more batch, were any items left queued
+    assert sum(size * n for size, n in predictor.batch_sizes.items()) == 1
+    assert cancelled(url) == HANG_UPS
+
+
+def trickle(port: int, give_up: float) -> tuple[bytes, float]:
+    """Sends a prediction's headers promising 100 kB, then one body byte every 0.1 s; returns
+    the start of the server's answer (b"" when it closed without one) and when it came."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 100000\r\n\r\n{")
+        s.settimeout(0.1)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < give_up:
+            try:
+                s.sendall(b" ")
+                return s.recv(64), time.monotonic() - t0
+            except TimeoutError:
+                continue
+            except OSError:
+                return b"", time.monotonic() - t0
+    return b"no answer", give_up
+
+
+def test_a_trickled_body_gets_408_at_its_deadline_and_frees_its_slot(tmp_path: Path,
+                                                                      live_server) -> None:
+    url = live_server(create_app(make_predictor(tmp_path), Limits(body_timeout_s=1.0,
+                                                                  max_pending=5)),
+                      log_level="error")
+    port = int(url.rsplit(":", 1)[1])
+    body = json.dumps({"image": base64.b64encode(png_bytes()).decode(), "text": "x"})
+    with ThreadPoolExecutor(4) as pool:
+        slow = [pool.submit(trickle, port, 5.0) for _ in range(4)]
+        time.sleep(0.3)
+        assert json_post(url, body).status_code == 200  # the one slot left serves others
+        answers = [f.result() for f in slow]
+    assert all(reply.startswith(b"HTTP/1.1 408") for reply, _ in answers), answers
+    assert all(1.0 <= seconds < 2.5 for _, seconds in answers), answers
+    with ThreadPoolExecutor(5) as pool:  # every slot is free again
+        assert list(pool.map(lambda _: json_post(url, body).status_code, range(5))) == [200] * 5
+
+
+def test_serve_on_a_busy_port_exits_2_before_loading_the_model(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    loaded = threading.Event()
+
+    def load(*args: object) -> None:
+        loaded.set()
+        raise RuntimeError("the model was loaded")
+
+    monkeypatch.setattr(serve_cli, "make_predictor", load)
+    make_predictor(tmp_path)  # a model folder
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        res = CliRunner().invoke(cli, ["serve", "--model", str(tmp_path / "fake-model"),
+                                       "--port", str(port)])
+    assert res.exit_code == 2, res.output
+    assert f"127.0.0.1:{port}" in res.output and "in use" in res.output
+    assert not loaded.is_set()
