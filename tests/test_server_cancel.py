@@ -24,9 +24,10 @@ from .test_serving import make_predictor, png_bytes
 HANG_UPS = 6
 
 
-def request_bytes(body: str) -> bytes:
+def head(length: int) -> bytes:
+    """The request line and headers of a JSON prediction of ``length`` bytes."""
     return (f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n{body}").encode()
+            f"Content-Length: {length}\r\n\r\n").encode()
 
 
 def hang_up(url: str, body: str, after: float) -> None:
@@ -35,17 +36,25 @@ def hang_up(url: str, body: str, after: float) -> None:
     port = int(url.rsplit(":", 1)[1])
     conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(HANG_UPS)]
     for s in conns:
-        s.sendall(request_bytes(body))
+        s.sendall(head(len(body)) + body.encode())
     time.sleep(after)
     for s in conns:
         s.close()
 
 
-def cancelled(url: str) -> float:
+def metric(url: str, sample: str) -> float:
+    """The value of one sample (a name and its labels) in ``/metrics``; 0 if absent."""
     text = CLIENT.get(f"{url}/metrics").text
-    line = next(ln for ln in text.splitlines()
-                if ln.startswith("memetrm_cancelled_predictions_total "))
-    return float(line.split()[1])
+    return next((float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
+                 if ln.startswith(f"{sample} ")), 0.0)
+
+
+def cancelled(url: str) -> float:
+    return metric(url, "memetrm_cancelled_predictions_total")
+
+
+def answered(url: str, status: int) -> float:
+    return metric(url, f'memetrm_requests_total{{path="/v1/predict",status="{status}"}}')
 
 
 def test_clients_gone_while_queued_for_ocr_get_no_ocr(tmp_path: Path, live_server) -> None:
@@ -60,7 +69,7 @@ def test_clients_gone_while_queued_for_ocr_get_no_ocr(tmp_path: Path, live_serve
         assert first.result().status_code == 200
     time.sleep(1.5)  # long enough for one more OCR call, were any left queued
     assert ocr.calls == 1 and ocr.active == 0
-    assert cancelled(url) == HANG_UPS
+    assert cancelled(url) == answered(url, 499) == HANG_UPS
 
 
 def test_clients_gone_while_queued_for_the_model_are_not_scored(tmp_path: Path,
@@ -82,8 +91,7 @@ def trickle(port: int, give_up: float) -> tuple[bytes, float]:
     """Sends a prediction's headers promising 100 kB, then one body byte every 0.1 s; returns
     the start of the server's answer (b"" when it closed without one) and when it came."""
     with socket.create_connection(("127.0.0.1", port)) as s:
-        s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: 100000\r\n\r\n{")
+        s.sendall(head(100_000) + b"{")
         s.settimeout(0.1)
         t0 = time.monotonic()
         while time.monotonic() - t0 < give_up:
@@ -111,8 +119,19 @@ def test_a_trickled_body_gets_408_at_its_deadline_and_frees_its_slot(tmp_path: P
         answers = [f.result() for f in slow]
     assert all(reply.startswith(b"HTTP/1.1 408") for reply, _ in answers), answers
     assert all(1.0 <= seconds < 2.5 for _, seconds in answers), answers
+    assert answered(url, 408) == 4
     with ThreadPoolExecutor(5) as pool:  # every slot is free again
         assert list(pool.map(lambda _: json_post(url, body).status_code, range(5))) == [200] * 5
+
+
+def test_a_client_gone_mid_body_is_counted_never_a_500(tmp_path: Path, live_server) -> None:
+    url = live_server(create_app(make_predictor(tmp_path)), log_level="error")
+    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as s:
+        s.sendall(head(1000) + b'{"text": ')
+        time.sleep(0.2)
+    time.sleep(0.3)
+    assert cancelled(url) == answered(url, 499) == 1
+    assert answered(url, 500) == 0
 
 
 def test_serve_on_a_busy_port_exits_2_before_loading_the_model(tmp_path: Path,

@@ -60,8 +60,8 @@ class PixelBudget:
 async def in_thread(fn: Callable[..., T], *args: Any,
                     release: Callable[[], None] | None = None) -> T:
     """``fn(*args)`` in a worker thread; ``release`` runs when the thread ends, not when the
-    awaiting request is cancelled (timed out): a thread cannot be stopped, so what it holds
-    (an OCR slot, its pixels) stays counted until it is done."""
+    awaiting request is cancelled (timed out, or its client gone): a thread cannot be stopped,
+    so what it holds (an OCR slot, its pixels) stays counted until it is done."""
     task = asyncio.ensure_future(run_in_threadpool(fn, *args))
 
     def done(t: asyncio.Task) -> None:
