@@ -9,6 +9,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,6 +29,13 @@ def head(length: int) -> bytes:
     """The request line and headers of a JSON prediction of ``length`` bytes."""
     return (f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             f"Content-Length: {length}\r\n\r\n").encode()
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
 
 
 def hang_up(url: str, body: str, after: float) -> None:
@@ -64,7 +72,7 @@ def test_clients_gone_while_queued_for_ocr_get_no_ocr(tmp_path: Path, live_serve
     body = json.dumps({"image": base64.b64encode(png_bytes()).decode()})  # no text: OCR
     with ThreadPoolExecutor(1) as pool:
         first = pool.submit(json_post, url, body)  # holds the one OCR slot for 1 s
-        time.sleep(0.2)
+        wait_until(lambda: ocr.active == 1)
         hang_up(url, body, after=0.3)  # they wait for the slot, then leave
         assert first.result().status_code == 200
     time.sleep(1.5)  # long enough for one more OCR call, were any left queued
@@ -75,11 +83,13 @@ def test_clients_gone_while_queued_for_ocr_get_no_ocr(tmp_path: Path, live_serve
 def test_clients_gone_while_queued_for_the_model_are_not_scored(tmp_path: Path,
                                                                 live_server) -> None:
     predictor = make_predictor(tmp_path, delay=1.0)
+    scoring, encode = threading.Event(), predictor.encoder.encode_images
+    predictor.encoder.encode_images = lambda *a, **k: (scoring.set(), encode(*a, **k))[1]
     url = live_server(create_app(predictor), log_level="error")
     body = json.dumps({"image": base64.b64encode(png_bytes()).decode(), "text": "x"})
     with ThreadPoolExecutor(1) as pool:
         first = pool.submit(json_post, url, body)  # its batch holds the model for 1 s
-        time.sleep(0.2)
+        wait_until(scoring.is_set)
         hang_up(url, body, after=0.3)  # they wait in the batch queue, then leave
         assert first.result().status_code == 200
     time.sleep(1.5)  # long enough for one more batch, were any items left queued
