@@ -4,6 +4,7 @@ while its prediction waits (for OCR, for the model) costs no more work, a trickl
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import socket
@@ -17,7 +18,7 @@ from typer.testing import CliRunner
 
 from memetrm.cli import serve as serve_cli
 from memetrm.cli.main import app as cli
-from memetrm.serving.app import Limits, create_app
+from memetrm.serving.app import Limits, MicroBatcher, create_app
 
 from .test_server_limits import CLIENT, SlowOCR, json_post
 from .test_serving import make_predictor, png_bytes
@@ -95,6 +96,38 @@ def test_clients_gone_while_queued_for_the_model_are_not_scored(tmp_path: Path,
     time.sleep(1.5)  # long enough for one more batch, were any items left queued
     assert sum(size * n for size, n in predictor.batch_sizes.items()) == 1
     assert cancelled(url) == HANG_UPS
+
+
+class GatedScorer:
+    """Stands in for the predictor: the first batch waits for ``gate``; records batch sizes."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.entered, self.gate = threading.Event(), threading.Event()
+
+    def run_each(self, items: list) -> list:
+        self.entered.set()
+        self.gate.wait(10)
+        self.sizes.append(len(items))
+        return list(items)
+
+
+def test_items_gone_take_no_room_in_the_next_batch() -> None:
+    scorer = GatedScorer()
+
+    async def scenario() -> None:
+        batcher = MicroBatcher(scorer, max_batch=16)  # type: ignore[arg-type]
+        first = asyncio.ensure_future(batcher.submit("first"))
+        await asyncio.to_thread(scorer.entered.wait, 10)
+        queued = [asyncio.ensure_future(batcher.submit(i)) for i in range(18)]
+        await asyncio.sleep(0.05)
+        for task in queued[:15]:  # their clients left: 15 of the 18 queued
+            task.cancel()
+        scorer.gate.set()
+        assert await first == "first" and await asyncio.gather(*queued[15:]) == [15, 16, 17]
+
+    asyncio.run(scenario())
+    assert scorer.sizes == [1, 3]
 
 
 def trickle(port: int, give_up: float) -> tuple[bytes, float]:

@@ -260,12 +260,11 @@ class MicroBatcher:
 
     async def _work(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            batch = [(item, fut) for item, fut in batch if not fut.done()]  # timed out: skip
-            if not batch:
-                continue
+            batch: list[tuple[Prepared, asyncio.Future]] = []
+            while not batch or (len(batch) < self.max_batch and not self._queue.empty()):
+                item, fut = await self._queue.get()
+                if not fut.done():  # done: timed out or its client gone, so it takes no room
+                    batch.append((item, fut))
             results = await asyncio.get_running_loop().run_in_executor(
                 self._scorer, self.predictor.run_each, [i for i, _ in batch])
             for (_, fut), res in zip(batch, results, strict=True):
@@ -329,6 +328,7 @@ _OPENAPI_BODY = {
     },
     "responses": {
         "400": {"description": "malformed body or unreadable image"},
+        "408": {"description": "the body did not arrive within the body deadline"},
         "413": {"description": "body above the upload limit"},
         "415": {"description": "not multipart/JSON, or not an allowed image type"},
         "422": {"description": "a required field is missing or too long"},
