@@ -41,15 +41,16 @@ def check_port(host: str, port: int) -> None:
             try:
                 s.bind(address)
             except OSError as e:
-                why = "the port is in use" if e.errno == errno.EADDRINUSE else e.strerror
-                raise ConfigError(f"cannot serve on {host}:{port}: {why}; stop what uses it "
-                                  "or pick another --port") from e
+                why = ("the port is in use: stop what uses it or pick another --port"
+                       if e.errno == errno.EADDRINUSE else
+                       f"{e.strerror or e}: pick another --host or --port")
+                raise ConfigError(f"cannot serve on {host}:{port}: {why}") from e
 
 
 def serve(
     model: Model,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
     max_upload_mb: Annotated[float, typer.Option()] = 10.0,
     max_text_chars: Annotated[int, typer.Option()] = 2000,
     timeout: Annotated[float, typer.Option(help="Seconds per prediction before 504.")] = 60.0,
