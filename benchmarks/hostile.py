@@ -403,7 +403,9 @@ def main() -> int:
     results["server_500s"] = sum(
         codes.get("500", 0) for codes in (results["ocr_flood"]["codes"],
                                           results["png_burst"]["codes"],
-                                          results["json"]["big"]["codes"])) + sum(
+                                          results["json"]["big"]["codes"],
+                                          results["trickled_bodies"]["answers"],
+                                          results["trickled_bodies"]["ordinary"])) + sum(
         results["json"][k] == 500 for k in ("nested_1000_status", "digits_4500_status"))
     results["command"] = "python -m benchmarks.hostile " + " ".join(sys.argv[1:])
     atomic_write_text(args.json, json.dumps(results, indent=2))
