@@ -11,6 +11,10 @@
   server's peak RSS growth and ``/health`` meanwhile;
 - hostile JSON: 1000-deep nesting, a 4,500-digit integer, and 6 concurrent 9.9 MB bodies of
   400,000 keys, with ``/health`` probed;
+- clients that give up: N OCR predictions whose clients hang up after 2 s, the predictions
+  the server counts as cancelled, and the work it still did after they left;
+- trickled bodies: N clients sending a body one byte every 0.5 s, what each was answered and
+  when, and when an ordinary prediction was served again;
 - concurrent writers: two ``memetrm memory add`` runs of 200 memes each on one retrieval model,
   and the rows lost.
 
@@ -268,7 +272,94 @@ def concurrent_memory_add(tmp: Path, rows: int = 200) -> dict:
             "held": held, "rows_lost": base + 2 * rows - held}
 
 
-def _count(codes: list[int]) -> dict[str, int]:
+def metric(url: str, name: str) -> float:
+    """One unlabelled sample from the server's ``/metrics``."""
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise SystemExit(f"the server reports no {name}")
+
+
+def busy_after(pid: int, limit: float = 60.0) -> float:
+    """Seconds until the server's CPU falls idle (under 0.1 s in 1 s), at most ``limit``."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < limit:
+        cpu = cpu_seconds(pid)
+        time.sleep(1.0)
+        if cpu_seconds(pid) - cpu < 0.1:
+            return time.perf_counter() - t0 - 1.0
+    return limit
+
+
+def request_head(length: int) -> bytes:
+    """The request line and headers of a JSON prediction of ``length`` bytes."""
+    return (f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {length}\r\n\r\n").encode()
+
+
+def disconnects(url: str, port: int, pid: int, n: int = 48, give_up: float = 2.0) -> dict:
+    """N clients send an OCR prediction at once and hang up ``give_up`` seconds later, unread."""
+    body = json.dumps({"image": base64.b64encode(text_png()).decode()}).encode()  # OCR runs
+    request = request_head(len(body)) + body
+    cancelled = metric(url, "memetrm_cancelled_predictions_total")
+    conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(n)]
+    for s in conns:
+        s.sendall(request)
+    time.sleep(give_up)
+    for s in conns:
+        s.close()
+    scored, cpu = metric(url, "memetrm_batch_size_sum"), cpu_seconds(pid)
+    busy = busy_after(pid)
+    return {"clients": n, "gave_up_after_s": give_up,
+            "cancelled": metric(url, "memetrm_cancelled_predictions_total") - cancelled,
+            "scored_after": metric(url, "memetrm_batch_size_sum") - scored,
+            "busy_s_after": busy, "cpu_s_after": cpu_seconds(pid) - cpu}
+
+
+def trickled_bodies(url: str, port: int, n: int = 70, seconds: float = 30.0) -> dict:
+    """N clients each promise a 100 kB JSON body and send it one byte every 0.5 s, until the
+    server answers or closes (at most ``seconds``); meanwhile an ordinary prediction every
+    0.5 s, until one is served and every trickling client was answered. Times are from the
+    start of the attack."""
+    start = time.perf_counter()
+
+    def trickle() -> tuple[str, float]:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(request_head(100_000) + b"{")
+            s.settimeout(0.5)
+            while time.perf_counter() - start < seconds:
+                try:
+                    s.sendall(b" ")
+                    reply = s.recv(64)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    reply = b""
+                status = reply.split(b" ")[1].decode() if reply.startswith(b"HTTP/") else "closed"
+                return status, time.perf_counter() - start
+        return "none", seconds
+
+    body = json.dumps({"image": base64.b64encode(meme_png()).decode(), "text": "a meme"})
+    ordinary, served = [], None
+    with ThreadPoolExecutor(n) as pool:
+        futs = [pool.submit(trickle) for _ in range(n)]
+        time.sleep(1.0)  # every client is trickling
+        while time.perf_counter() - start < seconds:
+            with contextlib.suppress(httpx.HTTPError):
+                ordinary.append(httpx.post(f"{url}/v1/predict", content=body, timeout=10, headers={
+                    "content-type": "application/json"}).status_code)
+                if ordinary[-1] == 200 and served is None:
+                    served = time.perf_counter() - start
+            if served is not None and all(f.done() for f in futs):
+                break
+            time.sleep(0.5)
+        answers = [f.result() for f in futs]
+    return {"clients": n, "answers": _count([status for status, _ in answers]),
+            "answered_within_s": max(t for _, t in answers), "ordinary": _count(ordinary),
+            "first_ordinary_200_s": served}
+
+
+def _count(codes: list) -> dict[str, int]:
     return {str(c): codes.count(c) for c in sorted(set(codes))}
 
 
@@ -284,6 +375,8 @@ def main() -> int:
     ap.add_argument("--slow-clients", type=int, default=64)
     ap.add_argument("--slow-seconds", type=float, default=15.0)
     ap.add_argument("--ocr-requests", type=int, default=60)
+    ap.add_argument("--disconnect-clients", type=int, default=48)
+    ap.add_argument("--trickle-clients", type=int, default=70)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or make_model(Path(tmp) / "model")
@@ -300,6 +393,8 @@ def main() -> int:
             results["png_burst"] = png_burst(url, proc.pid)
             results["ocr_flood"] = ocr_flood(url, proc.pid, args.ocr_requests)
             results["json"] = hostile_json(url)
+            results["disconnects"] = disconnects(url, port, proc.pid, args.disconnect_clients)
+            results["trickled_bodies"] = trickled_bodies(url, port, args.trickle_clients)
             results["rss_end_mb"], results["rss_peak_mb"] = rss_mb(proc.pid)
         finally:
             proc.terminate()
@@ -308,7 +403,9 @@ def main() -> int:
     results["server_500s"] = sum(
         codes.get("500", 0) for codes in (results["ocr_flood"]["codes"],
                                           results["png_burst"]["codes"],
-                                          results["json"]["big"]["codes"])) + sum(
+                                          results["json"]["big"]["codes"],
+                                          results["trickled_bodies"]["answers"],
+                                          results["trickled_bodies"]["ordinary"])) + sum(
         results["json"][k] == 500 for k in ("nested_1000_status", "digits_4500_status"))
     results["command"] = "python -m benchmarks.hostile " + " ".join(sys.argv[1:])
     atomic_write_text(args.json, json.dumps(results, indent=2))
@@ -329,6 +426,12 @@ def main() -> int:
           f"{_health(b['health'])}")
     print(f"JSON: nested {j['nested_1000_status']}, digits {j['digits_4500_status']}, big "
           f"{j['big']['codes']}, {_health(j['big']['health'])}")
+    c, t = results["disconnects"], results["trickled_bodies"]
+    print(f"{c['clients']} clients gone after {c['gave_up_after_s']:g} s: {c['cancelled']:.0f} "
+          f"cancelled, {c['scored_after']:.0f} scored after, busy {c['busy_s_after']:.1f} s after")
+    print(f"{t['clients']} trickled bodies: {t['answers']} within {t['answered_within_s']:.1f} s; "
+          f"ordinary predictions {t['ordinary']}, the first 200 after "
+          f"{t['first_ordinary_200_s']} s")
     print(f"memory add x2: exit {m['exit_codes']}, {m['rows_lost']} rows lost; "
           f"server 500s: {results['server_500s']}")
     print(f"wrote {args.json}")

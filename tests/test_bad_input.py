@@ -228,7 +228,7 @@ def test_broken_checkpoint(model_dir: Path, folder: Path, tmp_path: Path, case: 
     _break(model_dir, case)
     args = {"predict": ["--text", "hello", "--image", str(make_image(tmp_path / "m.png", 0))],
             "evaluate": ["--dataset", str(folder), "--split", "test"],
-            "serve": ["--port", "1"]}[command]
+            "serve": ["--port", "0"]}[command]
     res = runner.invoke(app, [command, "--model", str(model_dir), *args])
     assert_clear_error(res, "model")
     assert str(model_dir) in res.output

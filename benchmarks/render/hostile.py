@@ -58,5 +58,18 @@ def render(data: Path = DATA) -> None:
              f"{m['rows_lost']} rows lost"],
             ["server 500s over all attacks", str(r["server_500s"])],
         ]
+    if "disconnects" in r:
+        c, t = r["disconnects"], r["trickled_bodies"]
+        served = t["first_ordinary_200_s"]
+        rows[-1:-1] = [
+            [f"{c['clients']} OCR predictions whose clients hang up after "
+             f"{c['gave_up_after_s']:g} s",
+             f"{c['cancelled']:.0f} cancelled; {c['scored_after']:.0f} scored after they left; "
+             f"server busy {c['busy_s_after']:.0f} s after (CPU {c['cpu_s_after']:.1f} s)"],
+            [f"{t['clients']} clients trickling a body one byte every 0.5 s",
+             f"{_codes(t['answers'])} within {t['answered_within_s']:.0f} s; ordinary "
+             f"predictions {_codes(t['ordinary'])}, "
+             + (f"the first 200 after {served:.0f} s" if served is not None else "none 200")],
+        ]
     replace_block(DOC, "hostile", f"`{r['command']}` (server: `memetrm serve`, model "
                   f"`{Path(r['model']).name}`):\n\n" + markdown_table(["attack", "result"], rows))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from typing import Annotated
 
 import typer
@@ -18,14 +20,38 @@ from memetrm.cli.options import (
     Threshold,
 )
 from memetrm.cli.predict import make_predictor
+from memetrm.errors import ConfigError
 from memetrm.modelstore import read_config as load_config
 from memetrm.serving.hashing import LIST_DISTANCE, PDQ_DISTANCE
+
+
+def check_port(host: str, port: int) -> None:
+    """Bind ``host:port`` as uvicorn will, and let it go: run before the model loads (seconds
+    to minutes), so a port in use is an error at once, not after the load."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as e:
+        raise ConfigError(f"cannot serve on {host}:{port}: the host is unknown ({e})") from e
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as s:
+            # asyncio's own options: a port in TIME_WAIT is free, IPv6 does not claim IPv4
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                s.bind(address)
+            except OSError as e:
+                why = ("the port is in use: stop what uses it or pick another --port"
+                       if e.errno == errno.EADDRINUSE else
+                       f"{e.strerror or e}: pick another --host or --port")
+                raise ConfigError(f"cannot serve on {host}:{port}: {why}") from e
 
 
 def serve(
     model: Model,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
     max_upload_mb: Annotated[float, typer.Option()] = 10.0,
     max_text_chars: Annotated[int, typer.Option()] = 2000,
     timeout: Annotated[float, typer.Option(help="Seconds per prediction before 504.")] = 60.0,
@@ -35,6 +61,8 @@ def serve(
         help="Predictions in progress above this get 503 at once.")] = 64,
     header_timeout: Annotated[float, typer.Option(
         help="Seconds a client may take to send its headers.")] = 10.0,
+    body_timeout: Annotated[float, typer.Option(
+        help="Seconds a client may take to send its request body; slower gets 408.")] = 10.0,
     ocr_workers: Annotated[int, typer.Option(
         min=1, help="OCR calls run at once; more wait within --timeout.")] = 2,
     docs: Annotated[bool, typer.Option(help="Serve /docs (Swagger UI, from its CDN).")] = False,
@@ -47,6 +75,7 @@ def serve(
     cache_size: CacheSize = 4096,
 ) -> None:
     """Serve the model over HTTP (POST /v1/predict) with a web page at /."""
+    check_port(host, port)
     warn_threshold(load_config(model), threshold)
     import uvicorn
 
@@ -55,7 +84,8 @@ def serve(
     from memetrm.serving.protocol import protocol_with_header_timeout
 
     limits = Limits(int(max_upload_mb * 1024 * 1024), max_text_chars, timeout_s=timeout,
-                    max_pending=max_pending, ocr_workers=ocr_workers)
+                    body_timeout_s=body_timeout, max_pending=max_pending,
+                    ocr_workers=ocr_workers)
     limit_malloc_arenas()
     predictor = make_predictor(model, device, threshold, runtime, hash_list, list_distance,
                                hash_distance, cache_size)

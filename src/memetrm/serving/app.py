@@ -1,8 +1,9 @@
 """HTTP API and web page: ``create_app(model_dir)`` loads the model once, then serves it.
 
-Bad input always gets a 4xx with a message, never a 500: bodies are capped while they
-stream in, image types are sniffed from magic bytes (the declared type is only a hint),
-pixels are bounded by ``open_image`` before decoding, and each request has a deadline.
+Bad input always gets a 4xx with a message, never a 500: bodies are capped in size and time
+while they stream in, image types are sniffed from magic bytes (the declared type is only a
+hint), pixels are bounded by ``open_image`` before decoding, and each request has a deadline.
+A prediction whose client disconnects is dropped from every queue it waits in.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,17 +25,20 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from PIL import Image
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from memetrm.data.images import MAX_PIXELS, open_image
 from memetrm.errors import DataError, MemetrmError
 from memetrm.serving.guards import (
+    ClientGone,
     PixelBudget,
     header_pixels,
     in_thread,
     json_structure,
     parse_json,
     redact_access_log,
+    unless_disconnected,
 )
 from memetrm.serving.metrics import add_metrics
 from memetrm.serving.predictor import ModelOutputError, Predictor, Prepared
@@ -49,6 +54,9 @@ IMAGE_MAGIC = {
     b"BM": "image/bmp",
 }
 ALLOWED_TYPES = sorted({*IMAGE_MAGIC.values(), "image/webp"})
+#: the status of a prediction whose client disconnected (nginx's "client closed request"):
+#: nobody receives it, but ``/metrics`` counts it apart from real answers
+CLIENT_GONE = 499
 
 
 @dataclass
@@ -59,6 +67,10 @@ class Limits:
     #: seconds for reading the body + decode + OCR + model; a slower request gets 504 and any
     #: stage it had not started yet is skipped
     timeout_s: float = 60.0
+    #: seconds a client may take to send its body, from the end of its headers (which the
+    #: protocol's header timeout bounds); a slower one gets 408 and its connection and
+    #: prediction slot are freed
+    body_timeout_s: float = 10.0
     #: predictions accepted at once (being read, decoded, queued or scored); more get 503 at once
     max_pending: int = 64
     #: longest image side kept after decoding: enough for the encoders and OCR
@@ -169,28 +181,42 @@ class BodyTooLarge(Exception):
     pass
 
 
-class BodyLimit:
-    """ASGI middleware: reject by Content-Length up front, and count streamed (chunked) bytes."""
+class BodyTooSlow(Exception):
+    pass
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+
+class BodyLimit:
+    """ASGI middleware: reject by Content-Length up front, count streamed (chunked) bytes, and
+    give the body a deadline, so a client trickling it frees its connection at the deadline."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float) -> None:
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        too_large = f"request body above the limit of {self.max_bytes:,} bytes"
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._reject(scope, send)
+            await self._reject(scope, send, 413, too_large)
             return
-        seen = 0
+        seen, complete = 0, False
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
 
         async def counted() -> Message:
-            nonlocal seen
-            msg = await receive()
+            nonlocal seen, complete
+            if complete:  # the body is in: what is left to come is the disconnect, untimed
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    msg = await receive()
+            except TimeoutError:
+                raise BodyTooSlow from None
             seen += len(msg.get("body", b""))
             if seen > self.max_bytes:
                 raise BodyTooLarge
+            complete = not msg.get("more_body", False)
             return msg
 
         started = False
@@ -204,11 +230,16 @@ class BodyLimit:
             await self.app(scope, counted, tracked_send)
         except BodyTooLarge:
             if not started:
-                await self._reject(scope, send)
+                await self._reject(scope, send, 413, too_large)
+        except BodyTooSlow:
+            if not started:  # closed after the answer: the rest of the body is not awaited
+                await self._reject(scope, send, 408, "the request body did not arrive within "
+                                                     f"{self.timeout_s:g} s",
+                                   headers={"connection": "close"})
 
-    async def _reject(self, scope: Scope, send: Send) -> None:
-        resp = JSONResponse({"detail": f"request body above the limit of {self.max_bytes:,} bytes"},
-                            status_code=413)
+    async def _reject(self, scope: Scope, send: Send, status: int, detail: str,
+                      headers: dict[str, str] | None = None) -> None:
+        resp = JSONResponse({"detail": detail}, status_code=status, headers=headers)
         await resp(scope, _no_receive, send)
 
 
@@ -250,12 +281,11 @@ class MicroBatcher:
 
     async def _work(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            batch = [(item, fut) for item, fut in batch if not fut.done()]  # timed out: skip
-            if not batch:
-                continue
+            batch: list[tuple[Prepared, asyncio.Future]] = []
+            while not batch or (len(batch) < self.max_batch and not self._queue.empty()):
+                item, fut = await self._queue.get()
+                if not fut.done():  # done: timed out or its client gone, so it takes no room
+                    batch.append((item, fut))
             results = await asyncio.get_running_loop().run_in_executor(
                 self._scorer, self.predictor.run_each, [i for i, _ in batch])
             for (_, fut), res in zip(batch, results, strict=True):
@@ -305,6 +335,7 @@ def _check_image_bytes(data: bytes, declared: str | None) -> None:
 _OPENAPI_RESPONSES = {
     "responses": {
         "400": {"description": "malformed body or unreadable image"},
+        "408": {"description": "the body did not arrive within the body deadline"},
         "413": {"description": "body above the upload limit"},
         "415": {"description": "not multipart/JSON, or not an allowed image type"},
         "422": {"description": "a required field is missing or too long"},
@@ -368,8 +399,10 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
                   docs_url="/docs" if docs else None, redoc_url=None, lifespan=follow_folder)
     app.state.predictor, app.state.limits = predictor, limits
     batcher = MicroBatcher(predictor)
-    add_metrics(app, predictor, batcher.depth)
-    app.add_middleware(BodyLimit, max_bytes=limits.max_upload_bytes)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_upload_bytes,
+                       timeout_s=limits.body_timeout_s)
+    # added after (outside) the body limit, so that its 408s and 413s are counted too
+    cancelled = add_metrics(app, predictor, batcher.depth)
     app.add_middleware(SecurityHeaders, csp=DOCS_CSP if docs else PAGE_CSP)
 
     #: a model that reads no image scores a meme from its texts: the image may be left out
@@ -427,8 +460,11 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
             raise HTTPException(503, f"server busy: {limits.max_pending} predictions in progress; "
                                      "retry shortly", headers={"Retry-After": "1"})
         deadline = time.monotonic() + limits.timeout_s
+        gone = threading.Event()  # set when the client disconnects
 
         def skip_if_late(stage: str) -> None:
+            if gone.is_set():  # nobody waits for the answer: skip the work
+                raise HTTPException(CLIENT_GONE, f"the client disconnected before {stage}")
             if time.monotonic() > deadline:  # its answer is a 504 already: skip the work
                 raise HTTPException(504, f"the request timed out before {stage}")
 
@@ -448,9 +484,13 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
                 raise HTTPException(422, str(e)) from e
 
         async def work() -> dict[str, Any]:
+            data, declared, texts = await read_body(request)
+            return await unless_disconnected(score(data, declared, texts), request.receive, gone)
+
+        async def score(data: bytes | None, declared: str | None,
+                        texts: dict[str, Any]) -> dict[str, Any]:
             """Waits (for pixels, an OCR slot, the model) happen here, on the event loop, so a
             queue of waiting requests holds no worker thread; decode and OCR run in threads."""
-            data, declared, texts = await read_body(request)
             if data is not None:
                 _check_image_bytes(data, declared)
             # the meme text also when the model reads none: a known-meme list compares it
@@ -476,6 +516,10 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
             except TimeoutError as e:
                 raise HTTPException(504, f"prediction exceeded the {limits.timeout_s:g} s "
                                          "timeout") from e
+            except (ClientGone, ClientDisconnect) as e:
+                cancelled.inc()
+                raise HTTPException(CLIENT_GONE, "the client disconnected before the answer") \
+                    from e
             except ModelOutputError as e:
                 raise HTTPException(500, str(e)) from e
             except DataError as e:

@@ -2,8 +2,9 @@
 
 Per-request limits (body size, pixels per image, deadline) do not stop two dozen requests
 that are each inside them from exhausting memory or CPU together. Here: a budget of decoded
-pixels in flight across requests, JSON parsing that never blocks the event loop or turns into
-a 500, query strings kept out of the access log, and freed memory given back to the OS.
+pixels in flight across requests, work dropped once its client has gone, JSON parsing that
+never blocks the event loop or turns into a 500, query strings kept out of the access log, and
+freed memory given back to the OS.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import ctypes
 import ctypes.util
 import json
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive
 
 T = TypeVar("T")
 
@@ -57,8 +60,8 @@ class PixelBudget:
 async def in_thread(fn: Callable[..., T], *args: Any,
                     release: Callable[[], None] | None = None) -> T:
     """``fn(*args)`` in a worker thread; ``release`` runs when the thread ends, not when the
-    awaiting request is cancelled (timed out): a thread cannot be stopped, so what it holds
-    (an OCR slot, its pixels) stays counted until it is done."""
+    awaiting request is cancelled (timed out, or its client gone): a thread cannot be stopped,
+    so what it holds (an OCR slot, its pixels) stays counted until it is done."""
     task = asyncio.ensure_future(run_in_threadpool(fn, *args))
 
     def done(t: asyncio.Task) -> None:
@@ -69,6 +72,38 @@ async def in_thread(fn: Callable[..., T], *args: Any,
 
     task.add_done_callback(done)
     return await asyncio.shield(task)
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready."""
+
+
+async def unless_disconnected(work: Coroutine[Any, Any, T], receive: Receive,
+                              gone: threading.Event) -> T:
+    """``work``, cancelled if the client disconnects first (then ``ClientGone``).
+
+    Its waits end at once (for pixels, an OCR slot, or the batch queue, whose future the batcher
+    then skips); a thread already running finishes and its result is dropped; ``gone`` is set
+    so that threads not started yet skip their work. Call it once the body has been read: the
+    next ASGI message is then the disconnect, or the end of the response.
+    """
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        if (await receive())["type"] == "http.disconnect":
+            gone.set()
+            task.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if gone.is_set() and current is not None and not current.cancelling():
+            raise ClientGone from None
+        raise  # cancelled from outside (its deadline): not the client's doing
+    finally:
+        watcher.cancel()
 
 
 def header_pixels(data: bytes) -> int:

@@ -1,5 +1,5 @@
 """Prometheus metrics at ``/metrics``: requests by status, latency, queue depth, batch sizes,
-feature-memo hit rates and hash-list matches.
+predictions cancelled by their client, feature-memo hit rates and hash-list matches.
 
 Each app has its own registry (several apps may live in one process, as in the tests); the
 predictor's counters are read at scrape time, so scoring pays nothing for them.
@@ -91,8 +91,9 @@ class _PredictorCollector(Collector):
         yield size
 
 
-def add_metrics(app: FastAPI, predictor: Predictor, queue_depth: Callable[[], int]) -> None:
-    """Count every request and serve the metrics at ``/metrics`` (text exposition format)."""
+def add_metrics(app: FastAPI, predictor: Predictor, queue_depth: Callable[[], int]) -> Counter:
+    """Count every request and serve the metrics at ``/metrics`` (text exposition format);
+    returns the counter of predictions whose client disconnected, for the app to count them."""
     from prometheus_client import generate_latest
 
     registry = CollectorRegistry()
@@ -109,3 +110,6 @@ def add_metrics(app: FastAPI, predictor: Predictor, queue_depth: Callable[[], in
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return Counter("memetrm_cancelled_predictions", "Predictions dropped because their client "
+                   "disconnected before the answer", registry=registry)

@@ -4,7 +4,7 @@ uvicorn closes idle keep-alive connections but waits forever for a request whose
 trickle in, so a few dozen slow clients hold every connection slot and even ``/health`` gets
 503. Here a connection whose headers are not complete within ``header_timeout`` seconds of its
 first byte (or of the connection opening) is closed. Body reads are bounded by the app's
-per-request deadline.
+body deadline (``Limits.body_timeout_s``).
 
 Requests for ``RESERVED_PATHS`` (``/health``) are exempt from uvicorn's connection limit, so a
 load balancer's probe is answered even while idle or hostile clients hold every slot.
