@@ -56,6 +56,7 @@ def test_train_save_refuses_an_ordinary_folder(tiny_jsonl_dataset: Path, tmp_pat
     assert res.exit_code == 2, res.output
     assert "not a memetrm model folder" in res.output and "project" in res.output
     assert_untouched(project)  # not even a lock file
+    assert not (tmp_path / "cache").exists()  # refused before any feature was extracted
 
 
 @pytest.mark.parametrize("content", [

@@ -217,6 +217,11 @@ def owned_files(path: str | Path) -> frozenset[str] | None:
     return frozenset(files) | {CONFIG_NAME}
 
 
+def check_destination(path: str | Path) -> None:
+    """Refuse, before any work, a destination that a model cannot be written to."""
+    _check_destination(model_folder(path), ())
+
+
 def _check_destination(folder: Path, names: Iterable[str]) -> frozenset[str]:
     """What memetrm wrote in ``folder`` (nothing when it is new or empty). Refused: a folder
     that holds other things and no memetrm model, and a new file that would replace one

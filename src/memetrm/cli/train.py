@@ -133,10 +133,13 @@ def run_and_report(cfgs: list[RunConfig], sweep: bool, ensemble: int | None, sav
     """Run each configuration, print the comparison, and write what was asked for."""
     from memetrm.devices import resolve_device
     from memetrm.evaluation.tables import summary_table
+    from memetrm.modelstore import check_destination
     from memetrm.training.runner import run_models
 
     for cfg in cfgs:  # a device that is not there fails before any data or model is loaded
         resolve_device(cfg.device)
+    for dest in {*(cfg.save for cfg in cfgs if cfg.save), *([save] if save else [])}:
+        check_destination(dest)  # refused before training, not after
 
     def label(cfg: RunConfig) -> str:
         return f"{cfg.dataset}: {cfg.head}" + (f" on {'+'.join(cfg.fields or [])}" if sweep else "")
