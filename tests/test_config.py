@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from memetrm.cli.main import app
-from memetrm.config import load_run_config
+from memetrm.config import dump_yaml, load_run_config, load_yaml
 from memetrm.errors import ConfigError
 from memetrm.training.runner import resolved_config
 
@@ -23,7 +22,7 @@ def print_config(*args: str) -> dict:
     res = runner.invoke(app, ["train", *args, "--print-config"],
                         env={"MEMETRM_DATA": None, "MEMETRM_CACHE": None})
     assert res.exit_code == 0, res.output
-    return yaml.safe_load(res.stdout)
+    return load_yaml(res.stdout)
 
 
 def test_readme_config_example_keeps_the_yaml_head_and_dataset() -> None:
@@ -127,7 +126,7 @@ def test_typed_option_beats_the_yaml_and_set_beats_both(param: str, tmp_path: Pa
         node = node.setdefault(p, {})
     node[leaf] = in_yaml
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(dump_yaml(data))
     cli = [flag] if typed is True else [flag, ",".join(typed) if isinstance(typed, list) else str(typed)]
 
     def value(cfg: dict) -> object:

@@ -21,6 +21,10 @@ from starlette.concurrency import run_in_threadpool
 
 T = TypeVar("T")
 
+#: longest text field a meme may have, over HTTP and in batch rows (a meme's text is a few
+#: sentences; a tokenizer handed megabytes takes seconds and gigabytes)
+MAX_TEXT_CHARS = 2000
+
 
 class PixelBudget:
     """Decoded pixels in flight across all requests; a request waits (on the event loop, within
