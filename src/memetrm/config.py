@@ -177,9 +177,11 @@ def load_yaml(text: str) -> Any:
 
 
 def dump_yaml(data: Any) -> str:
-    """``data`` as block-style YAML that ``load_yaml`` reads back to the same values."""
+    """``data`` as block-style YAML, keys in their order, that ``load_yaml`` reads back to the
+    same values."""
     yaml = _yaml()
     yaml.default_flow_style = False
+    yaml.representer.sort_base_mapping_type_on_output = False
     out = io.StringIO()
     yaml.dump(data, out)
     return out.getvalue()
@@ -224,13 +226,15 @@ def read_config_text(path: str | Path, what: str = "config",
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as e:
         raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from e
-    with os.fdopen(fd, "rb") as f:
+    try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ConfigError(f"{path}: a {what} must be a regular file")
-        try:
+        with os.fdopen(fd, "rb", closefd=False) as f:
             raw = f.read(limit + 1)
-        except OSError as e:
-            raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from e
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from e
+    finally:
+        os.close(fd)
     if len(raw) > limit:
         raise ConfigError(f"{path}: above the limit of {limit:,} bytes for a {what}")
     try:
