@@ -3,9 +3,9 @@
 Precedence, lowest first: ``RunConfig`` defaults < the head's preset (its options and training
 overrides, applied when the run is resolved) < the YAML file < options the user typed < ``--set``.
 Typed options and ``--set`` go through one rule: each names a key path (``train.lr``) and a
-value, checked against that key's type. Files and values are read as YAML 1.2 (ruamel.yaml's
-core schema: ``no`` is a string, ``010`` the int 10, ``1e-4`` a float); a config file is read
-only if it is a regular file within a size limit, and aliases are refused.
+value, checked against that key's type. Files and values are read as YAML 1.2, by ruamel.yaml
+(``no`` is a string, ``010`` the int 10, ``1e-4`` a float); a config file is read only if it is
+a regular file within a size limit, and aliases are refused.
 """
 
 from __future__ import annotations

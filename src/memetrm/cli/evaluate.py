@@ -42,8 +42,8 @@ def evaluate(
     json_out: JsonOut = None,
 ) -> None:
     """Score a saved model on a split at its dev-chosen threshold (or --threshold): n,
-    metrics with a bootstrap CI, and the confusion matrix. The data settings the model was
-    trained with apply, each under the option you type."""
+    metrics with a bootstrap CI, and the confusion matrix. The dataset and bad-record policies
+    the model was trained with apply, each under the option you type."""
     from memetrm.data import get_dataset
     from memetrm.devices import resolve_device
     from memetrm.evaluation.saved import evaluate_scores
@@ -54,10 +54,12 @@ def evaluate(
     dev = resolve_device(device)
     head, meta, chosen = load_model(model, dev)
     saved = meta.get("run_config") or {}
-    typed = {"data_root": data_root, "cache_dir": cache_dir, "on_missing_image": on_missing_image,
-             "on_bad_line": on_bad_line, "allow_outside_images": allow_outside_images}
-    data = DataOptions(**{**{k: saved[k] for k in typed if saved.get(k) is not None},
-                          **{k: v for k, v in typed.items() if v is not None}})
+    # the model's bad-record policies apply unless typed, as a config file's would; this
+    # machine's folders and leave to read outside the dataset folder never come from a model
+    policies = {"on_missing_image": on_missing_image, "on_bad_line": on_bad_line}
+    data = DataOptions(data_root, cache_dir, allow_outside_images=bool(allow_outside_images),
+                       **{k: (saved.get(k) or "error") if v is None else v
+                          for k, v in policies.items()})
     dataset = dataset or meta.get("dataset") or saved.get("dataset")
     if not dataset:
         raise ConfigError(f"{model}: the model does not name its dataset; pass --dataset")
