@@ -81,6 +81,9 @@ def test_preset_head_options_under_user_options() -> None:
     (["train.warmup_ratio=.nan"], "train.warmup_ratio must be a number in"),
     (["train.grad_clip=.inf"], "train.grad_clip must be a number in"),
     (["train.ema=.nan"], "train.ema must be a decay in"),
+    (["seeds=1_000_000"], "seeds must be a positive integer up to 1,000"),
+    (["cv=100000"], r"cv must be 0 \(select on dev\) or a number of folds in \[2, 100\]"),
+    (["bootstrap=1000000000000"], "bootstrap must be an integer in"),
 ])
 def test_bad_settings_are_named(override: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

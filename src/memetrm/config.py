@@ -33,6 +33,10 @@ MISSING_IMAGE_POLICIES = ("error", "skip")
 BAD_LINE_POLICIES = ("error", "skip")
 
 
+#: upper bounds of a run's counts: far above any real run, below what exhausts a machine
+MAX_SEEDS, MAX_FOLDS, MAX_BOOTSTRAP = 1_000, 100, 100_000
+
+
 @dataclass(frozen=True)
 class DataOptions:
     """Where records are read from and how bad ones are handled, plus the feature cache: what
@@ -98,12 +102,15 @@ class RunConfig:
         hints = typing.get_type_hints(RunConfig)
         for f in dataclasses.fields(self):
             check_type(f.name, getattr(self, f.name), hints[f.name])
-        if self.seeds < 1:
-            raise ConfigError(f"seeds must be a positive integer, got {self.seeds!r}")
-        if self.cv == 1 or self.cv < 0:
-            raise ConfigError(f"cv must be 0 (select on dev) or a number of folds >= 2, got {self.cv!r}")
-        if self.bootstrap < 0:
-            raise ConfigError(f"bootstrap must be an integer >= 0, got {self.bootstrap!r}")
+        if not 1 <= self.seeds <= MAX_SEEDS:
+            raise ConfigError(f"seeds must be a positive integer up to {MAX_SEEDS:,}, "
+                              f"got {self.seeds!r}")
+        if self.cv == 1 or not 0 <= self.cv <= MAX_FOLDS:
+            raise ConfigError(f"cv must be 0 (select on dev) or a number of folds in "
+                              f"[2, {MAX_FOLDS}], got {self.cv!r}")
+        if not 0 <= self.bootstrap <= MAX_BOOTSTRAP:
+            raise ConfigError(f"bootstrap must be an integer in [0, {MAX_BOOTSTRAP:,}], "
+                              f"got {self.bootstrap!r}")
         self.data  # noqa: B018  (checks the data policies)
 
     @property
