@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from memetrm.cli.main import app
+from memetrm.errors import ConfigError
 from memetrm.features.cache import FeatureCache
 from memetrm.heads import create_head, save_pretrained
 from memetrm.serving.batch import predict_batch
@@ -20,6 +24,7 @@ from . import fakes  # noqa: F401  (registers the test-fake encoder)
 from .conftest import make_image
 
 runner = CliRunner()
+REPO = Path(__file__).resolve().parents[1]
 #: when set, each case appends its exit code and first error line here (jsonl)
 CASE_LOG = os.environ.get("MEMETRM_CASE_LOG")
 
@@ -50,6 +55,30 @@ def folder(tmp_path: Path, monkeypatch) -> Path:
 def train(root: Path, *args: str):
     return runner.invoke(app, ["train", "--dataset", str(root), "--encoder", "test-fake",
                                "--seeds", "1", "--set", "train.epochs=1", *args])
+
+
+#: runs each command line (a JSON list of lists) through the CLI, printing exit code and output
+_CLI_RUNS = """
+import json, sys
+from typer.testing import CliRunner
+from tests import fakes
+from memetrm.cli.main import app
+for args in json.loads(sys.argv[1]):
+    res = CliRunner().invoke(app, args)
+    print(json.dumps([res.exit_code, res.output]))
+"""
+
+
+def cli_isolated(*commands: list[str]) -> list[tuple[int, str]]:
+    """(exit code, output) of each command, run in a process of its own with a memory cap and
+    a deadline: input that could hang or exhaust memory fails a test there, not the machine."""
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, 6 * 2**30))
+
+    done = subprocess.run([sys.executable, "-c", _CLI_RUNS, json.dumps(commands)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, preexec_fn=cap)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return [tuple(json.loads(line)) for line in done.stdout.splitlines()]
 
 
 def assert_clear_error(res, *needles: str) -> None:
@@ -154,6 +183,10 @@ def test_unknown_split_names_the_folder(folder: Path) -> None:
     (["--set", "train.epochs=0"], "train.epochs must be a positive integer"),
     (["--set", "train.lr=abc"], "train.lr must be a number"),
     (["--set", "head_cfg.hidden=-3"], "head 'mlp' cannot be built"),
+    (["--set", "train.lr=.inf"], "train.lr must be a number in (0, 10], got inf"),
+    (["--set", "train.lr=1e30"], "train.lr must be a number in (0, 10], got 1e+30"),
+    (["--set", "train.lr=.nan"], "train.lr must be a number in (0, 10], got nan"),
+    (["--set", "train.weight_decay=.nan"], "train.weight_decay must be a number in [0, 10]"),
 ])
 def test_bad_settings(folder: Path, args: list[str], message: str) -> None:
     assert_clear_error(train(folder, *args), message)
@@ -177,6 +210,61 @@ def test_damaged_cache_entry_is_recomputed(folder: Path, tmp_path: Path) -> None
     ids = json.loads((entries[0] / "meta.json").read_text())["ids"]
     assert cache.load(entries[0].name, ids) is None
     assert train(folder).exit_code == 0
+
+
+def test_a_diverged_training_saves_nothing_and_exits_2(folder: Path, tmp_path: Path,
+                                                       monkeypatch) -> None:
+    """Training that ends in NaN weights (however it got there) never leaves a model behind."""
+    from memetrm.training import runner as run
+
+    real_fit = run.fit
+
+    def diverging(head, *args, **kwargs):
+        result = real_fit(head, *args, **kwargs)
+        with torch.no_grad():
+            for p in result.head.parameters():
+                p.fill_(float("nan"))
+        return result
+
+    monkeypatch.setattr(run, "fit", diverging)
+    res = train(folder, "--save", str(tmp_path / "m"))
+    assert_clear_error(res, "not saved", "NaN or infinite", "train.lr")
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_head_with_a_nan_parameter_is_not_saved(tmp_path: Path) -> None:
+    head = create_head("mlp", {"text": 5}, hidden=8)
+    with torch.no_grad():
+        next(head.parameters()).view(-1)[0] = float("nan")
+    with pytest.raises(ConfigError, match="not saved: 1 tensor"):
+        save_pretrained(head, tmp_path / "model", encoder="test-fake", fields=["text"],
+                        threshold=0.5)
+    assert not (tmp_path / "model").exists()
+
+
+def test_a_training_ids_file_that_is_not_utf8_exits_2(folder: Path, tmp_path: Path) -> None:
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes(b"train0\ntrain\xff1\n")
+    assert_clear_error(train(folder, "--train-ids", str(ids)), "ids.txt:2: not valid UTF-8")
+
+
+def test_a_device_as_training_ids_is_refused_before_reading(folder: Path) -> None:
+    [(code, output)] = cli_isolated(["train", "--dataset", str(folder), "--encoder", "test-fake",
+                                     "--seeds", "1", "--train-ids", "/dev/zero"])
+    assert code == 2 and "/dev/zero: a training-ids file must be a regular file" in output, output
+
+
+def test_evaluate_keeps_the_models_data_settings_unless_typed(folder: Path,
+                                                              tmp_path: Path) -> None:
+    """evaluate takes the settings the model was trained with (here: skip bad lines) as train
+    takes a config file's: an option typed beats them, one not typed never does."""
+    write(folder, "test", "".join(json.dumps(r) + "\n" for r in rows(8, "test")) + "{bad\n")
+    model = tmp_path / "m"
+    assert train(folder, "--on-bad-line", "skip", "--save", str(model)).exit_code == 0
+    res = runner.invoke(app, ["evaluate", "--model", str(model)])
+    assert res.exit_code == 0 and "skipped 1 bad line" in res.output, res.output
+    assert_clear_error(runner.invoke(app, ["evaluate", "--model", str(model), "--on-bad-line",
+                                           "error"]), "test.jsonl:9", "1 bad line(s)")
 
 
 # --- saved models ----------------------------------------------------------------------------

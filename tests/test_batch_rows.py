@@ -156,3 +156,56 @@ def test_parquet_output_leaves_no_temporary(model: Path, tmp_path: Path) -> None
     predict_batch(Predictor(model, device="cpu"), tmp_path / "in.jsonl", tmp_path / "o.parquet",
                   progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "model", "o.parquet"]
+
+
+def test_an_over_long_text_is_a_row_error_and_the_other_rows_score(tmp_path: Path) -> None:
+    """A 10 MB text is refused by its row (naming the id and the limit) before any tokenizer
+    sees it; the rows around it score."""
+    from memetrm.serving.guards import MAX_TEXT_CHARS
+
+    head = create_head("mlp", {"text": 5}, hidden=8)
+    model = save_pretrained(head, tmp_path / "model", encoder="test-fake", fields=["text"],
+                            threshold=0.5)
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"id": "before", "text": "fine"},
+        {"id": "huge", "text": "x" * 10_000_000},
+        {"id": "at-limit", "text": "y" * MAX_TEXT_CHARS},
+        {"id": "after", "text": "also fine"},
+    ]))
+    out = tmp_path / "out.jsonl"
+    summary = predict_batch(Predictor(model, device="cpu"), src, out, progress=False)
+    got = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert (summary.scored, summary.errors) == (3, 1)
+    assert "id huge" in got["huge"]["error"] and "10,000,000 characters" in got["huge"]["error"]
+    assert f"limit of {MAX_TEXT_CHARS:,}" in got["huge"]["error"]
+    assert all(got[i]["error"] is None for i in ("before", "at-limit", "after"))
+
+
+@pytest.mark.parametrize("text", [["a", "meme"], {"line": "a meme"}])
+def test_a_text_that_is_a_list_or_dict_is_a_row_error_not_ocr(model: Path, tmp_path: Path,
+                                                              text: object) -> None:
+    """Nested data in ``text`` fails its row as an int does; it is never dropped and replaced
+    by the text OCR reads off the image."""
+    make_image(tmp_path / "ok.png", 1)
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"id": "nested", "img": "ok.png", "text": text},
+        {"id": "int", "img": "ok.png", "text": 7},
+        {"id": "ok", "img": "ok.png", "text": "fine"},
+    ]))
+    out = tmp_path / "out.jsonl"
+    predictor = Predictor(model, device="cpu")
+    predictor.ocr = lambda image: pytest.fail("OCR ran for a row that has a text")
+    summary = predict_batch(predictor, src, out, progress=False)
+    got = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert (summary.scored, summary.errors) == (1, 2)
+    assert "id nested" in got["nested"]["error"]
+    assert f"'text' must be a string, got {type(text).__name__}" in got["nested"]["error"]
+    assert "must be a string, got int" in got["int"]["error"]
+
+
+def test_a_nested_text_column_in_parquet_is_a_row_error(model: Path, tmp_path: Path) -> None:
+    src = _parquet(tmp_path / "in.parquet", {"id": ["p1"], "text": [["a", "b"]]})
+    item = next(iter_inputs(src))
+    assert item.error and "'text' must be a string, got list" in item.error

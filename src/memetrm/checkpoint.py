@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from memetrm.errors import ConfigError
 from memetrm.modelstore import CONFIG_NAME, WEIGHTS_NAME, read_config, read_model, write_model
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "load_checkpoint", "load_config", "load_weights",
@@ -25,8 +26,14 @@ def weights_path(path: str | Path) -> Path:
 def save_checkpoint(path: str | Path, module: torch.nn.Module, config: dict[str, Any],
                     extra_files: dict[str, bytes] | None = None,
                     strings: dict[str, str] | None = None) -> Path:
-    """Weights + config (+ metrics, plots) in one atomic write: a crash leaves no half-written model."""
+    """Weights + config (+ metrics, plots) in one atomic write: a crash leaves no half-written
+    model. Weights holding NaN or infinities (training diverged) are refused, nothing written."""
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ConfigError(f"{path}: not saved: {len(bad)} tensor(s) hold NaN or infinite values, "
+                          f"e.g. {bad[0]!r} (training diverged: lower train.lr or set "
+                          "train.grad_clip)")
     return write_model(path, state, config, extra_files, strings)
 
 

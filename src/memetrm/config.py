@@ -3,20 +3,27 @@
 Precedence, lowest first: ``RunConfig`` defaults < the head's preset (its options and training
 overrides, applied when the run is resolved) < the YAML file < options the user typed < ``--set``.
 Typed options and ``--set`` go through one rule: each names a key path (``train.lr``) and a
-value, checked against that key's type.
+value, checked against that key's type. Files and values are read as YAML 1.2, by ruamel.yaml
+(``no`` is a string, ``010`` the int 10, ``1e-4`` a float); a config file is read only if it is
+a regular file within a size limit, and aliases are refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
+import io
+import os
+import stat
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.composer import Composer, ComposerError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent
 
 from memetrm.errors import ConfigError
 
@@ -24,6 +31,10 @@ from memetrm.errors import ConfigError
 MISSING_IMAGE_POLICIES = ("error", "skip")
 #: what to do with a malformed dataset line: fail listing them, or leave out and count
 BAD_LINE_POLICIES = ("error", "skip")
+
+
+#: upper bounds of a run's counts: far above any real run, below what exhausts a machine
+MAX_SEEDS, MAX_FOLDS, MAX_BOOTSTRAP = 1_000, 100, 100_000
 
 
 @dataclass(frozen=True)
@@ -91,12 +102,15 @@ class RunConfig:
         hints = typing.get_type_hints(RunConfig)
         for f in dataclasses.fields(self):
             check_type(f.name, getattr(self, f.name), hints[f.name])
-        if self.seeds < 1:
-            raise ConfigError(f"seeds must be a positive integer, got {self.seeds!r}")
-        if self.cv == 1 or self.cv < 0:
-            raise ConfigError(f"cv must be 0 (select on dev) or a number of folds >= 2, got {self.cv!r}")
-        if self.bootstrap < 0:
-            raise ConfigError(f"bootstrap must be an integer >= 0, got {self.bootstrap!r}")
+        if not 1 <= self.seeds <= MAX_SEEDS:
+            raise ConfigError(f"seeds must be a positive integer up to {MAX_SEEDS:,}, "
+                              f"got {self.seeds!r}")
+        if self.cv == 1 or not 0 <= self.cv <= MAX_FOLDS:
+            raise ConfigError(f"cv must be 0 (select on dev) or a number of folds in "
+                              f"[2, {MAX_FOLDS}], got {self.cv!r}")
+        if not 0 <= self.bootstrap <= MAX_BOOTSTRAP:
+            raise ConfigError(f"bootstrap must be an integer in [0, {MAX_BOOTSTRAP:,}], "
+                              f"got {self.bootstrap!r}")
         self.data  # noqa: B018  (checks the data policies)
 
     @property
@@ -140,27 +154,52 @@ def _describe(hint: Any) -> str:
         hint, f"a {getattr(typing.get_origin(hint), '__name__', hint)}")
 
 
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2's floats: ``1e-4`` is a number, not a string."""
+#: a config file above this is refused before it is read (a run config is a few hundred bytes)
+MAX_CONFIG_FILE_BYTES = 2**20
+#: deepest nesting a YAML value may have (a run config nests 2 levels)
+MAX_YAML_DEPTH = 32
 
 
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$|^[-+]?\.(inf|Inf|INF)$"
-               r"|^\.(nan|NaN|NAN)$"),
-    list("-+0123456789."))
+class _NoAliases(Composer):
+    """Refuses an alias (``*name``) where it stands, before anything is expanded: nested aliases
+    ("billion laughs") load as a small shared structure that is gigabytes once walked."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.parser.check_event(AliasEvent):
+            raise ComposerError(None, None, "aliases (*name) are not allowed: write the value out",
+                                self.parser.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+
+def _yaml() -> YAML:
+    """ruamel.yaml's safe loader (YAML 1.2), pure Python (its C loader reads YAML 1.1)."""
+    yaml = YAML(typ="safe", pure=True)
+    yaml.Composer = _NoAliases
+    yaml.max_depth = MAX_YAML_DEPTH
+    return yaml
 
 
 def load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506  (a SafeLoader subclass)
+    return _yaml().load(text)
+
+
+def dump_yaml(data: Any) -> str:
+    """``data`` as block-style YAML, keys in their order, that ``load_yaml`` reads back to the
+    same values."""
+    yaml = _yaml()
+    yaml.default_flow_style = False
+    yaml.representer.sort_base_mapping_type_on_output = False
+    out = io.StringIO()
+    yaml.dump(data, out)
+    return out.getvalue()
 
 
 def parse_value(text: str) -> Any:
     """A command-line value by YAML's rules: ``3`` int, ``1e-4`` float, ``true`` bool,
-    ``[a, b]`` list, anything else the string itself."""
+    ``[a, b]`` list, anything else (``no`` included) the string itself."""
     try:
         return load_yaml(text) if text.strip() else text
-    except yaml.YAMLError:
+    except (YAMLError, ValueError):  # ruamel raises ValueError for some scalars (``0x_``)
         return text
 
 
@@ -184,13 +223,44 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def read_config_text(path: str | Path, what: str = "config",
+                     limit: int = MAX_CONFIG_FILE_BYTES) -> str:
+    """A config file's text: a regular file (a device or a pipe would never end or never
+    start), at most ``limit`` bytes, UTF-8 (a byte-order mark is dropped)."""
     path = Path(path)
     try:
-        data = load_yaml(path.read_text()) or {}
+        # non-blocking: opening a FIFO returns at once, so the check below can refuse it
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as e:
-        raise ConfigError(f"cannot read config {path}: {e.strerror}") from e
-    except yaml.YAMLError as e:
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from e
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"{path}: a {what} must be a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            raw = f.read(limit + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from e
+    finally:
+        os.close(fd)
+    if len(raw) > limit:
+        raise ConfigError(f"{path}: above the limit of {limit:,} bytes for a {what}")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not valid UTF-8 (byte {raw[e.start]:#04x}); a {what} "
+                          "must be UTF-8") from e
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    text = read_config_text(path)
+    try:
+        data = load_yaml(text) or {}
+    except MarkedYAMLError as e:
+        line = f":{e.problem_mark.line + 1}" if e.problem_mark else ""
+        raise ConfigError(f"{path}{line}: not valid YAML ({e.problem})") from e
+    except (YAMLError, ValueError) as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from e
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a run config must be a mapping of keys to values")

@@ -9,7 +9,17 @@ import typer
 from rich.table import Table
 
 from memetrm.cli.checks import warn_one_class
-from memetrm.cli.options import CacheDir, DataRoot, Device, JsonOut, MissingImages, Model, Threshold
+from memetrm.cli.options import (
+    AllowOutside,
+    BadLine,
+    CacheDir,
+    DataRoot,
+    Device,
+    JsonOut,
+    MissingImages,
+    Model,
+    Threshold,
+)
 from memetrm.config import DataOptions
 from memetrm.errors import ConfigError
 from memetrm.progress import results
@@ -25,12 +35,15 @@ def evaluate(
     data_root: DataRoot = None,
     cache_dir: CacheDir = None,
     on_missing_image: MissingImages = None,
+    on_bad_line: BadLine = None,
+    allow_outside_images: AllowOutside = None,
     device: Device = None,
     threshold: Threshold = None,
     json_out: JsonOut = None,
 ) -> None:
     """Score a saved model on a split at its dev-chosen threshold (or --threshold): n,
-    metrics with a bootstrap CI, and the confusion matrix."""
+    metrics with a bootstrap CI, and the confusion matrix. The dataset and bad-record policies
+    the model was trained with apply, each under the option you type."""
     from memetrm.data import get_dataset
     from memetrm.devices import resolve_device
     from memetrm.evaluation.saved import evaluate_scores
@@ -41,12 +54,17 @@ def evaluate(
     dev = resolve_device(device)
     head, meta, chosen = load_model(model, dev)
     saved = meta.get("run_config") or {}
+    # the model's bad-record policies apply unless typed, as a config file's would; this
+    # machine's folders and leave to read outside the dataset folder never come from a model
+    policies = {"on_missing_image": on_missing_image, "on_bad_line": on_bad_line}
+    data = DataOptions(data_root, cache_dir, allow_outside_images=bool(allow_outside_images),
+                       **{k: (saved.get(k) or "error") if v is None else v
+                          for k, v in policies.items()})
     dataset = dataset or meta.get("dataset") or saved.get("dataset")
     if not dataset:
         raise ConfigError(f"{model}: the model does not name its dataset; pass --dataset")
-    split = split or get_dataset(dataset, data_root).roles()["test"]
-    data = DataOptions(data_root, cache_dir,
-                       on_missing_image or saved.get("on_missing_image", "error"))
+    split = split or get_dataset(dataset, data.data_root, on_bad_line=data.on_bad_line,
+                                 allow_outside_images=data.allow_outside_images).roles()["test"]
     fs = load_features(dataset, split, meta["encoder"], meta["fields"],
                        tokens=meta.get("tokens", False), data=data, device=str(dev))
     prob = predict(head, fs)["prob"].cpu().numpy()

@@ -40,7 +40,7 @@ def extract(
     cache_dir: CacheDir = None,
     on_missing_image: MissingImages = None,
     on_bad_line: BadLine = None,
-    allow_outside_images: AllowOutside = False,
+    allow_outside_images: AllowOutside = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     num_workers: Annotated[int | None, typer.Option(help="Image-decoding workers.")] = None,
     device: Device = None,
@@ -63,7 +63,7 @@ def extract(
     cfg = load_run_config(typed={
         "dataset": dataset, "encoder": encoder, "data_root": data_root, "cache_dir": cache_dir,
         "on_missing_image": on_missing_image, "on_bad_line": on_bad_line,
-        "allow_outside_images": allow_outside_images or None, "device": device,
+        "allow_outside_images": allow_outside_images, "device": device,
         "precision": precision})
     resolve_device(cfg.device)
     enc = cfg.encoder or DEFAULT_ENCODER

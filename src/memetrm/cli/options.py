@@ -23,8 +23,9 @@ MissingImages = Annotated[str | None, typer.Option(
 BadLine = Annotated[str | None, typer.Option(
     "--on-bad-line", help="error (default: one error lists every bad line, the first 20 shown) "
                           "or skip (bad lines are left out and counted).")]
-AllowOutside = Annotated[bool, typer.Option(
-    "--allow-outside-images", help="Follow image paths that leave the dataset folder.")]
+AllowOutside = Annotated[bool | None, typer.Option(
+    "--allow-outside-images/--no-allow-outside-images",
+    help="Follow image paths that leave the dataset folder [default: no].")]
 CacheDir = Annotated[str | None, typer.Option(
     envvar="MEMETRM_CACHE", help="Feature cache folder (default ~/.cache/memetrm).")]
 Device = Annotated[str | None, typer.Option(

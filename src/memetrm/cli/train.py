@@ -7,12 +7,12 @@ config keys (``TYPED_KEYS``) and apply over ``--config`` by one rule; ``--set`` 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 
 from memetrm.cli.options import (
     AllowOutside,
@@ -31,7 +31,7 @@ from memetrm.cli.options import (
     ThresholdMetric,
     split_csv,
 )
-from memetrm.config import RunConfig, load_run_config
+from memetrm.config import RunConfig, dump_yaml, load_run_config
 from memetrm.errors import ConfigError, MemetrmError
 from memetrm.progress import console
 from memetrm.utils import atomic_write_text
@@ -75,7 +75,7 @@ def train(
     cache_dir: CacheDir = None,
     on_missing_image: MissingImages = None,
     on_bad_line: BadLine = None,
-    allow_outside_images: AllowOutside = False,
+    allow_outside_images: AllowOutside = None,
     device: Device = None,
     precision: Precision = None,
     config: ConfigFile = None,
@@ -97,34 +97,37 @@ def train(
 
     given = locals()
     typed = {key: given[param] for param, key in TYPED_KEYS.items()}
-    typed["allow_outside_images"] = allow_outside_images or None  # a flag typed only when on
+    typed["out_dir"] = out_dir and str(out_dir)
     names = list_heads(all_only=True) if head == "all" else split_csv(head) or [None]
     sets = ([split_csv(f) for f in field_sets.split(";") if split_csv(f)] if field_sets
             else [split_csv(fields)])
     combos = [(n, f) for n in names for f in sets]
-    if report and not out_dir:
-        out_dir = Path("runs")
     if save and len(combos) > 1 and not ensemble:
         raise ConfigError("--save keeps one model: name one head and one field set, or "
                           "save an --ensemble")
+    cfgs = [load_run_config(config, set_, {
+        **typed, "head": name, "fields": f, "save": None if ensemble else save})
+        for name, f in combos]
+    # out_dir comes by the same rule as every key; each run of a sweep gets a sub-folder
+    root = Path(cfgs[0].out_dir) if cfgs[0].out_dir else None
+    if report and root is None:
+        raise ConfigError("--report is made from the runs' folders: pass --out-dir (or set "
+                          "out_dir in the config)")
 
-    def sub_dir(name: str | None, f: list[str] | None) -> str | None:
-        if not out_dir:
-            return None
+    def sub_dir(root: Path, cfg: RunConfig, name: str | None, f: list[str] | None) -> RunConfig:
         parts = ([name or "head"] if len(names) > 1 else []) + (
             ["+".join(f).replace("@", "_").replace(":", "_")] if field_sets else [])
-        return str(out_dir.joinpath(*parts))
+        return dataclasses.replace(cfg, out_dir=str(root.joinpath(*parts))) if parts else cfg
 
-    cfgs = [load_run_config(config, set_, {
-        **typed, "head": name, "fields": f, "save": None if ensemble else save,
-        "out_dir": sub_dir(name, f)}) for name, f in combos]
+    if root is not None:
+        cfgs = [sub_dir(root, cfg, *combo) for cfg, combo in zip(cfgs, combos, strict=True)]
     if print_config:
         from memetrm.training.runner import resolved_config
 
         for cfg in cfgs:
-            typer.echo(yaml.safe_dump(resolved_config(cfg), sort_keys=False), nl=False)
+            typer.echo(dump_yaml(resolved_config(cfg)), nl=False)
         return
-    run_and_report(cfgs, field_sets is not None, ensemble, save, out_dir, json_out, report, wide)
+    run_and_report(cfgs, field_sets is not None, ensemble, save, root, json_out, report, wide)
 
 
 def run_and_report(cfgs: list[RunConfig], sweep: bool, ensemble: int | None, save: str | None,

@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from memetrm.data.images import MAX_PIXELS, open_image
 from memetrm.errors import DataError, MemetrmError
 from memetrm.serving.guards import (
+    MAX_TEXT_CHARS,
     ClientGone,
     PixelBudget,
     header_pixels,
@@ -62,7 +63,7 @@ CLIENT_GONE = 499
 @dataclass
 class Limits:
     max_upload_bytes: int = 10 * 1024 * 1024
-    max_text_chars: int = 2000
+    max_text_chars: int = MAX_TEXT_CHARS
     max_pixels: int = MAX_PIXELS
     #: seconds for reading the body + decode + OCR + model; a slower request gets 504 and any
     #: stage it had not started yet is skipped

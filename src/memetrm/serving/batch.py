@@ -25,6 +25,7 @@ from memetrm.data.images import open_image
 from memetrm.data.validation import BOM, decode_line, parse_jsonl_line
 from memetrm.errors import DataError, MemetrmError
 from memetrm.progress import make_progress
+from memetrm.serving.guards import MAX_TEXT_CHARS
 from memetrm.utils import plural
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"}
@@ -109,12 +110,16 @@ def _iter_parquet(files: list[Path]) -> Iterator[InputItem]:
 #: JSON-native values a text column may hold; anything else (timestamps, nested data) is not
 #: a text field and is dropped, so every engine carries the same row
 _TEXT_VALUES = (str, int, float, bool, type(None))
+#: the columns a meme's texts come in: nested data there is an error, not a column to drop
+#: (a dropped ``text`` would be read off the image by OCR instead)
+TEXT_COLUMNS = ("text", "caption")
 
 
 def make_item(rec: dict[str, Any], base: Path, where: str, anon: str) -> InputItem:
     """One input row checked the same way for every engine and format: a row that is not
     scorable becomes an item with ``error`` (naming ``where``; ``anon`` is its id when it has
-    no usable one), never an exception."""
+    no usable one), never an exception. Every text a row carries is within the HTTP limit
+    (``MAX_TEXT_CHARS``), whichever of them the model reads."""
     rid, img = rec.get("id"), rec.get("img")
     texts = {k: v for k, v in rec.items()
              if k not in ("id", "img", "label") and isinstance(v, _TEXT_VALUES)}
@@ -122,7 +127,16 @@ def make_item(rec: dict[str, Any], base: Path, where: str, anon: str) -> InputIt
         return InputItem(anon, error=f"{where}: 'id' must be a non-empty string or an integer, "
                                       f"got {rid!r}")
     item = InputItem(str(rid), texts=texts, label=rec.get("label"))
-    if isinstance(img, str) and "\0" in img:
+    nested = [k for k in TEXT_COLUMNS if k in rec and not isinstance(rec[k], _TEXT_VALUES)]
+    long = [k for k, v in texts.items() if isinstance(v, str) and len(v) > MAX_TEXT_CHARS]
+    if nested:
+        item.error = (f"{where}: id {rid}: {nested[0]!r} must be a string, got "
+                      f"{type(rec[nested[0]]).__name__}")
+    elif long:
+        item.error = (f"{where}: id {rid}: {long[0]!r} is {len(texts[long[0]]):,} characters, "
+                      f"above the limit of {MAX_TEXT_CHARS:,}")
+        item.texts = {}  # the row is not scored: its megabytes need not travel with it
+    elif isinstance(img, str) and "\0" in img:
         item.error = f"{where}: id {rid}: 'img' contains a NUL byte"
     elif isinstance(img, str) and img:
         item.image = base / img

@@ -24,6 +24,10 @@ from starlette.types import Receive
 
 T = TypeVar("T")
 
+#: longest text field a meme may have, over HTTP and in batch rows (a meme's text is a few
+#: sentences; a tokenizer handed megabytes takes seconds and gigabytes)
+MAX_TEXT_CHARS = 2000
+
 
 class PixelBudget:
     """Decoded pixels in flight across all requests; a request waits (on the event loop, within

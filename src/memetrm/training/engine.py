@@ -36,6 +36,10 @@ from memetrm.layers import Trainable
 ScoreFn = Callable[[Trainable, FeatureSet, torch.device], float]
 #: LR schedules after the linear warmup
 SCHEDULES = ("cosine", "constant")
+#: (low, high, low allowed) of each number of ``TrainConfig``: finite (NaN is in no range),
+#: and within what trains a head
+NUMBER_RANGES = {"lr": (0.0, 10.0, False), "weight_decay": (0.0, 10.0, True),
+                 "warmup_ratio": (0.0, 1.0, True), "grad_clip": (0.0, 1e6, True)}
 
 
 @dataclass
@@ -70,10 +74,14 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("lr", "weight_decay", "warmup_ratio", "grad_clip"):
+        for name, (low, high, closed) in NUMBER_RANGES.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise ConfigError(f"train.{name} must be a number >= 0, got {value!r}")
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not (number and (low <= value if closed else low < value) and value <= high):
+                raise ConfigError(f"train.{name} must be a number in {'[' if closed else '('}"
+                                  f"{low:g}, {high:g}], got {value!r}")
+        if self.ema is not None and not 0 <= self.ema < 1:
+            raise ConfigError(f"train.ema must be a decay in [0, 1) or null, got {self.ema!r}")
         parse_threshold_metric(self.threshold_metric)
         betas = self.betas
         if (not isinstance(betas, list | tuple) or len(betas) != 2

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from memetrm.config import RunConfig
+from memetrm.config import RunConfig, read_config_text
 from memetrm.data import MemeDataset, get_dataset
 from memetrm.encoders import DEFAULT_ENCODER
 from memetrm.errors import DataError
@@ -75,14 +75,18 @@ def load_run_features(cfg: RunConfig) -> tuple[dict[str, FeatureSet], list[str],
     return feats, fields, roles
 
 
+#: a training-ids file above this is refused before it is read (100,000 ids are about 2 MB)
+MAX_IDS_BYTES = 64 * 2**20
+
+
 def only_ids(fs: FeatureSet, path: Path) -> FeatureSet:
     """The rows of ``fs`` whose ids ``path`` lists: one per line, or a ``tuning.json``'s
     ``held_out_ids``. An id the split lacks is an error naming it, not a silent drop."""
+    text = read_config_text(path, "training-ids file", MAX_IDS_BYTES)
     try:
-        text = path.read_text(encoding="utf-8")
         ids = (json.loads(text)["held_out_ids"] if path.suffix == ".json"
                else [line.strip() for line in text.splitlines() if line.strip()])
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError) as e:
         raise DataError(f"{path}: cannot read training ids ({e})") from e
     row = {i: r for r, i in enumerate(fs.ids)}
     unknown = [i for i in ids if i not in row]
