@@ -264,7 +264,7 @@ def test_evaluate_keeps_the_models_data_settings_unless_typed(folder: Path,
     res = runner.invoke(app, ["evaluate", "--model", str(model)])
     assert res.exit_code == 0 and "skipped 1 bad line" in res.output, res.output
     assert_clear_error(runner.invoke(app, ["evaluate", "--model", str(model), "--on-bad-line",
-                                           "error"]), "test.jsonl:9", "1 bad line(s)")
+                                           "error"]), "test.jsonl:9", "1 bad line:")
 
 
 # --- saved models ----------------------------------------------------------------------------
