@@ -33,6 +33,7 @@ def evaluate(
     metrics with a bootstrap CI, and the confusion matrix."""
     from memetrm.data import get_dataset
     from memetrm.devices import resolve_device
+    from memetrm.encoders.tuned import locate_towers, with_towers
     from memetrm.evaluation.saved import evaluate_scores
     from memetrm.features import load_features
     from memetrm.serving.predictor import load_model
@@ -47,7 +48,8 @@ def evaluate(
     split = split or get_dataset(dataset, data_root).roles()["test"]
     data = DataOptions(data_root, cache_dir,
                        on_missing_image or saved.get("on_missing_image", "error"))
-    fs = load_features(dataset, split, meta["encoder"], meta["fields"],
+    encoder = with_towers(meta["encoder"], locate_towers(meta, model))
+    fs = load_features(dataset, split, encoder, meta["fields"],
                        tokens=meta.get("tokens", False), data=data, device=str(dev))
     prob = predict(head, fs)["prob"].cpu().numpy()
     thr = chosen if threshold is None else threshold

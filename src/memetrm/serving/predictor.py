@@ -21,6 +21,7 @@ from memetrm.data.fields import join_texts, joined_parts, view_base
 from memetrm.devices import resolve_device
 from memetrm.encoders import DEFAULT_ENCODER, Encoder, create_encoder
 from memetrm.encoders.runtimes import split_runtime, with_runtime
+from memetrm.encoders.tuned import locate_towers, with_towers
 from memetrm.errors import ConfigError, DataError, MemetrmError
 from memetrm.heads import Head, Memory, from_pretrained
 from memetrm.serving.feature_memo import FeatureMemo, Features
@@ -122,7 +123,9 @@ class Predictor:
         self.tokens: bool = bool(self.config.get("tokens", self.head.needs_tokens))
         #: what labels 0 and 1 mean (``not offensive`` / ``offensive`` for MultiOFF models)
         self.label_names: list[str] = list(self.config.get("labels") or DEFAULT_LABELS)
-        trained = self.config.get("encoder", DEFAULT_ENCODER)
+        #: tuned towers are found beside the model (or where they were), checked by digest
+        towers = locate_towers(self.config, self.model_dir)
+        trained = with_towers(self.config.get("encoder", DEFAULT_ENCODER), towers)
         default = with_runtime(trained, runtime)
         if split_runtime(default)[0] != split_runtime(trained)[0]:
             warnings.warn(runtime_note(trained, split_runtime(default)[0]), stacklevel=2)
@@ -130,7 +133,7 @@ class Predictor:
         self._default = default
         #: field -> (item field it reads, encoder); a caption view reads the caption it was
         #: trained on the variants of (one given caption is its own mean)
-        self._sources = {spec: (view_base(field), with_runtime(enc, runtime))
+        self._sources = {spec: (view_base(field), with_runtime(with_towers(enc, towers), runtime))
                          for spec in self.fields for field, enc in [split_field(spec, default)]}
         #: encoders of fields that name another one (``text@mpnet-effnet``)
         self.extra_encoders = {enc: create_encoder(enc, device=self.device)

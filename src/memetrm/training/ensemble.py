@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from memetrm.encoders.tuned import towers_meta
 from memetrm.evaluation.metrics import auroc
 from memetrm.evaluation.tables import run_name
 from memetrm.heads import Head, create_head, save_pretrained
@@ -78,7 +79,7 @@ def save_ensemble(selection: dict[str, Any], path: str | Path, provenance: dict[
         tokens=bool(token_dims), threshold=selection["threshold"], dataset=first.cfg.dataset,
         labels=first.results["label_names"], members=selection["members"],
         dev_auroc=selection["splits"][selection["roles"]["dev"]]["auroc"]["mean"],
-        provenance=provenance)
+        provenance=provenance, **towers_meta(first.cfg.encoder, list(input_dims), path))
 
 
 def _config_dict(head: Head) -> dict[str, Any]:

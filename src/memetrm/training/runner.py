@@ -21,6 +21,7 @@ import torch
 from memetrm.config import RunConfig
 from memetrm.data import MemeDataset, get_dataset
 from memetrm.encoders import DEFAULT_ENCODER
+from memetrm.encoders.tuned import towers_meta
 from memetrm.errors import DataError
 from memetrm.evaluation import (
     bootstrap_ci,
@@ -339,7 +340,8 @@ def save_best(cfg: RunConfig, runs: list[SeedRun], results: dict[str, Any],
         # what share of dev any threshold flags: scoring commands warn on a one-class one
         dev_quantiles=np.quantile(best.outputs[results["roles"]["dev"]]["prob"].cpu().numpy(),
                                   np.linspace(0, 1, 101)).tolist(),
-        run_config=config, provenance=results["provenance"])
+        run_config=config, provenance=results["provenance"],
+        **towers_meta(cfg.encoder, results["fields"], cfg.save))
 
 
 def model_card(results: dict[str, Any], best: SeedRun, labels: tuple[str, str]) -> str:

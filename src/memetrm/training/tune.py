@@ -171,9 +171,9 @@ def _loss(name: str, model: Any) -> Any:
 
 def _prepare_model(cfg: TuneConfig) -> Any:
     """The tower with LoRA adapters or its lower layers frozen, as ``cfg`` asks."""
-    from memetrm.encoders.towers import _text_tower
+    from memetrm.encoders.towers import text_tower
 
-    model = _text_tower(cfg.tower)
+    model = text_tower(cfg.tower)
     model.max_seq_length = cfg.max_seq_length
     backbone = model[0].auto_model
     if cfg.lora_rank:
