@@ -33,7 +33,7 @@ def evaluate(
     metrics with a bootstrap CI, and the confusion matrix."""
     from memetrm.data import get_dataset
     from memetrm.devices import resolve_device
-    from memetrm.encoders.tuned import locate_towers, with_towers
+    from memetrm.encoders.saved import resolve_encoders
     from memetrm.evaluation.saved import evaluate_scores
     from memetrm.features import load_features
     from memetrm.serving.predictor import load_model
@@ -48,8 +48,7 @@ def evaluate(
     split = split or get_dataset(dataset, data_root).roles()["test"]
     data = DataOptions(data_root, cache_dir,
                        on_missing_image or saved.get("on_missing_image", "error"))
-    encoder = with_towers(meta["encoder"], locate_towers(meta, model))
-    fs = load_features(dataset, split, encoder, meta["fields"],
+    fs = load_features(dataset, split, resolve_encoders(meta, model)[meta["encoder"]], meta["fields"],
                        tokens=meta.get("tokens", False), data=data, device=str(dev))
     prob = predict(head, fs)["prob"].cpu().numpy()
     thr = chosen if threshold is None else threshold

@@ -21,7 +21,7 @@ from memetrm.data.fields import join_texts, joined_parts, view_base
 from memetrm.devices import resolve_device
 from memetrm.encoders import DEFAULT_ENCODER, Encoder, create_encoder
 from memetrm.encoders.runtimes import split_runtime, with_runtime
-from memetrm.encoders.tuned import locate_towers, with_towers
+from memetrm.encoders.saved import resolve_encoders
 from memetrm.errors import ConfigError, DataError, MemetrmError
 from memetrm.heads import Head, Memory, from_pretrained
 from memetrm.serving.feature_memo import FeatureMemo, Features
@@ -123,9 +123,10 @@ class Predictor:
         self.tokens: bool = bool(self.config.get("tokens", self.head.needs_tokens))
         #: what labels 0 and 1 mean (``not offensive`` / ``offensive`` for MultiOFF models)
         self.label_names: list[str] = list(self.config.get("labels") or DEFAULT_LABELS)
-        #: tuned towers are found beside the model (or where they were), checked by digest
-        towers = locate_towers(self.config, self.model_dir)
-        trained = with_towers(self.config.get("encoder", DEFAULT_ENCODER), towers)
+        #: the encoders the config names, as found from here (tuned towers checked by digest)
+        configured = self.config.get("encoder") or DEFAULT_ENCODER
+        encoders = resolve_encoders(self.config, self.model_dir)
+        trained = encoders[configured]
         default = with_runtime(trained, runtime)
         if split_runtime(default)[0] != split_runtime(trained)[0]:
             warnings.warn(runtime_note(trained, split_runtime(default)[0]), stacklevel=2)
@@ -133,8 +134,8 @@ class Predictor:
         self._default = default
         #: field -> (item field it reads, encoder); a caption view reads the caption it was
         #: trained on the variants of (one given caption is its own mean)
-        self._sources = {spec: (view_base(field), with_runtime(with_towers(enc, towers), runtime))
-                         for spec in self.fields for field, enc in [split_field(spec, default)]}
+        self._sources = {spec: (view_base(field), with_runtime(encoders[enc], runtime))
+                         for spec in self.fields for field, enc in [split_field(spec, configured)]}
         #: encoders of fields that name another one (``text@mpnet-effnet``)
         self.extra_encoders = {enc: create_encoder(enc, device=self.device)
                                for _, enc in self._sources.values() if enc != default}
