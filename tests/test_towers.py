@@ -205,3 +205,16 @@ def test_bad_tuned_tower_is_refused_before_allocation(tmp_path: Path, monkeypatc
         monkeypatch.setattr("sentence_transformers.SentenceTransformer.__init__", no_allocation)
     with pytest.raises(ConfigError, match=message):
         create_encoder(f"tuned:{tower}", device="cpu")
+
+
+def test_server_does_not_swap_in_a_model_of_another_tower(tuned_model: tuple[Path, Path]) -> None:
+    from memetrm.serving.predictor import Predictor
+    from memetrm.serving.reload import ModelWatcher
+
+    model, _ = tuned_model
+    p = Predictor(model, device="cpu")
+    config = json.loads((model / "config.json").read_text())
+    config["tuned_towers"]["towers/st"]["sha256"] = "0" * 64  # retrained on another tower
+    (model / "config.json").write_text(json.dumps(config))
+    assert not ModelWatcher(p).reload()
+    assert p.config["tuned_towers"]["towers/st"]["sha256"] != "0" * 64
