@@ -202,9 +202,9 @@ def _session(ort: Any, path: Path, opts: Any) -> Any:
     try:
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except (Fail, InvalidArgument, InvalidProtobuf, NoSuchFile, RuntimeException) as e:
-        raise ConfigError(f"{path}: ONNX Runtime cannot load this export "
-                          f"({str(e).strip().splitlines()[0]}); delete {path.parent} to "
-                          "export it again") from e
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"{path}: ONNX Runtime cannot load this export ({first}); delete "
+                          f"{path.parent} to export it again") from e
 
 
 class OnnxTowers(Towers):

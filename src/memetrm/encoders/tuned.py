@@ -66,8 +66,11 @@ def _weights_hash(path: Path, size: int, mtime: int) -> str:
 def weights_sha256(folder: Path) -> str:
     """SHA-256 of the folder's weights, computed once per file version in a process."""
     weights = folder / WEIGHTS
-    st = weights.stat()
-    return _weights_hash(weights.resolve(), st.st_size, st.st_mtime_ns)
+    try:
+        st = weights.stat()
+        return _weights_hash(weights.resolve(), st.st_size, st.st_mtime_ns)
+    except OSError as e:
+        raise ConfigError(f"{weights}: cannot be read ({e.strerror or e})") from e
 
 
 def tuned_version(arg: str) -> str:
@@ -75,12 +78,15 @@ def tuned_version(arg: str) -> str:
 
 
 def _read_json(path: Path) -> Any:
-    size = path.stat().st_size
-    if size > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: {size:,} bytes, above the limit of {MAX_CONFIG_BYTES:,}")
+    """A JSON file, size-checked before it is read."""
     try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {size:,} bytes, above the limit of {MAX_CONFIG_BYTES:,}")
         return json.loads(path.read_bytes())
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror or e})") from e
+    except (ValueError, RecursionError) as e:
         raise ConfigError(f"{path}: not valid JSON ({e})") from e
 
 
@@ -111,13 +117,15 @@ def check_tower(folder: Path) -> None:
 
         with torch.device("meta"):
             built = AutoModel.from_config(AutoConfig.from_pretrained(str(folder)))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ConfigError(f"{where}: does not describe a transformer "
-                          f"({str(e).strip().splitlines()[0]})") from e
-    wrong = [k for k, t in built.state_dict().items() if k in shapes and tuple(t.shape) != shapes[k]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"{where}: does not describe a transformer ({first})") from e
+    built_shapes = {k: tuple(t.shape) for k, t in built.state_dict().items()}
+    wrong = [k for k, shape in built_shapes.items() if k in shapes and shape != shapes[k]]
     if wrong:
-        raise ConfigError(f"{where}: the weights do not fit the config (e.g. {wrong[0]!r}: "
-                          f"{shapes[wrong[0]]} in {WEIGHTS})")
+        raise ConfigError(f"{where}: the weights do not fit the config (e.g. {wrong[0]!r} is "
+                          f"{built_shapes[wrong[0]]} by the config, {shapes[wrong[0]]} in "
+                          f"{WEIGHTS})")
     asked = sum(p.numel() for p in built.parameters())
     held = sum(int(torch.Size(s).numel()) for s in shapes.values())
     if asked > 2 * held + _SLACK:
