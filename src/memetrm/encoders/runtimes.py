@@ -35,7 +35,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from memetrm.encoders.base import Encoder
 from memetrm.encoders.registry import create_encoder, encoder_version, register_encoder
-from memetrm.encoders.towers import Towers, sha256_file
+from memetrm.encoders.towers import Towers, file_sha256, sha256_file
 from memetrm.errors import ConfigError
 from memetrm.utils import atomic_write_dir, default_cache_dir
 
@@ -138,7 +138,7 @@ def _export_problem(dest: Path, settings: dict[str, Any]) -> str | None:
         return f"its record {record.name} is missing or unreadable ({e})"
     if not isinstance(saved, dict) or {k: saved.get(k) for k in settings} != settings:
         return f"its record {record.name} names other weights or export settings"
-    if saved.get("bytes") != path.stat().st_size or saved.get("sha256") != sha256_file(path):
+    if saved.get("bytes") != path.stat().st_size or saved.get("sha256") != file_sha256(path):
         return f"its bytes do not match the SHA-256 in {record.name} (swapped or cut short)"
     return None
 
@@ -184,7 +184,7 @@ def onnx_file(module: torch.nn.Module, args: tuple[torch.Tensor, ...], names: li
     if not int8:
         return fp32
     quantized = {**settings, "quantized": f"int8 ort{ort.__version__}",
-                 "source": sha256_file(fp32)}
+                 "source": file_sha256(fp32)}
     return _cached_export(folder / f"{kind}-{key}-int8-ort{ort.__version__}", quantized,
                           lambda path: _quantize(fp32, path))
 

@@ -19,6 +19,7 @@ import hashlib
 import shutil
 import zipfile
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -89,6 +90,17 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+@cache
+def _sha256_of(path: Path, size: int, mtime_ns: int) -> str:
+    return sha256_file(path)
+
+
+def file_sha256(path: Path) -> str:
+    """``sha256_file``, computed once per version of the file (size, mtime) in a process."""
+    st = path.stat()
+    return _sha256_of(path.resolve(), st.st_size, st.st_mtime_ns)
 
 
 def verify_weights(folder: Path, sha256: str) -> Path:

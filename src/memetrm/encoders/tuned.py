@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ import torch
 from memetrm.encoders.base import Encoder
 from memetrm.encoders.registry import register_encoder
 from memetrm.encoders.runtimes import split_runtime, with_runtime
-from memetrm.encoders.towers import EFFNET_VERSION, Towers, sha256_file
+from memetrm.encoders.towers import EFFNET_VERSION, Towers, file_sha256
 from memetrm.errors import ConfigError
 from memetrm.modelstore import MAX_CONFIG_BYTES, MAX_COUNT, MAX_WIDTH
 from memetrm.utils import split_field
@@ -58,17 +57,11 @@ def tuned_folder(arg: str) -> Path:
     return path
 
 
-@cache
-def _weights_hash(path: Path, size: int, mtime: int) -> str:
-    return sha256_file(path)
-
-
 def weights_sha256(folder: Path) -> str:
     """SHA-256 of the folder's weights, computed once per file version in a process."""
     weights = folder / WEIGHTS
     try:
-        st = weights.stat()
-        return _weights_hash(weights.resolve(), st.st_size, st.st_mtime_ns)
+        return file_sha256(weights)
     except OSError as e:
         raise ConfigError(f"{weights}: cannot be read ({e.strerror or e})") from e
 
