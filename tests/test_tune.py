@@ -130,6 +130,13 @@ def test_tune_refuses_an_existing_folder_or_file_before_any_work(
         ["model", "notes.txt", "tiny_memes"]  # nothing hidden beside it
     res = tune_cli(tiny_jsonl_dataset, tmp_path / "tower", notes / "inside")
     assert res.exit_code == 2 and "cannot be written" in res.output, res.output
+    # a tower folder whose list of written files reaches outside it
+    hostile = tmp_path / "hostile"
+    hostile.mkdir()
+    (hostile / "tuning.json").write_text(json.dumps({"files": ["../notes.txt", "tuning.json"]}))
+    res = tune_cli(tiny_jsonl_dataset, tmp_path / "tower", hostile, "--overwrite")
+    assert res.exit_code == 2 and "'../notes.txt', not a file inside" in res.output, res.output
+    assert notes.read_text() == "keep me"
 
 
 def test_tune_overwrite_keeps_files_it_did_not_write(tiny_jsonl_dataset: Path,

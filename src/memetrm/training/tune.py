@@ -29,9 +29,9 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -186,28 +186,42 @@ def _encoder_layers(backbone: Any) -> Sequence[Any]:
 
 def _written(folder: Path) -> set[str] | None:
     """The files ``memetrm tune`` wrote into ``folder`` (its summary's ``files``); None where the
-    folder holds a summary from before the list was kept."""
+    folder holds a summary from before the list was kept. The list is untrusted: a name that
+    is absolute, hidden or climbs out of the folder is refused."""
+    where = folder / SUMMARY
     try:
-        files = json.loads((folder / SUMMARY).read_bytes()).get("files")
+        files = json.loads(where.read_bytes()).get("files")
     except (OSError, ValueError, AttributeError) as e:
-        raise ConfigError(f"{folder / SUMMARY}: unreadable ({e}); choose another --out") from e
-    return set(files) if isinstance(files, list) else None
+        raise ConfigError(f"{where}: unreadable ({e}); choose another --out") from e
+    if files is None:
+        return None
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise ConfigError(f"{where}: 'files' must list file names; choose another --out")
+    bad = [f for f in files if PurePosixPath(f).is_absolute()
+           or any(part in ("", "..") or part.startswith(".") for part in f.split("/"))]
+    if bad:
+        raise ConfigError(f"{where}: lists {bad[0]!r}, not a file inside the folder; choose "
+                          "another --out")
+    return set(files)
 
 
 def check_out(out: Path, overwrite: bool) -> None:
     """Refuse, before any work, an ``--out`` that is a file, a folder memetrm tune did not
     write, or (without ``overwrite``) an earlier tuned tower; an empty folder is fine."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: exists and is not a folder; choose another --out")
-    if out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()):
-        if not (out / SUMMARY).is_file():
-            raise ConfigError(f"{out}: exists and was not written by memetrm tune (no {SUMMARY});"
-                              " choose another --out, nothing in it is replaced")
-        if not overwrite:
-            raise ConfigError(f"{out}: holds a tuned tower already; pass --overwrite to replace "
-                              "it (files memetrm tune did not write stay)")
-        _written(out)
-    parent = next(p for p in [out, *out.parents] if p.exists())
+    try:
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"{out}: exists and is not a folder; choose another --out")
+        if out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()):
+            if not (out / SUMMARY).is_file():
+                raise ConfigError(f"{out}: exists and was not written by memetrm tune (no "
+                                  f"{SUMMARY}); choose another --out, nothing in it is replaced")
+            if not overwrite:
+                raise ConfigError(f"{out}: holds a tuned tower already; pass --overwrite to "
+                                  "replace it (files memetrm tune did not write stay)")
+            _written(out)
+        parent = next(p for p in [out, *out.parents] if p.exists())
+    except OSError as e:
+        raise ConfigError(f"{out}: cannot be written ({e.strerror or e})") from e
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"{out}: cannot be written ({parent} is not a writable folder)")
 
@@ -228,34 +242,33 @@ def _publish(staged: Path, folder: Path) -> None:
         os.replace(staged / name, folder / name)
     for name in sorted((old or set()) - set(new)):
         path = folder / name
+        if not path.parent.resolve().is_relative_to(folder.resolve()):
+            continue  # a subfolder now linking out of the folder: what it holds is not ours
         path.unlink(missing_ok=True)
         if path.parent != folder:
             with contextlib.suppress(OSError):  # the subfolder goes only if this left it empty
                 path.parent.rmdir()
 
 
-def _quiet_hugging_face() -> contextlib.AbstractContextManager[None]:
+@contextlib.contextmanager
+def _quiet_hugging_face() -> Iterator[None]:
     """Hugging Face's logs and tqdm bars off while tuning: the progress shown is memetrm's."""
     import datasets
     import transformers
 
-    @contextlib.contextmanager
-    def quiet():
-        level = transformers.logging.get_verbosity()
-        bars = (transformers.logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled())
-        transformers.logging.set_verbosity_error()
-        transformers.logging.disable_progress_bar()
-        datasets.disable_progress_bars()
-        try:
-            yield
-        finally:
-            transformers.logging.set_verbosity(level)
-            if bars[0]:
-                transformers.logging.enable_progress_bar()
-            if bars[1]:
-                datasets.enable_progress_bars()
-
-    return quiet()
+    level = transformers.logging.get_verbosity()
+    bars = (transformers.logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled())
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(level)
+        if bars[0]:
+            transformers.logging.enable_progress_bar()
+        if bars[1]:
+            datasets.enable_progress_bars()
 
 
 def _progress_callback(progress: Any) -> Any:
