@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -150,6 +151,9 @@ def test_swapped_or_truncated_onnx_export_is_rebuilt(tiny_export) -> None:
     fp32.write_bytes(int8.read_bytes())  # the int8 export put where the fp32 one should be
     assert tiny_export() == fp32 and fp32.read_bytes() == good
     fp32.write_bytes(good[: len(good) // 2])  # cut short
+    assert tiny_export() == fp32 and fp32.read_bytes() == good
+    shutil.rmtree(fp32.parent)  # the whole int8 folder, its record included, in its place
+    shutil.copytree(int8.parent, fp32.parent)
     assert tiny_export() == fp32 and fp32.read_bytes() == good
     _run(fp32)
     # an export from before the records existed (no export.json) is rebuilt, not trusted

@@ -136,7 +136,8 @@ def _export_problem(dest: Path, settings: dict[str, Any]) -> str | None:
         saved = json.loads(record.read_bytes())
     except (OSError, ValueError) as e:
         return f"its record {record.name} is missing or unreadable ({e})"
-    if not isinstance(saved, dict) or {k: saved.get(k) for k in settings} != settings:
+    if not isinstance(saved, dict) or {k: v for k, v in saved.items()
+                                       if k not in ("bytes", "sha256")} != settings:
         return f"its record {record.name} names other weights or export settings"
     if saved.get("bytes") != path.stat().st_size or saved.get("sha256") != file_sha256(path):
         return f"its bytes do not match the SHA-256 in {record.name} (swapped or cut short)"
