@@ -139,9 +139,11 @@ def _export_problem(dest: Path, settings: dict[str, Any]) -> str | None:
     if not isinstance(saved, dict) or {k: v for k, v in saved.items()
                                        if k not in ("bytes", "sha256")} != settings:
         return f"its record {record.name} names other weights or export settings"
-    if saved.get("bytes") != path.stat().st_size or saved.get("sha256") != file_sha256(path):
-        return f"its bytes do not match the SHA-256 in {record.name} (swapped or cut short)"
-    return None
+    try:
+        same = saved.get("bytes") == path.stat().st_size and saved.get("sha256") == file_sha256(path)
+    except OSError as e:
+        return f"it cannot be read ({e.strerror or e})"
+    return None if same else f"its bytes do not match the SHA-256 in {record.name} (swapped or cut short)"
 
 
 def _cached_export(dest: Path, settings: dict[str, Any], write: Callable[[Path], None]) -> Path:
