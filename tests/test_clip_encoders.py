@@ -241,3 +241,38 @@ def test_open_clip_tokens_unsupported_is_config_error(
     assert enc.encode_texts(TEXTS).pooled.shape == (3, PROJ)  # pooled still works
     with pytest.raises(ConfigError, match="does not support token features.*'last'"):
         enc.encode_texts(TEXTS, tokens=True)
+
+
+def test_open_clip_foreign_files_and_impossible_names_are_config_errors(
+        open_clip_arch: str, tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")  # torch's weights-only unpickler raises KeyError on it
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    for path in (text, empty):
+        with pytest.raises(ConfigError, match="cannot load open_clip"):
+            create_encoder(f"open-clip:{open_clip_arch}:{path}")
+    too_long = f"open-clip:{open_clip_arch}:{'a' * 5000}"
+    with pytest.raises(ConfigError, match="neither a weights file nor a tag"):
+        encoder_version(too_long)
+
+
+def test_open_clip_weights_path_in_a_model_config(open_clip_arch: str, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from memetrm.encoders.saved import saved_encoder_meta
+    from memetrm.heads import create_head, save_pretrained
+    from memetrm.serving.predictor import Predictor
+
+    from .fakes import FakeEncoder
+
+    save_open_clip_weights(open_clip_arch, tmp_path / "w.safetensors", seed=0)
+    monkeypatch.chdir(tmp_path)
+    # a model saves the weights file by its absolute path: found from any directory
+    meta = saved_encoder_meta(f"open-clip:{open_clip_arch}:w.safetensors", ["text"], "m")
+    assert meta == {"encoder": f"open-clip:{open_clip_arch}:{tmp_path.resolve() / 'w.safetensors'}"}
+    # a relative one in a config would be looked up from wherever the command runs: refused
+    head = create_head("linear", {"text": 5})
+    save_pretrained(head, tmp_path / "m", encoder=f"open-clip:{open_clip_arch}:w.safetensors",
+                    fields=["text"], tokens=False, threshold=0.5)
+    with pytest.raises(ConfigError, match="config.json: encoder .* relative path"):
+        Predictor(tmp_path / "m", encoder=FakeEncoder(), device="cpu")

@@ -3,6 +3,9 @@ model gives when scored with features from another runtime than it was trained o
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -118,3 +121,85 @@ def test_cli_extract_runtime_reaches_the_encoder(tiny_jsonl_dataset: Path, tmp_p
                                  "test-fake", "--runtime", "onnx", "--fields", "text",
                                  "--cache-dir", str(tmp_path / "cache")])
     assert r.exit_code == 2 and "runs `towers` encoders" in r.output
+
+
+@pytest.fixture
+def tiny_export(tmp_path: Path):
+    """``export(int8) -> path``: a 4x3 linear layer through ``onnx_file`` into its own cache."""
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    batch = torch.export.Dim("batch")
+
+    def export(int8: bool = False) -> Path:
+        return rt.onnx_file(module, (torch.zeros(2, 4),), ["x"], ({0: batch},), "test", int8,
+                            cache_dir=tmp_path / "cache")
+
+    return export
+
+
+def _run(path: Path) -> list:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path)).run(None, {"x": torch.ones(1, 4).numpy()})[0].tolist()
+
+
+def test_swapped_or_truncated_onnx_export_is_rebuilt(tiny_export) -> None:
+    fp32, int8 = tiny_export(), tiny_export(int8=True)
+    good = fp32.read_bytes()
+    assert int8.read_bytes() != good and fp32.parent != int8.parent
+    fp32.write_bytes(int8.read_bytes())  # the int8 export put where the fp32 one should be
+    assert tiny_export() == fp32 and fp32.read_bytes() == good
+    fp32.write_bytes(good[: len(good) // 2])  # cut short
+    assert tiny_export() == fp32 and fp32.read_bytes() == good
+    shutil.rmtree(fp32.parent)  # the whole int8 folder, its record included, in its place
+    shutil.copytree(int8.parent, fp32.parent)
+    assert tiny_export() == fp32 and fp32.read_bytes() == good
+    _run(fp32)
+    # an export from before the records existed (no export.json) is rebuilt, not trusted
+    (fp32.parent / rt.RECORD_NAME).unlink()
+    assert tiny_export() == fp32 and (fp32.parent / rt.RECORD_NAME).is_file()
+
+
+@pytest.mark.parametrize("err", [errno.EROFS, errno.ENOSPC])
+def test_bad_export_in_an_unwritable_cache_is_refused(tiny_export, monkeypatch, err) -> None:
+    fp32 = tiny_export()
+    fp32.write_bytes(fp32.read_bytes()[:50])
+
+    def unwritable(*_a, **_k):
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(rt, "_export", unwritable)
+    with pytest.raises(ConfigError, match=f"{fp32}: its bytes do not match.*{os.strerror(err)}"):
+        tiny_export()
+    assert len(fp32.read_bytes()) == 50  # left as it was, for the user to look at
+
+
+def test_onnx_load_error_is_a_config_error(tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"not a protobuf at all")
+    with pytest.raises(ConfigError, match="ONNX Runtime cannot load"):
+        rt._session(ort, bad, ort.SessionOptions())
+
+
+def test_cli_exits_2_on_a_bad_export_in_a_read_only_cache(tiny_towers: str, tmp_path: Path,
+                                                          tiny_jsonl_dataset: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from memetrm.cli.main import app
+
+    create_encoder(rt.with_runtime(tiny_towers, "onnx"), device="cpu")
+    text = next((tmp_path / "cache" / "onnx").glob("text-*/model.onnx"))
+    text.write_bytes(text.read_bytes()[:100])
+
+    def read_only(*_a, **_k):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(rt, "_export", read_only)
+    r = CliRunner().invoke(app, ["extract", "--dataset", str(tiny_jsonl_dataset), "--encoder",
+                                 tiny_towers, "--runtime", "onnx", "--fields", "text",
+                                 "--cache-dir", str(tmp_path / "features")])
+    assert r.exit_code == 2, r.output
+    assert str(text) in r.output.replace("\n", "") and "Read-only" in r.output

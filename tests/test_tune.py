@@ -94,3 +94,116 @@ def test_tune_refuses_bad_settings(tmp_path: Path) -> None:
         TuneConfig(loss="softmax")
     with pytest.raises(ConfigError, match="model.safetensors"):
         encoder_version(f"tuned:{tmp_path}")
+
+
+def tune_cli(dataset: Path, tower: Path, out: Path, *extra: str):
+    return runner.invoke(app, ["tune", "--dataset", str(dataset), "--tower", str(tower), "--out",
+                               str(out), "--max-steps", "2", "--batch-size", "8",
+                               "--probe-sample", "0", "--device", "cpu", *extra])
+
+
+def no_tower(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading a tower fails the test: the command must refuse before any work."""
+    def fail(*_a, **_k):
+        raise AssertionError("the tower was loaded before the command refused")
+
+    monkeypatch.setattr("memetrm.encoders.towers.text_tower", fail)
+
+
+def test_tune_refuses_an_existing_folder_or_file_before_any_work(
+        tiny_jsonl_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    no_tower(monkeypatch)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"head": "mlp"}')
+    (model / "important.txt").write_text("mine")
+    for extra in ((), ("--overwrite",)):
+        res = tune_cli(tiny_jsonl_dataset, tmp_path / "tower", model, *extra)
+        assert res.exit_code == 2 and "not written by memetrm tune" in res.output, res.output
+        assert str(model) in res.output.replace("\n", "")
+    assert sorted(p.name for p in model.iterdir()) == ["config.json", "important.txt"]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me")
+    res = tune_cli(tiny_jsonl_dataset, tmp_path / "tower", notes, "--overwrite")
+    assert res.exit_code == 2 and "is not a folder" in res.output, res.output
+    assert notes.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == \
+        ["model", "notes.txt", "tiny_memes"]  # nothing hidden beside it
+    res = tune_cli(tiny_jsonl_dataset, tmp_path / "tower", notes / "inside")
+    assert res.exit_code == 2 and "cannot be written" in res.output, res.output
+    # a tower folder whose list of written files reaches outside it
+    hostile = tmp_path / "hostile"
+    hostile.mkdir()
+    (hostile / "tuning.json").write_text(json.dumps({"files": ["../notes.txt", "tuning.json"]}))
+    res = tune_cli(tiny_jsonl_dataset, tmp_path / "tower", hostile, "--overwrite")
+    assert res.exit_code == 2 and "'../notes.txt', not a file inside" in res.output, res.output
+    assert notes.read_text() == "keep me"
+
+
+def test_tune_overwrite_keeps_files_it_did_not_write(tiny_jsonl_dataset: Path,
+                                                     tmp_path: Path) -> None:
+    tower = tiny_tower(tmp_path / "tower")
+    out = tmp_path / "tuned"
+    res = tune_cli(tiny_jsonl_dataset, tower, out, "--seed", "1")
+    assert res.exit_code == 0, res.output
+    # Hugging Face's logs and bars stay behind memetrm's own progress display
+    assert "train_runtime" not in res.output and "%|" not in res.output, res.output
+    first = json.loads((out / "tuning.json").read_text())
+    assert "model.safetensors" in first["files"] and "tuning.json" in first["files"]
+    (out / "notes.txt").write_text("mine")
+    (out / "1_Pooling" / "mine.txt").write_text("mine too")
+    res = tune_cli(tiny_jsonl_dataset, tower, out)
+    assert res.exit_code == 2 and "--overwrite" in res.output, res.output
+    res = tune_cli(tiny_jsonl_dataset, tower, out, "--overwrite")
+    assert res.exit_code == 0, res.output
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "1_Pooling" / "mine.txt").read_text() == "mine too"
+    assert json.loads((out / "tuning.json").read_text())["config"]["seed"] == 0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_tune_write_errors_exit_2(tiny_jsonl_dataset: Path, tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from memetrm.training import tune as tune_module
+
+    def disk_full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tune_module, "_publish", disk_full)
+    tower = tiny_tower(tmp_path / "tower")
+    res = tune_cli(tiny_jsonl_dataset, tower, tmp_path / "tuned")
+    assert res.exit_code == 2 and "No space left on device" in res.output, res.output
+    assert "cannot write the tuned tower" in res.output
+
+
+def test_tune_without_captions_names_the_field_to_use(tiny_jsonl_dataset: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    no_tower(monkeypatch)
+    (tiny_jsonl_dataset / "captions.jsonl").unlink()
+    res = tune_cli(tiny_jsonl_dataset, tmp_path / "tower", tmp_path / "tuned")
+    assert res.exit_code == 2 and "use --field text" in res.output, res.output
+    assert not (tmp_path / "tuned").exists()
+
+
+def test_tune_options_are_the_config_fields() -> None:
+    import ast
+    import dataclasses
+
+    import typer.main
+
+    from memetrm.config import TuneConfig
+
+    command = typer.main.get_command(app).commands["tune"]
+    params = {p.name: p for p in command.params}
+    for f in dataclasses.fields(TuneConfig):
+        assert params[f.name].default == f.default, f.name
+        assert f.metadata["help"] in params[f.name].help
+    assert "--device" in params["device"].opts
+    # the command and the training code use only the encoders' public names
+    src = Path(__file__).resolve().parents[1] / "src" / "memetrm"
+    for path in (src / "cli" / "tune.py", src / "training" / "tune.py"):
+        private = [a.name for node in ast.walk(ast.parse(path.read_text()))
+                   if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("memetrm")
+                   for a in node.names if a.name.startswith("_")]
+        assert not private, (path, private)

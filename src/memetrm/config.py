@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import os
 import stat
 import types
@@ -25,6 +26,7 @@ from ruamel.yaml.composer import Composer, ComposerError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import AliasEvent
 
+from memetrm.devices import DEVICE_HELP
 from memetrm.errors import ConfigError
 
 #: what to do with a record whose image file is missing: fail naming ids, or drop and count
@@ -284,3 +286,59 @@ def load_run_config(path: str | Path | None = None, overrides: list[str] | None 
     if unknown:
         raise ConfigError(f"unknown config key(s) {sorted(unknown)}; known: {sorted(known)}")
     return RunConfig(**data)
+
+
+#: the losses ``memetrm tune`` trains with
+TUNE_LOSSES = ("batch-all", "batch-hard", "batch-semi-hard", "contrastive")
+
+
+def _setting(default: Any, help: str) -> Any:
+    """A setting with its help text: ``memetrm tune`` builds its options from these."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TuneConfig:
+    """What ``memetrm tune`` trains; every field is one of its options and lands in
+    ``tuning.json``."""
+
+    tower: str = _setting("all-MiniLM-L6-v2", "all-MiniLM-L6-v2, all-mpnet-base-v2 or a "
+                                              "sentence-transformers folder.")
+    field: str = _setting("text+caption", "The field the tower reads: text, caption, or "
+                                          "text+caption (the meme as one sequence).")
+    loss: str = _setting("batch-all", " | ".join(TUNE_LOSSES) + " (SetFit pairs).")
+    epochs: int = _setting(1, "Epochs over the tuned memes.")
+    batch_size: int = _setting(32, "Memes per batch (at least 4: a batch needs both labels "
+                                   "twice).")
+    lr: float = _setting(2e-5, "Peak learning rate.")
+    warmup_ratio: float = _setting(0.1, "Share of the steps the learning rate warms up over.")
+    lora_rank: int = _setting(0, "LoRA rank (0: full tuning).")
+    train_layers: int = _setting(0, "Train only the top N transformer layers (0: all).")
+    fraction: float = _setting(1.0, "Stratified share of train to tune on; the rest is held "
+                                    "out for fitting heads.")
+    max_seq_length: int = _setting(64, "Tokens kept per text.")
+    probe_sample: int = _setting(2000, "Training memes the dev probe fits on each epoch "
+                                       "(0: all).")
+    max_steps: int = _setting(-1, "Stop after N optimizer steps, no dev selection (-1: the "
+                                  "full epochs; benchmarks and tests).")
+    probe: bool = _setting(True, "Score the dev probe (off: a speed benchmark, dev AUROC not "
+                                 "measured).")
+    seed: int = _setting(0, "Seed of the split, the pairs and the weights.")
+    device: str = _setting("auto", f"Where to tune: {DEVICE_HELP}")
+
+    def __post_init__(self) -> None:
+        if self.loss not in TUNE_LOSSES:
+            raise ConfigError(f"--loss must be one of {TUNE_LOSSES}, got {self.loss!r}")
+        if not 0 < self.fraction <= 1:
+            raise ConfigError(f"--fraction must be in (0, 1], got {self.fraction}")
+        if self.batch_size < 4:
+            raise ConfigError("--batch-size must be at least 4 (a batch needs both labels twice)")
+        if not (math.isfinite(self.lr) and 0 < self.lr <= 1):
+            raise ConfigError(f"--lr must be a number in (0, 1], got {self.lr}")
+        if not 0 <= self.warmup_ratio <= 1:
+            raise ConfigError(f"--warmup-ratio must be in [0, 1], got {self.warmup_ratio}")
+        for name, low in (("epochs", 1), ("lora_rank", 0), ("train_layers", 0),
+                          ("max_seq_length", 8), ("probe_sample", 0), ("max_steps", -1)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least {low}, got "
+                                  f"{getattr(self, name)}")

@@ -46,6 +46,7 @@ def evaluate(
     the model was trained with apply, each under the option you type."""
     from memetrm.data import get_dataset
     from memetrm.devices import resolve_device
+    from memetrm.encoders.saved import resolve_encoders
     from memetrm.evaluation.saved import evaluate_scores
     from memetrm.features import load_features
     from memetrm.serving.predictor import load_model
@@ -65,7 +66,7 @@ def evaluate(
         raise ConfigError(f"{model}: the model does not name its dataset; pass --dataset")
     split = split or get_dataset(dataset, data.data_root, on_bad_line=data.on_bad_line,
                                  allow_outside_images=data.allow_outside_images).roles()["test"]
-    fs = load_features(dataset, split, meta["encoder"], meta["fields"],
+    fs = load_features(dataset, split, resolve_encoders(meta, model)[meta["encoder"]], meta["fields"],
                        tokens=meta.get("tokens", False), data=data, device=str(dev))
     prob = predict(head, fs)["prob"].cpu().numpy()
     thr = chosen if threshold is None else threshold

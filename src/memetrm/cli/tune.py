@@ -1,60 +1,63 @@
-"""``memetrm tune``: contrastive tuning of a text tower, saved for ``--encoder tuned:PATH``."""
+"""``memetrm tune``: contrastive tuning of a text tower, saved for ``--encoder tuned:PATH``.
+
+Its settings are ``TuneConfig``'s fields, one option each, with the dataclass's default and
+help: a setting is declared once."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
+import typing
 from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
 from memetrm.cli.options import DataRoot
+from memetrm.config import TuneConfig
 
 
 def tune(
-    dataset: str = typer.Option("hateful_memes", "--dataset",
-                                help="registered name or jsonl folder path"),
-    out: Path = typer.Option(..., "--out", help="folder to write the tuned tower to"),
-    tower: str = typer.Option("all-MiniLM-L6-v2", "--tower",
-                              help="all-MiniLM-L6-v2, all-mpnet-base-v2 or a sentence-transformers "
-                                   "folder"),
-    field: str = typer.Option("text+caption", "--field",
-                              help="text, caption, or text+caption (the meme as one sequence)"),
-    loss: str = typer.Option("batch-all", "--loss",
-                             help="batch-all | batch-hard | batch-semi-hard | contrastive (SetFit "
-                                  "pairs)"),
-    epochs: int = typer.Option(1, "--epochs", min=1),
-    batch_size: int = typer.Option(32, "--batch-size", min=4),
-    lr: float = typer.Option(2e-5, "--lr"),
-    lora_rank: int = typer.Option(0, "--lora-rank", min=0, help="LoRA rank (0: full tuning)"),
-    train_layers: int = typer.Option(0, "--train-layers", min=0,
-                                     help="train only the top N layers (0: all)"),
-    fraction: float = typer.Option(1.0, "--fraction",
-                                   help="stratified share of train to tune on; the rest is "
-                                        "held out for fitting heads"),
-    max_seq_length: int = typer.Option(64, "--max-seq-length", min=8),
-    probe_sample: int = typer.Option(2000, "--probe-sample", min=0,
-                                     help="training memes the dev probe fits on (0: all)"),
-    max_steps: int = typer.Option(-1, "--max-steps",
-                                  help="stop after N steps, no dev selection (benchmarks)"),
-    seed: int = typer.Option(0, "--seed"),
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the tuned tower to.")],
+    dataset: Annotated[str, typer.Option(
+        "--dataset", help="Registered name or jsonl folder path.")] = "hateful_memes",
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace a tower an earlier tune wrote at --out (files it did not "
+                            "write stay).")] = False,
     data_root: DataRoot = None,
-    as_json: bool = typer.Option(False, "--json", help="print tuning.json on stdout"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print tuning.json on stdout.")] = False,
+    **settings: Any,
 ) -> None:
     """Tune a text tower contrastively on the training memes (selection on dev); a benchmark
     and a command, never part of `make run`."""
-    from memetrm.training.tune import TuneConfig, tune_text_tower
+    from memetrm.training.tune import tune_text_tower
 
-    cfg = TuneConfig(tower=tower, field=field, loss=loss, epochs=epochs, batch_size=batch_size,
-                     lr=lr, lora_rank=lora_rank, train_layers=train_layers, fraction=fraction,
-                     max_seq_length=max_seq_length, probe_sample=probe_sample,
-                     max_steps=max_steps, seed=seed)
-    summary = tune_text_tower(dataset, out, cfg, data_root=data_root,
-                              log=lambda m: typer.echo(m, err=True))
+    summary = tune_text_tower(dataset, out, TuneConfig(**settings), data_root=data_root,
+                              log=lambda m: typer.echo(m, err=True), overwrite=overwrite)
     if as_json:
         typer.echo(json.dumps(summary))
     else:
         typer.echo(f"saved to {out}; use it as --encoder tuned:{out}", err=True)
 
 
+def _setting_options() -> list[inspect.Parameter]:
+    """One option per ``TuneConfig`` field: ``--batch-size`` for ``batch_size``, a flag pair
+    for a boolean."""
+    hints = typing.get_type_hints(TuneConfig)
+    params = []
+    for f in dataclasses.fields(TuneConfig):
+        flag = f"--{f.name.replace('_', '-')}"
+        decl = f"{flag}/--no-{flag[2:]}" if hints[f.name] is bool else flag
+        params.append(inspect.Parameter(
+            f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+            annotation=Annotated[hints[f.name], typer.Option(decl, help=f.metadata["help"])]))
+    return params
+
+
 def register(app: typer.Typer) -> None:
+    fixed = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+             for p in inspect.signature(tune, eval_str=True).parameters.values()
+             if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    tune.__signature__ = inspect.Signature(fixed + _setting_options())  # type: ignore[attr-defined]
     app.command("tune")(tune)

@@ -19,8 +19,10 @@ from memetrm.errors import ConfigError
 
 DEFAULT_HF_CLIP = "openai/clip-vit-large-patch14-336"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-#: what missing, corrupt or mismatched checkpoints raise (turned into a ConfigError)
-LOAD_ERRORS = (OSError, ValueError, RuntimeError, SafetensorError, pickle.UnpicklingError)
+#: what missing, corrupt or mismatched checkpoints raise (turned into a ConfigError); ``KeyError``
+#: and ``EOFError`` come from torch's weights-only unpickler on bytes that are not a pickle
+LOAD_ERRORS = (OSError, ValueError, RuntimeError, SafetensorError, pickle.UnpicklingError,
+               KeyError, EOFError)
 
 
 def short_hash(text: str) -> str:

@@ -31,6 +31,37 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return arch, pretrained
 
 
+def weights_file(pretrained: str) -> Path | None:
+    """The local weights file ``pretrained`` names; None for a tag or where no file is."""
+    path = Path(pretrained).expanduser()
+    try:
+        return path if path.is_file() else None
+    except (OSError, ValueError):  # a name no file can have (too long, a NUL byte)
+        return None
+
+
+def saved_spec(spec: str) -> str:
+    """``spec`` as a model records it: a weights file by its absolute path, so scoring finds
+    the same file from any directory."""
+    arch, pretrained = parse_spec(spec)
+    path = weights_file(pretrained)
+    return f"{arch}:{path.resolve()}" if path is not None else spec
+
+
+def check_saved_spec(spec: str, where: Path) -> None:
+    """Refuse a spec read from a model's config whose weights file is named by a relative path:
+    it would be looked up from the current directory, not where the model was trained."""
+    import open_clip
+
+    arch, pretrained = parse_spec(spec)
+    if not open_clip.get_pretrained_cfg(arch, pretrained) and \
+            not Path(pretrained).expanduser().is_absolute():
+        raise ConfigError(f"{where}: encoder 'open-clip:{spec}' names its weights by a relative "
+                          "path, which would be looked up from the current directory; write "
+                          "the file's absolute path there (or retrain with --encoder "
+                          f"open-clip:{arch}:/absolute/path)")
+
+
 def open_clip_version(spec: str) -> str:
     """Arch + its config + weights identity (file stat, or the release record of a tag, which
     also carries the preprocessing), without building the model."""
@@ -40,8 +71,9 @@ def open_clip_version(spec: str) -> str:
     model_cfg = open_clip.get_model_config(arch)
     if model_cfg is None:
         raise ConfigError(f"unknown open_clip architecture {arch!r}; see open_clip.list_models()")
-    if Path(pretrained).is_file():
-        weights = f"w{files_fingerprint([Path(pretrained)])}"
+    path = weights_file(pretrained)
+    if path is not None:
+        weights = f"w{files_fingerprint([path])}"
     else:
         tag = open_clip.get_pretrained_cfg(arch, pretrained)
         if not tag:
@@ -66,7 +98,8 @@ class OpenCLIP(Encoder):
         self.arch, pretrained = parse_spec(spec)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
-                self.arch, pretrained=pretrained, require_pretrained=True
+                self.arch, pretrained=str(weights_file(pretrained) or pretrained),
+                require_pretrained=True
             )
             self.tokenizer = open_clip.get_tokenizer(self.arch)
         except LOAD_ERRORS as e:

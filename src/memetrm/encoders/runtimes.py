@@ -4,7 +4,10 @@
 ``towers:text=...,image=...``): ``--runtime onnx-int8`` on the CLI is that prefix. The text
 tower's transformer and the image tower's feature extractor are exported once with
 ``torch.onnx.export``, their files cached under ``<cache>/onnx/`` keyed by a hash of the
-weights; tokenisation, pooling and image preprocessing stay those of the torch towers.
+weights; tokenisation, pooling and image preprocessing stay those of the torch towers. Each
+cached file has a record beside it (``export.json``: the weights digest, the export settings
+and the file's SHA-256), checked on every load: a file swapped for another export or cut short
+is exported again, or refused with a ``ConfigError`` where the cache cannot be written.
 
 ``onnx-int8`` quantizes the text transformer's matrix products dynamically (onnxruntime's
 ``quantize_dynamic``, int8 weights per channel, 7-bit range for CPUs without VNNI). The image
@@ -20,16 +23,19 @@ their own cache entries and a model directory records the runtime it was trained
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from memetrm.encoders.base import Encoder
 from memetrm.encoders.registry import create_encoder, encoder_version, register_encoder
-from memetrm.encoders.towers import Towers
+from memetrm.encoders.towers import Towers, file_sha256, sha256_file
 from memetrm.errors import ConfigError
 from memetrm.utils import atomic_write_dir, default_cache_dir
 
@@ -38,6 +44,9 @@ RUNTIMES = ("torch", "onnx", "onnx-int8")
 OPSET = 18
 #: text-tower inputs a sentence-transformers tokenizer may produce, in export order
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+ONNX_NAME = "model.onnx"
+#: beside each cached export: the weights digest and settings it came from, its size and SHA-256
+RECORD_NAME = "export.json"
 
 
 def split_runtime(encoder: str) -> tuple[str, str]:
@@ -95,51 +104,110 @@ class _FeatureMap(torch.nn.Module):
 
 
 def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], names: list[str],
-            dynamic: tuple, dest: Path) -> None:
-    """``torch.onnx.export`` into ``dest/model.onnx``, published whole or not at all."""
-    with atomic_write_dir(dest) as tmp, warnings.catch_warnings():
+            dynamic: tuple, path: Path) -> None:
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), args, tmp / "model.onnx", input_names=names,
-                          opset_version=OPSET, dynamic_shapes=dynamic, dynamo=True,
-                          external_data=False, verbose=False)
+        torch.onnx.export(module.eval(), args, path, input_names=names, opset_version=OPSET,
+                          dynamic_shapes=dynamic, dynamo=True, external_data=False, verbose=False)
 
 
-def _quantize(src: Path, dest: Path) -> None:
+def _quantize(src: Path, path: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # its advice to pre-process goes to the root logger
     try:
-        with atomic_write_dir(dest) as tmp:
-            quantize_dynamic(src / "model.onnx", tmp / "model.onnx", weight_type=QuantType.QInt8,
-                             per_channel=True, reduce_range=True,
-                             op_types_to_quantize=["MatMul", "Gemm"])
+        quantize_dynamic(src, path, weight_type=QuantType.QInt8, per_channel=True,
+                         reduce_range=True, op_types_to_quantize=["MatMul", "Gemm"])
     finally:
         root.setLevel(level)
+
+
+def _export_problem(dest: Path, settings: dict[str, Any]) -> str | None:
+    """Why ``dest/model.onnx`` cannot be used as the export ``settings`` describe (None: it can).
+
+    The record beside it names the settings and the file's SHA-256, so a file swapped for
+    another export (the int8 one copied over the fp32 one) or cut short is never loaded."""
+    path, record = dest / ONNX_NAME, dest / RECORD_NAME
+    if not path.is_file():
+        return "not exported yet"
+    try:
+        saved = json.loads(record.read_bytes())
+    except (OSError, ValueError) as e:
+        return f"its record {record.name} is missing or unreadable ({e})"
+    if not isinstance(saved, dict) or {k: v for k, v in saved.items()
+                                       if k not in ("bytes", "sha256")} != settings:
+        return f"its record {record.name} names other weights or export settings"
+    try:
+        same = saved.get("bytes") == path.stat().st_size and saved.get("sha256") == file_sha256(path)
+    except OSError as e:
+        return f"it cannot be read ({e.strerror or e})"
+    return None if same else f"its bytes do not match the SHA-256 in {record.name} (swapped or cut short)"
+
+
+def _cached_export(dest: Path, settings: dict[str, Any], write: Callable[[Path], None]) -> Path:
+    """``dest/model.onnx`` as ``settings`` describe it: checked against its record, and written
+    (again) by ``write`` when missing or not the expected file, published whole with its record.
+    A cache that cannot be written (read-only, full) is a ``ConfigError`` naming the file."""
+    path = dest / ONNX_NAME
+    problem = _export_problem(dest, settings)
+    if problem is None:
+        return path
+    try:
+        with atomic_write_dir(dest) as tmp:
+            write(tmp / ONNX_NAME)
+            record = {**settings, "bytes": (tmp / ONNX_NAME).stat().st_size,
+                      "sha256": sha256_file(tmp / ONNX_NAME)}
+            (tmp / RECORD_NAME).write_text(json.dumps(record, indent=1))
+    except OSError as e:
+        raise ConfigError(f"{path}: {problem}, and the export cannot be written "
+                          f"({e.strerror or e}); make {dest.parent} writable with free space, "
+                          "or set MEMETRM_CACHE to another folder") from e
+    return path
 
 
 def onnx_file(module: torch.nn.Module, args: tuple[torch.Tensor, ...], names: list[str],
               dynamic: tuple, kind: str, int8: bool,
               cache_dir: str | Path | None = None) -> Path:
-    """The cached ONNX file of ``module`` (fp32, or its int8 quantization), exported on a miss.
+    """The cached ONNX file of ``module`` (fp32, or its int8 quantization), exported on a miss
+    and again whenever the cached file is not the one its record describes.
 
     ``dynamic`` is ``torch.export``'s ``dynamic_shapes`` for ``args``. The key hashes the
     weights and the exporter's settings, so other weights at the same name or another torch /
     opset get a new export."""
     ort = _ort()
-    key = hashlib.sha256(f"{weights_digest(module)}|{kind}|{names}|{torch.__version__}|{OPSET}"
+    settings: dict[str, Any] = {"weights": weights_digest(module), "kind": kind, "inputs": names,
+                                "torch": torch.__version__, "opset": OPSET}
+    key = hashlib.sha256(f"{settings['weights']}|{kind}|{names}|{torch.__version__}|{OPSET}"
                          .encode()).hexdigest()[:20]
     folder = Path(cache_dir or default_cache_dir()) / "onnx"
-    fp32 = folder / f"{kind}-{key}"
-    if not (fp32 / "model.onnx").is_file():
-        _export(module, args, names, dynamic, fp32)
+    fp32 = _cached_export(folder / f"{kind}-{key}", settings,
+                          lambda path: _export(module, args, names, dynamic, path))
     if not int8:
-        return fp32 / "model.onnx"
-    q = folder / f"{kind}-{key}-int8-ort{ort.__version__}"
-    if not (q / "model.onnx").is_file():
-        _quantize(fp32, q)
-    return q / "model.onnx"
+        return fp32
+    quantized = {**settings, "quantized": f"int8 ort{ort.__version__}",
+                 "source": file_sha256(fp32)}
+    return _cached_export(folder / f"{kind}-{key}-int8-ort{ort.__version__}", quantized,
+                          lambda path: _quantize(fp32, path))
+
+
+def _session(ort: Any, path: Path, opts: Any) -> Any:
+    """An ONNX Runtime CPU session of ``path``; a file it cannot load is a ``ConfigError``."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import (
+        Fail,
+        InvalidArgument,
+        InvalidProtobuf,
+        NoSuchFile,
+        RuntimeException,
+    )
+
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except (Fail, InvalidArgument, InvalidProtobuf, NoSuchFile, RuntimeException) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"{path}: ONNX Runtime cannot load this export ({first}); delete "
+                          f"{path.parent} to export it again") from e
 
 
 class OnnxTowers(Towers):
@@ -170,9 +238,8 @@ class OnnxTowers(Towers):
         size = self.image_transform()(_blank()).shape
         image_path = onnx_file(_FeatureMap(self.image_model), (torch.zeros(2, *size),), ["pixels"],
                                ({0: batch},), "image", int8)
-        providers = ["CPUExecutionProvider"]
-        self.text_session = ort.InferenceSession(str(text_path), opts, providers=providers)
-        self.image_session = ort.InferenceSession(str(image_path), opts, providers=providers)
+        self.text_session = _session(ort, text_path, opts)
+        self.image_session = _session(ort, image_path, opts)
 
     def to(self, device: str | torch.device) -> Encoder:
         self.device = torch.device("cpu")

@@ -19,6 +19,7 @@ import hashlib
 import shutil
 import zipfile
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -89,6 +90,17 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+@cache
+def _sha256_of(path: Path, size: int, mtime_ns: int) -> str:
+    return sha256_file(path)
+
+
+def file_sha256(path: Path) -> str:
+    """``sha256_file``, computed once per version of the file (size, mtime) in a process."""
+    st = path.stat()
+    return _sha256_of(path.resolve(), st.st_size, st.st_mtime_ns)
 
 
 def verify_weights(folder: Path, sha256: str) -> Path:
@@ -215,13 +227,15 @@ def _image_tower(name: str) -> torch.nn.Module:
     return model.eval()
 
 
-def _text_tower(name: str):
+def text_tower(name: str):
+    """A packaged text tower by name, or a sentence-transformers name or folder, on the CPU."""
+    from safetensors import SafetensorError
     from sentence_transformers import SentenceTransformer
 
     source = str(TEXT_TOWERS[name][0]()) if name in TEXT_TOWERS else name
     try:
         return SentenceTransformer(source, device="cpu")
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
         raise ConfigError(f"text tower {name!r} cannot be loaded ({str(e).splitlines()[0]})") from e
 
 
@@ -229,7 +243,7 @@ class Towers(Encoder):
     """A sentence-transformers text tower and a timm image tower (mean-pooled feature map)."""
 
     def __init__(self, text: str, image: str) -> None:
-        self.text_model = _text_tower(text)
+        self.text_model = text_tower(text)
         self.image_model = _image_tower(image)
         self.version = towers_version(text, image)
         self.text_dim = self.text_token_dim = (

@@ -22,6 +22,7 @@ from memetrm.data.fields import client_fields, join_texts, source_field
 from memetrm.devices import resolve_device
 from memetrm.encoders import DEFAULT_ENCODER, Encoder, create_encoder
 from memetrm.encoders.runtimes import split_runtime, with_runtime
+from memetrm.encoders.saved import resolve_encoders
 from memetrm.errors import ConfigError, DataError, MemetrmError
 from memetrm.heads import Head, Memory, from_pretrained
 from memetrm.modelstore import REVISION_KEY
@@ -136,7 +137,10 @@ class Predictor:
         #: the head's inputs; ``text@mpnet-effnet`` reads ``text`` through another encoder
         self.fields: list[str] = list(config.get("fields") or head.fields)
         self.tokens: bool = bool(config.get("tokens", head.needs_tokens))
-        trained = config.get("encoder", DEFAULT_ENCODER)
+        #: the encoders the config names, as found from here (tuned towers checked by digest)
+        configured = config.get("encoder") or DEFAULT_ENCODER
+        encoders = resolve_encoders(config, self.model_dir)
+        trained = encoders[configured]
         default = with_runtime(trained, runtime)
         if split_runtime(default)[0] != split_runtime(trained)[0]:
             warnings.warn(runtime_note(trained, split_runtime(default)[0]), stacklevel=2)
@@ -145,7 +149,8 @@ class Predictor:
         self._encoders: dict[str, Encoder] = {default: encoder} if encoder else {}
         #: field -> (item field it reads, encoder); a caption view reads the caption it was
         #: trained on the variants of (one given caption is its own mean)
-        self._sources = {spec: (source_field(spec), with_runtime(split_field(spec, default)[1], runtime))
+        self._sources = {spec: (source_field(spec),
+                                with_runtime(encoders[split_field(spec, configured)[1]], runtime))
                          for spec in self.fields}
         self.ocr = ocr or OCR()
         self.memo = memo

@@ -17,14 +17,15 @@ import os
 
 from starlette.concurrency import run_in_threadpool
 
+from memetrm.encoders.tuned import TOWERS_KEY
 from memetrm.errors import MemetrmError
 from memetrm.modelstore import CONFIG_NAME
 from memetrm.serving.hashlist import HashList
 from memetrm.serving.predictor import Predictor, load_model
 
 log = logging.getLogger("memetrm.serve")
-#: what a swapped-in model must share with the served one
-_SAME = ("encoder", "fields", "tokens")
+#: what a swapped-in model must share with the served one (the encoders it reads included)
+_SAME = ("encoder", "fields", "tokens", TOWERS_KEY)
 
 
 class ModelWatcher:

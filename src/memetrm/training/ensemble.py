@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from memetrm.encoders.saved import saved_encoder_meta
 from memetrm.evaluation.metrics import auroc
 from memetrm.evaluation.tables import run_name
 from memetrm.heads import Head, create_head, save_pretrained
@@ -74,11 +75,11 @@ def save_ensemble(selection: dict[str, Any], path: str | Path, provenance: dict[
         target.load_state_dict(head.state_dict())
     first = chosen[0]
     return save_pretrained(
-        ens, path, card=None, encoder=first.cfg.encoder, fields=list(input_dims),
+        ens, path, card=None, fields=list(input_dims),
         tokens=bool(token_dims), threshold=selection["threshold"], dataset=first.cfg.dataset,
         labels=first.results["label_names"], members=selection["members"],
         dev_auroc=selection["splits"][selection["roles"]["dev"]]["auroc"]["mean"],
-        provenance=provenance)
+        provenance=provenance, **saved_encoder_meta(first.cfg.encoder, list(input_dims), path))
 
 
 def _config_dict(head: Head) -> dict[str, Any]:

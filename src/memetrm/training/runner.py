@@ -21,6 +21,7 @@ import torch
 from memetrm.config import RunConfig, read_config_text
 from memetrm.data import MemeDataset, get_dataset
 from memetrm.encoders import DEFAULT_ENCODER
+from memetrm.encoders.saved import saved_encoder_meta
 from memetrm.errors import DataError
 from memetrm.evaluation import (
     bootstrap_ci,
@@ -335,13 +336,14 @@ def save_best(cfg: RunConfig, runs: list[SeedRun], results: dict[str, Any],
     head: Head = best.fit.head  # type: ignore[assignment]
     config = {**results["config"], "train": {**results["config"]["train"], "seed": best.seed}}
     return save_pretrained(
-        head, cfg.save, card=model_card(results, best, labels), encoder=cfg.encoder,
+        head, cfg.save, card=model_card(results, best, labels),
         fields=results["fields"], tokens=bool(head.token_dims), threshold=best.threshold,
         dataset=cfg.dataset, labels=list(labels), dev_auroc=best.fit.dev_score, seed=best.seed,
         # what share of dev any threshold flags: scoring commands warn on a one-class one
         dev_quantiles=np.quantile(best.outputs[results["roles"]["dev"]]["prob"].cpu().numpy(),
                                   np.linspace(0, 1, 101)).tolist(),
-        run_config=config, provenance=results["provenance"])
+        run_config=config, provenance=results["provenance"],
+        **saved_encoder_meta(cfg.encoder, results["fields"], cfg.save))
 
 
 def model_card(results: dict[str, Any], best: SeedRun, labels: tuple[str, str]) -> str:

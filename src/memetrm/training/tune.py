@@ -10,7 +10,9 @@ cuts the cost on a CPU; texts are padded per batch.
 Selection is on dev only: after each epoch a logistic probe fitted on (a sample of) the
 training memes' embeddings is scored by dev AUROC, and the best epoch is kept. The result is a
 sentence-transformers folder plus ``tuning.json`` (settings, per-epoch dev AUROC, seconds per
-epoch, the ids it was tuned on); use it as ``--encoder tuned:PATH``.
+epoch, the ids it was tuned on, the files it wrote); use it as ``--encoder tuned:PATH``. The
+folder is written under the model-folder lock: a new or empty folder, or one an earlier tune
+wrote, where only the files listed in its ``tuning.json`` are replaced or removed.
 
 A head fitted on features of the very memes the tower was tuned on sees them better separated
 than unseen memes will be. ``fraction`` < 1 tunes on a stratified part of the training split
@@ -19,63 +21,34 @@ only, so a head can be fitted on the held-out part (``held_out_ids`` in ``tuning
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import random
+import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
+from memetrm.config import TuneConfig
 from memetrm.data import get_dataset
 from memetrm.data.fields import join_texts, joined_parts
 from memetrm.data.records import MemeRecord
+from memetrm.devices import resolve_device
 from memetrm.errors import ConfigError, DataError
+from memetrm.modelstore import STAGING_PREFIX, remove_stale, writer_lock
+from memetrm.progress import make_progress
 from memetrm.provenance import provenance
-from memetrm.utils import atomic_write_dir, plural
+from memetrm.utils import plural, publish_mode
 
-LOSSES = ("batch-all", "batch-hard", "batch-semi-hard", "contrastive")
-
-
-@dataclass
-class TuneConfig:
-    """What ``memetrm tune`` trains; every field lands in ``tuning.json``."""
-
-    #: packaged name (all-MiniLM-L6-v2, all-mpnet-base-v2) or a sentence-transformers folder
-    tower: str = "all-MiniLM-L6-v2"
-    #: the field the tower reads: ``text``, ``caption`` or a joined ``text+caption``
-    field: str = "text+caption"
-    loss: str = "batch-all"
-    epochs: int = 1
-    batch_size: int = 32
-    lr: float = 2e-5
-    warmup_ratio: float = 0.1
-    #: LoRA rank (0: full fine-tuning)
-    lora_rank: int = 0
-    #: train only the top N transformer layers (0: all)
-    train_layers: int = 0
-    #: share of the training split tuned on (stratified); the rest is held out for heads
-    fraction: float = 1.0
-    max_seq_length: int = 64
-    #: training memes the dev probe is fitted on each epoch (0: all)
-    probe_sample: int = 2000
-    #: stop after this many optimizer steps (-1: the full epochs); benchmarks and tests
-    max_steps: int = -1
-    #: score the dev probe (False: a speed benchmark, dev AUROC not measured)
-    probe: bool = True
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ConfigError(f"--loss must be one of {LOSSES}, got {self.loss!r}")
-        if not 0 < self.fraction <= 1:
-            raise ConfigError(f"--fraction must be in (0, 1], got {self.fraction}")
-        if self.batch_size < 4:
-            raise ConfigError("--batch-size must be at least 4 (a batch needs both labels twice)")
+#: marks a folder written by ``memetrm tune`` and lists the files it wrote (``files``)
+SUMMARY = "tuning.json"
 
 
 def tune_split(records: Sequence[MemeRecord], fraction: float, seed: int
@@ -96,10 +69,19 @@ def tune_split(records: Sequence[MemeRecord], fraction: float, seed: int
 
 
 def _texts(records: Sequence[MemeRecord], field: str, where: str) -> list[str]:
-    missing = [r.id for r in records if not all(r.texts.get(p, "").strip() for p in joined_parts(field))]
+    """The text of ``field`` of every record; one lacking it is refused, naming the fields every
+    record has, which ``--field`` can take instead."""
+    def has(r: MemeRecord, f: str) -> bool:
+        return all(r.texts.get(p, "").strip() for p in joined_parts(f))
+
+    missing = [r.id for r in records if not has(r, field)]
     if missing:
-        raise DataError(f"{where}: {plural(len(missing), 'record')} without field {field!r}, ids: "
-                        f"{', '.join(missing[:10])}")
+        named = sorted({k for r in records for k in r.texts})
+        usable = [f for f in named if all(has(r, f) for r in records)]
+        hint = (f"; every record has {' and '.join(usable)}: use --field {usable[0]}" if usable
+                else "")
+        raise DataError(f"{where}: {plural(len(missing), 'record')} lack field {field!r}, ids: "
+                        f"{', '.join(missing[:10])}{hint}")
     return [join_texts(r.texts, field) for r in records]
 
 
@@ -171,9 +153,9 @@ def _loss(name: str, model: Any) -> Any:
 
 def _prepare_model(cfg: TuneConfig) -> Any:
     """The tower with LoRA adapters or its lower layers frozen, as ``cfg`` asks."""
-    from memetrm.encoders.towers import _text_tower
+    from memetrm.encoders.towers import text_tower
 
-    model = _text_tower(cfg.tower)
+    model = text_tower(cfg.tower)
     model.max_seq_length = cfg.max_seq_length
     backbone = model[0].auto_model
     if cfg.lora_rank:
@@ -202,18 +184,120 @@ def _encoder_layers(backbone: Any) -> Sequence[Any]:
     raise ConfigError(f"--train-layers: cannot find the layers of {type(backbone).__name__}")
 
 
+def _written(folder: Path) -> set[str] | None:
+    """The files ``memetrm tune`` wrote into ``folder`` (its summary's ``files``); None where the
+    folder holds a summary from before the list was kept. The list is untrusted: a name that
+    is absolute, hidden or climbs out of the folder is refused."""
+    where = folder / SUMMARY
+    try:
+        files = json.loads(where.read_bytes()).get("files")
+    except (OSError, ValueError, AttributeError) as e:
+        raise ConfigError(f"{where}: unreadable ({e}); choose another --out") from e
+    if files is None:
+        return None
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise ConfigError(f"{where}: 'files' must list file names; choose another --out")
+    bad = [f for f in files if PurePosixPath(f).is_absolute()
+           or any(part in ("", "..") or part.startswith(".") for part in f.split("/"))]
+    if bad:
+        raise ConfigError(f"{where}: lists {bad[0]!r}, not a file inside the folder; choose "
+                          "another --out")
+    return set(files)
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an ``--out`` that is a file, a folder memetrm tune did not
+    write, or (without ``overwrite``) an earlier tuned tower; an empty folder is fine."""
+    try:
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"{out}: exists and is not a folder; choose another --out")
+        if out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()):
+            if not (out / SUMMARY).is_file():
+                raise ConfigError(f"{out}: exists and was not written by memetrm tune (no "
+                                  f"{SUMMARY}); choose another --out, nothing in it is replaced")
+            if not overwrite:
+                raise ConfigError(f"{out}: holds a tuned tower already; pass --overwrite to "
+                                  "replace it (files memetrm tune did not write stay)")
+            _written(out)
+        parent = next(p for p in [out, *out.parents] if p.exists())
+    except OSError as e:
+        raise ConfigError(f"{out}: cannot be written ({e.strerror or e})") from e
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{out}: cannot be written ({parent} is not a writable folder)")
+
+
+def _publish(staged: Path, folder: Path) -> None:
+    """Move the staged files into ``folder`` (call with its lock held), the summary last, then
+    remove the files an earlier tune wrote that this one did not; any other file stays. A file
+    of the new tower that something else wrote there is refused, before anything moves."""
+    new = sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file())
+    old = _written(folder) if (folder / SUMMARY).is_file() else set()
+    if old is not None:
+        clash = [f for f in new if (folder / f).exists() and f not in old]
+        if clash:
+            raise ConfigError(f"{folder}: {', '.join(clash[:5])} was not written by memetrm "
+                              "tune; refusing to replace it, choose another --out")
+    for name in sorted(new, key=lambda f: f == SUMMARY):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged / name, folder / name)
+    for name in sorted((old or set()) - set(new)):
+        path = folder / name
+        if not path.parent.resolve().is_relative_to(folder.resolve()):
+            continue  # a subfolder now linking out of the folder: what it holds is not ours
+        path.unlink(missing_ok=True)
+        if path.parent != folder:
+            with contextlib.suppress(OSError):  # the subfolder goes only if this left it empty
+                path.parent.rmdir()
+
+
+@contextlib.contextmanager
+def _quiet_hugging_face() -> Iterator[None]:
+    """Hugging Face's logs and tqdm bars off while tuning: the progress shown is memetrm's."""
+    import datasets
+    import transformers
+
+    level = transformers.logging.get_verbosity()
+    bars = (transformers.logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled())
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(level)
+        if bars[0]:
+            transformers.logging.enable_progress_bar()
+        if bars[1]:
+            datasets.enable_progress_bars()
+
+
+def _progress_callback(progress: Any) -> Any:
+    """A trainer callback advancing one task of memetrm's progress display per step."""
+    from transformers import TrainerCallback
+
+    class Steps(TrainerCallback):
+        task = None
+
+        def on_train_begin(self, args, state, control, **_: Any) -> None:
+            self.task = progress.add_task("tuning", total=state.max_steps)
+
+        def on_step_end(self, args, state, control, **_: Any) -> None:
+            progress.update(self.task, completed=state.global_step)
+
+    return Steps()
+
+
 def tune_text_tower(dataset: str, out: str | Path, cfg: TuneConfig,
                     data_root: str | Path | None = None,
-                    log: Callable[[str], None] = print) -> dict[str, Any]:
+                    log: Callable[[str], None] = print, overwrite: bool = False) -> dict[str, Any]:
     """Tune ``cfg.tower`` on the dataset's training split, select the epoch on its dev split,
-    and write the tuned tower to ``out`` (atomically). Returns what ``tuning.json`` holds."""
-    import torch
-    from datasets import Dataset
-    from sentence_transformers import (
-        SentenceTransformerTrainer,
-        SentenceTransformerTrainingArguments,
-    )
+    and write the tuned tower to ``out``. Returns what ``tuning.json`` holds.
 
+    ``out`` is checked before any work: a new or empty folder, or with ``overwrite`` one an
+    earlier tune wrote, of which only the files that tune wrote are replaced."""
+    out = Path(out)
+    check_out(out, overwrite)
+    device = resolve_device(cfg.device)
     ds = get_dataset(dataset, data_root)
     train_all = [r for r in ds.records(ds.train_split) if r.label is not None]
     dev = [r for r in ds.records(ds.dev_split) if r.label is not None]
@@ -222,14 +306,39 @@ def tune_text_tower(dataset: str, out: str | Path, cfg: TuneConfig,
     y = [int(r.label) for r in tuned]
     if min(sum(y), len(y) - sum(y)) < 2:
         raise DataError(f"{ds.identity}: tuning needs at least 2 memes of each label")
+    dev_texts = _texts(dev, cfg.field, f"{ds.identity}/{ds.dev_split}")
+    with _quiet_hugging_face():
+        summary = _tune(cfg, device, ds.identity, tuned, held_out, (x, y),
+                        (dev_texts, [int(r.label) for r in dev]), out, overwrite, log)
+    log(f"dev AUROC after tuning: {summary['dev_auroc']}; {summary['steps']} steps in "
+        f"{summary['train_seconds']:.0f} s")
+    return summary
+
+
+def _tune(cfg: TuneConfig, device: Any, identity: str, tuned: list[MemeRecord],
+          held_out: list[MemeRecord], train: tuple[list[str], list[int]],
+          dev: tuple[list[str], list[int]], out: Path, overwrite: bool,
+          log: Callable[[str], None]) -> dict[str, Any]:
+    """Train, score and write the tower (see ``tune_text_tower``)."""
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import (
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from transformers.trainer_callback import PrinterCallback
+
+    class _Trainer(SentenceTransformerTrainer):
+        def add_model_card_callback(self, default_args_dict: dict[str, Any]) -> None:
+            """No model card: it would quote training memes (and draws its own bar)."""
+
+    x, y = train
     rng = random.Random(cfg.seed)
     probe_idx = (sorted(rng.sample(range(len(x)), cfg.probe_sample))
                  if 0 < cfg.probe_sample < len(x) else list(range(len(x))))
-    probe = DevProbe(([x[i] for i in probe_idx], [y[i] for i in probe_idx]),
-                     (_texts(dev, cfg.field, f"{ds.identity}/{ds.dev_split}"),
-                      [int(r.label) for r in dev]))
+    probe = DevProbe(([x[i] for i in probe_idx], [y[i] for i in probe_idx]), dev)
     torch.manual_seed(cfg.seed)
-    model = _prepare_model(cfg)
+    model = _prepare_model(cfg).to(device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     dev_before = probe.score(model) if cfg.probe else None
     if dev_before is not None:
@@ -237,42 +346,60 @@ def tune_text_tower(dataset: str, out: str | Path, cfg: TuneConfig,
     data = (Dataset.from_dict(contrastive_pairs(x, y, cfg.seed)) if cfg.loss == "contrastive"
             else Dataset.from_dict({"sentence": x, "label": y}))
     select = cfg.max_steps < 0 and cfg.probe
-    with tempfile.TemporaryDirectory() as checkpoints, atomic_write_dir(Path(out)) as tmp:
+    with tempfile.TemporaryDirectory() as checkpoints, make_progress() as progress:
         args = SentenceTransformerTrainingArguments(
             output_dir=checkpoints, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
             per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.lr,
             warmup_ratio=cfg.warmup_ratio, seed=cfg.seed,
             eval_strategy="epoch" if select else "no", save_strategy="epoch" if select else "no",
             load_best_model_at_end=select, metric_for_best_model="dev_auroc",
-            greater_is_better=True, save_total_limit=1, logging_steps=10, report_to="none",
-            use_cpu=not torch.cuda.is_available(), dataloader_drop_last=True, disable_tqdm=True)
-        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data,
-                                             loss=_loss(cfg.loss, model),
-                                             evaluator=probe.evaluator if select else None)
+            greater_is_better=True, save_total_limit=1, logging_strategy="no",
+            report_to="none", use_cpu=device.type == "cpu", dataloader_drop_last=True,
+            disable_tqdm=True)
+        trainer = _Trainer(model=model, args=args, train_dataset=data, loss=_loss(cfg.loss, model),
+                           evaluator=probe.evaluator if select else None,
+                           callbacks=[_progress_callback(progress)])
+        trainer.remove_callback(PrinterCallback)
         scoring_before = probe.seconds
         t0 = time.perf_counter()
         train_out = trainer.train()
         seconds = time.perf_counter() - t0 - (probe.seconds - scoring_before)
-        if cfg.lora_rank:
-            model[0].model = model[0].auto_model.merge_and_unload()
-        if cfg.probe and not probe.history:
-            probe.history.append({"epoch": -1.0, "steps": float(train_out.global_step),
-                                  "dev_auroc": probe.score(model)})
-        model.save(str(tmp))
-        steps = train_out.global_step
-        epochs_done = steps * cfg.batch_size / len(data)
-        summary = {
-            "config": asdict(cfg), "dataset": ds.identity, "trainable_params": trainable,
-            "train_memes": len(tuned), "rows": len(data), "steps": steps,
-            "dev_auroc_before": dev_before, "history": probe.history,
-            "dev_auroc": max((h["dev_auroc"] for h in probe.history), default=None),
-            "train_seconds": seconds, "probe_seconds": probe.seconds,
-            "seconds_per_epoch": seconds / epochs_done if epochs_done else math.nan,
-            "rows_per_second": steps * cfg.batch_size / max(seconds, 1e-9),
-            "tuned_ids": [r.id for r in tuned] if held_out else "all",
-            "held_out_ids": [r.id for r in held_out],
-            "provenance": provenance(threads=torch.get_num_threads()),
-        }
-        (tmp / "tuning.json").write_text(json.dumps(summary, indent=1))
-    log(f"dev AUROC after tuning: {summary['dev_auroc']}; {steps} steps in {seconds:.0f} s")
+    if cfg.lora_rank:
+        model[0].model = model[0].auto_model.merge_and_unload()
+    if cfg.probe and not probe.history:
+        probe.history.append({"epoch": -1.0, "steps": float(train_out.global_step),
+                              "dev_auroc": probe.score(model)})
+    steps = train_out.global_step
+    epochs_done = steps * cfg.batch_size / len(data)
+    summary = {
+        "config": asdict(cfg), "dataset": identity, "trainable_params": trainable,
+        "train_memes": len(tuned), "rows": len(data), "steps": steps,
+        "dev_auroc_before": dev_before, "history": probe.history,
+        "dev_auroc": max((h["dev_auroc"] for h in probe.history), default=None),
+        "train_seconds": seconds, "probe_seconds": probe.seconds,
+        "seconds_per_epoch": seconds / epochs_done if epochs_done else math.nan,
+        "rows_per_second": steps * cfg.batch_size / max(seconds, 1e-9),
+        "tuned_ids": [r.id for r in tuned] if held_out else "all",
+        "held_out_ids": [r.id for r in held_out],
+        "provenance": provenance(threads=torch.get_num_threads()),
+    }
+    try:
+        with writer_lock(out) as folder:
+            check_out(folder, overwrite)  # again: another process may have written it since
+            remove_stale(folder)
+            staged = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
+            try:
+                model.save(str(staged), create_model_card=False)
+                for p in staged.rglob("*"):
+                    publish_mode(p, 0o777 if p.is_dir() else 0o666)
+                files = sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*")
+                               if p.is_file())
+                summary["files"] = [*files, SUMMARY]
+                (staged / SUMMARY).write_text(json.dumps(summary, indent=1))
+                publish_mode(staged / SUMMARY, 0o666)
+                _publish(staged, folder)
+            finally:
+                shutil.rmtree(staged, ignore_errors=True)
+    except OSError as e:
+        raise ConfigError(f"{out}: cannot write the tuned tower ({e.strerror or e})") from e
     return summary
