@@ -161,7 +161,7 @@ def test_a_trickled_body_gets_408_at_its_deadline_and_frees_its_slot(tmp_path: P
         assert json_post(url, body).status_code == 200  # the one slot left serves others
         answers = [f.result() for f in slow]
     assert all(reply.startswith(b"HTTP/1.1 408") for reply, _ in answers), answers
-    assert all(1.0 <= seconds < 2.5 for _, seconds in answers), answers
+    assert all(0.9 <= seconds < 2.5 for _, seconds in answers), answers  # clocks start a moment apart
     assert answered(url, 408) == 4
     with ThreadPoolExecutor(5) as pool:  # every slot is free again
         assert list(pool.map(lambda _: json_post(url, body).status_code, range(5))) == [200] * 5
