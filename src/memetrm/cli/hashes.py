@@ -68,6 +68,18 @@ def import_list(
     _save(model, HashList.read(input).entries, str(input))
 
 
+def remove(
+    model: Model,
+    id: list[str] = typer.Option(..., "--id", help="source_id of a listed meme (repeatable)"),
+) -> None:
+    """Take memes off the model's known-meme list (all ids or none), e.g. after a moderator
+    reversed a decision."""
+    from memetrm.serving.hashlist import MODEL_LIST, edit_model_list
+
+    left = edit_model_list(model, lambda current: current.remove(id))
+    console.print(f"{model / MODEL_LIST}: {len(left)} known memes ({plural(len(id), 'id')} removed)")
+
+
 def export(
     model: Model,
     output: Path = typer.Option(..., "--output", help="CSV file to write"),
@@ -81,5 +93,6 @@ def export(
 def register(app: typer.Typer) -> None:
     hashes.command("add")(add)
     hashes.command("import")(import_list)
+    hashes.command("remove")(remove)
     hashes.command("export")(export)
     app.add_typer(hashes, name="hashes")

@@ -81,6 +81,16 @@ class HashList:
             [e.hash.hex, e.label, e.source_id, e.text] for e in self.entries)
         return buf.getvalue()
 
+    def remove(self, ids: Iterable[str]) -> HashList:
+        """The list without the entries of ``ids`` (every entry of a meme listed with several
+        pictures); an id not on the list is a ``DataError`` naming it."""
+        ids = set(ids)
+        missing = sorted(ids - {e.source_id for e in self.entries})
+        if missing:
+            raise DataError(f"{self.name or 'hash list'}: id(s) {missing[:20]} not on the list, "
+                            "nothing removed")
+        return HashList([e for e in self.entries if e.source_id not in ids], name=self.name)
+
     def write(self, path: Path) -> None:
         """Replace ``path`` atomically; a folder or an unwritable path is a ``DataError``."""
         if Path(path).is_dir():
@@ -89,6 +99,21 @@ class HashList:
             atomic_write_text(Path(path), self.text())
         except OSError as e:
             raise DataError(f"{path}: cannot write the hash list ({e.strerror or e})") from e
+
+
+def edit_model_list(model_dir: Path, edit: Callable[[HashList], HashList]) -> HashList:
+    """Replace a model folder's own list by ``edit(current list)`` under the folder's writer
+    lock (concurrent editors queue, none loses entries), then publish ``config.json`` again, as
+    every writer of the folder does last, so a running server reloads the list."""
+    from memetrm.modelstore import CONFIG_NAME, writer_lock
+
+    with writer_lock(model_dir, create=False) as folder:
+        if not (folder / CONFIG_NAME).is_file():
+            raise DataError(f"{model_dir}: not a model directory (no {CONFIG_NAME})")
+        new = edit(HashList.of_model(folder))
+        new.write(folder / MODEL_LIST)
+        atomic_write_text(folder / CONFIG_NAME, (folder / CONFIG_NAME).read_text())
+    return new
 
 
 def _parse(reader: Any, path: Path) -> Iterator[Entry]:
