@@ -51,6 +51,7 @@ from memetrm.serving.hashing import ImageHash, normalise_text, pdq
 from memetrm.serving.hashlist import Entry, HashList, edit_model_list
 from memetrm.serving.memory import add_to_memory, remove_from_memory
 from memetrm.serving.predictor import Predictor
+from memetrm.utils import atomic_write_text
 
 STATIC_DIR = Path(__file__).parent / "static"
 DECISIONS = ("violating", "not_violating", "escalate")
@@ -458,3 +459,40 @@ def _on_item(fn: Callable[..., Any], item_id: int, *args: Any) -> Any:
         raise HTTPException(409, str(e)) from e
     except DataError as e:
         raise HTTPException(422, str(e)) from e
+
+
+def export_decisions(store: ReviewStore, output: Path) -> int:
+    """Write each decided meme (``violating`` 1, ``not_violating`` 0, as currently decided) as a
+    labelled dataset that ``train`` (a folder of jsonl splits) and ``memory add`` read: jsonl
+    rows ``id, label, img, <text fields>`` with the pictures saved beside in ``img/``, or
+    Parquet (by extension) with the picture bytes in ``img``. Returns the rows written."""
+    rows: list[dict[str, Any]] = []
+    pictures: dict[str, bytes] = {}
+    parquet = output.suffix == ".parquet"
+    for item, row in store.decisions():
+        out: dict[str, Any] = {"id": memory_id(item.id), "label": DECISION_LABELS[row.decision],
+                               **item.texts}
+        if item.image is not None:
+            if parquet:
+                out["img"] = item.image
+            else:
+                with Image.open(io.BytesIO(item.image)) as img:
+                    name = f"img/{out['id']}.{(img.format or 'bin').lower()}"
+                out["img"], pictures[name] = name, item.image
+        rows.append(out)
+    if not rows:
+        raise DataError(f"{store.url}: no decided memes to export")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    for name, data in pictures.items():
+        (output.parent / name).parent.mkdir(exist_ok=True)
+        (output.parent / name).write_bytes(data)
+    if parquet:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        tmp = output.with_name(f".{output.name}.tmp")
+        pq.write_table(pa.Table.from_pylist(rows), tmp)
+        tmp.replace(output)
+    else:
+        atomic_write_text(output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return len(rows)
