@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -252,6 +253,7 @@ uvicorn.run(app, host="127.0.0.1", port=port, log_level="error")
 """
 
 
+@pytest.mark.slow
 def test_a_killed_server_loses_no_committed_decision(tmp_path: Path) -> None:
     import socket
 
@@ -279,20 +281,25 @@ def test_a_killed_server_loses_no_committed_decision(tmp_path: Path) -> None:
                 break
             except httpx.TransportError:
                 time.sleep(0.1)
-        answered = []
+        answered: list[int] = []
         with httpx.Client(timeout=10) as client:
-            for i in ids:
-                r = client.post(f"{url}/v1/review/{i}/decision", headers=bearer(ALICE),
-                                json={"decision": "not_violating", "learn": False})
+            for i in ids:  # killed mid-stream: after 20 answers, while the next is in flight
+                if len(answered) == 20:
+                    threading.Timer(0.002, proc.send_signal, [signal.SIGKILL]).start()
+                try:
+                    r = client.post(f"{url}/v1/review/{i}/decision", headers=bearer(ALICE),
+                                    json={"decision": "not_violating", "learn": False})
+                except httpx.TransportError:
+                    break
                 assert r.status_code == 200, r.text
                 answered.append(r.json()["id"])
-        proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
         if proc.poll() is None:
             proc.kill()
-    rows = ReviewStore(db).audit()
-    assert [r["id"] for r in rows] == answered and {r["item_id"] for r in rows} == set(ids)
+    assert proc.returncode == -signal.SIGKILL and 20 <= len(answered) < len(ids)
+    rows = [r["id"] for r in ReviewStore(db).audit()]
+    assert rows[:len(answered)] == answered and len(rows) <= len(answered) + 1
 
 
 def test_export_round_trips_into_memory_add(served, tmp_path: Path) -> None:
