@@ -413,3 +413,29 @@ def test_tokens_file_and_bad_tokens(tmp_path: Path) -> None:
         Tokens.of(file=tmp_path / "bad")
     assert ALICE not in str(e.value)
     assert json.dumps(Tokens.of()) == "null"
+
+
+def test_without_stored_pictures_a_decision_still_lists_the_meme(tmp_path: Path) -> None:
+    model = retrieval_model(tmp_path / "m")
+    store = ReviewStore(str(tmp_path / "r.db"), store_images=False, routes=everything)
+    with TestClient(create_app(Predictor(model, device="cpu"), review=store,
+                               review_tokens=TOKENS)) as client:
+        item = predict(client, 3, "words")["review_id"]
+        shown = client.get(f"/v1/review/{item}", headers=bearer(ALICE)).json()
+        assert not shown["has_image"] and len(shown["image_sha256"]) == 64
+        assert client.get(f"/v1/review/{item}/image", headers=bearer(ALICE)).status_code == 404
+        r = client.post(f"/v1/review/{item}/decision", headers=bearer(ALICE),
+                        json={"decision": "violating"})
+    assert r.json()["taught"] == {"id": memory_id(item), "list": "added as 1",
+                                  "memory": "not added: the picture was not stored"}
+    [entry] = HashList.of_model(model).entries
+    from memetrm.serving.hashing import pdq
+
+    assert entry.hash.bits == pdq(scene(3)).bits and entry.text == "words"
+
+
+def test_serve_refuses_a_review_queue_without_reviewers(tmp_path: Path) -> None:
+    model = retrieval_model(tmp_path / "m")
+    r = CliRunner().invoke(cli, ["serve", "--model", str(model), "--review-db",
+                                 str(tmp_path / "r.db")], env={"MEMETRM_REVIEW_TOKEN": ""})
+    assert r.exit_code == 2 and "--review-token" in r.output

@@ -92,8 +92,8 @@ class RequireToken:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] == "http" and path.startswith(self.prefix) \
-                and not path.startswith(self.exempt):
+        exempt = any(path == e or path.startswith(e + "/") for e in self.exempt)
+        if scope["type"] == "http" and path.startswith(self.prefix) and not exempt:
             headers = dict(scope["headers"])
             if self.tokens.who(headers.get(b"authorization", b"").decode("latin-1")) is None:
                 resp = JSONResponse({"detail": "a valid token is required (Authorization: Bearer "
