@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from memetrm.errors import DataError
+from memetrm.modelstore import CONFIG_NAME, writer_lock
 from memetrm.serving.hashing import LIST_DISTANCE, ImageHash, distances, normalise_text, texts_agree
 from memetrm.utils import atomic_write_text, plural
 
@@ -105,8 +106,6 @@ def edit_model_list(model_dir: Path, edit: Callable[[HashList], HashList]) -> Ha
     """Replace a model folder's own list by ``edit(current list)`` under the folder's writer
     lock (concurrent editors queue, none loses entries), then publish ``config.json`` again, as
     every writer of the folder does last, so a running server reloads the list."""
-    from memetrm.modelstore import CONFIG_NAME, writer_lock
-
     with writer_lock(model_dir, create=False) as folder:
         if not (folder / CONFIG_NAME).is_file():
             raise DataError(f"{model_dir}: not a model directory (no {CONFIG_NAME})")

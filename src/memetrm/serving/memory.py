@@ -51,7 +51,7 @@ def remove_from_memory(model_dir: str | Path, ids: list[str]) -> int:
 def _memory_of(head: Head, model_dir: Path) -> Memory:
     if not isinstance(head, Memory):
         raise ConfigError(f"{model_dir}: head {head.name!r} has no retrieval memory; train a "
-                          "`retrieval` head to add memes to")
+                          "`retrieval` head to keep memes in one")
     return head
 
 

@@ -85,8 +85,8 @@ class Item(Base):
     created: Mapped[float] = mapped_column(Float, index=True)
     #: the model revision that scored it (``<name>@<revision>``)
     model: Mapped[str] = mapped_column(String(200))
-    #: the uploaded bytes, unless the server keeps only their digests
-    image: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: the uploaded bytes, unless the server keeps only their digests (loaded only when read)
+    image: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     image_sha256: Mapped[str | None] = mapped_column(String(64))
     #: PDQ hash (hex), kept when the bytes are not, so a decision can still list the picture
     image_pdq: Mapped[str | None] = mapped_column(String(64))
@@ -102,6 +102,11 @@ class Item(Base):
     precedents: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     #: the known-meme list entry the picture matched, if any
     list_match: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    @property
+    def has_image(self) -> bool:
+        """Whether the picture's bytes are kept (its PDQ hash is kept only when they are not)."""
+        return self.image_sha256 is not None and self.image_pdq is None
 
 
 class AuditRow(Base):
@@ -312,7 +317,7 @@ def _item_dict(item: Item, last: AuditRow | None) -> dict[str, Any]:
             "label_name": item.answer.get("label_name"), "action": item.action,
             "action_reason": item.answer.get("action_reason"), "margin": item.margin,
             "precedents": item.precedents, "list_match": item.list_match,
-            "source": item.answer.get("source"), "has_image": item.image is not None,
+            "source": item.answer.get("source"), "has_image": item.has_image,
             "image_sha256": item.image_sha256, "status": _status(last),
             "decision": last.decision if last is not None else None}
 
@@ -358,7 +363,7 @@ class Teacher:
             taught["list"] = "not added: no picture detailed enough for PDQ"
         if not isinstance(head, Memory):
             taught["memory"] = "not added: the model has no memory"
-        elif item.image is None and "image" in self.predictor.input_fields:
+        elif not item.has_image and "image" in self.predictor.input_fields:
             taught["memory"] = "not added: the picture was not stored"
         else:
             self._add_to_memory(item, key, label)
@@ -368,7 +373,7 @@ class Teacher:
     def _add_to_memory(self, item: Item, key: str, label: int) -> None:
         with tempfile.TemporaryDirectory(prefix="memetrm-review-") as tmp:
             row: dict[str, Any] = {"id": key, "label": label, **item.texts}
-            if item.image is not None:
+            if item.has_image:
                 (Path(tmp) / "meme").write_bytes(item.image)
                 row["img"] = "meme"
             (Path(tmp) / "meme.jsonl").write_text(json.dumps(row) + "\n")
@@ -378,7 +383,7 @@ class Teacher:
 
 
 def _picture_hash(item: Item) -> ImageHash | None:
-    if item.image is not None:
+    if item.has_image:
         return pdq(open_image(item.image, name=f"review item {item.id}"))
     return ImageHash.from_hex(item.image_pdq) if item.image_pdq else None
 
@@ -472,7 +477,7 @@ def export_decisions(store: ReviewStore, output: Path) -> int:
     for item, row in store.decisions():
         out: dict[str, Any] = {"id": memory_id(item.id), "label": DECISION_LABELS[row.decision],
                                **item.texts}
-        if item.image is not None:
+        if item.has_image:
             if parquet:
                 out["img"] = item.image
             else:
