@@ -261,7 +261,7 @@ def test_a_killed_server_loses_no_committed_decision(tmp_path: Path) -> None:
     db = str(tmp_path / "r.db")
     store = ReviewStore(db)
     base = {"model": "m@1", "threshold": 0.5, "prob": 0.5, "source": {"kind": "model"}}
-    ids = [store.route(base, None, {"text": str(i)}) for i in range(30)]
+    ids = [store.route(base, None, {"text": str(i)}) for i in range(60)]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
