@@ -21,6 +21,7 @@ from benchmarks.render import (
     near_dup,
     ocr_eval,
     quality,
+    review_cost,
     runtimes,
     scale,
     serve,
@@ -33,7 +34,8 @@ from benchmarks.render import (
 
 #: every renderer, in the order the docs were first generated
 RENDERERS = [heads, quality, trm_sweep, trm_speed, trm_ablation, serve, hostile, ocr_eval, align,
-             scale, runtimes, near_dup, extract, thresholds, learned_space, tune_speed, memory_scale]
+             scale, runtimes, near_dup, extract, thresholds, learned_space, tune_speed, memory_scale,
+             review_cost]
 
 
 def main() -> int:

@@ -28,17 +28,14 @@ def _model_list(model: Path):
 def _save(model: Path, new: list, what: str) -> None:
     """Add ``new`` to the model's list as a new revision of the folder, read and written under
     its writer lock: concurrent ``hashes add`` and ``memory add`` runs queue, none loses rows."""
-    from memetrm.modelstore import republish, writer_lock
-    from memetrm.serving.hashlist import MODEL_LIST, HashList
+    from memetrm.serving.hashlist import MODEL_LIST, edit_model_list
 
-    with writer_lock(model, create=False):
-        path, current = _model_list(model)
-        have = {e.source_id for e in current.entries}
-        clash = sorted({e.source_id for e in new} & have)
-        if clash:
-            raise DataError(f"{what}: id(s) {clash[:20]} already on {path}, nothing added")
-        republish(model, {MODEL_LIST: HashList([*current.entries, *new]).text().encode()})
-    console.print(f"{path}: {len(current) + len(new)} known memes ({len(new)} added)")
+    _model_list(model)
+    try:
+        now = edit_model_list(model, lambda current: current.add(new))
+    except DataError as e:
+        raise DataError(f"{what}: {e}") from e
+    console.print(f"{model / MODEL_LIST}: {len(now)} known memes ({len(new)} added)")
 
 
 def add(
@@ -73,6 +70,18 @@ def import_list(
     _save(model, HashList.read(input).entries, str(input))
 
 
+def remove(
+    model: Model,
+    id: list[str] = typer.Option(..., "--id", help="source_id of a listed meme (repeatable)"),
+) -> None:
+    """Take memes off the model's known-meme list (all ids or none), e.g. after a moderator
+    reversed a decision."""
+    from memetrm.serving.hashlist import MODEL_LIST, edit_model_list
+
+    left = edit_model_list(model, lambda current: current.remove(id))
+    console.print(f"{model / MODEL_LIST}: {len(left)} known memes ({plural(len(id), 'id')} removed)")
+
+
 def export(
     model: Model,
     output: Path = typer.Option(..., "--output", help="CSV file to write"),
@@ -86,5 +95,6 @@ def export(
 def register(app: typer.Typer) -> None:
     hashes.command("add")(add)
     hashes.command("import")(import_list)
+    hashes.command("remove")(remove)
     hashes.command("export")(export)
     app.add_typer(hashes, name="hashes")

@@ -1,4 +1,5 @@
-"""``memetrm memory add``: labelled memes join a saved memory head, without retraining."""
+"""``memetrm memory add`` / ``remove``: labelled memes join or leave a saved memory head,
+without retraining."""
 
 from __future__ import annotations
 
@@ -36,6 +37,19 @@ def memory_add(
                       "split the learned scorer alone ranked best, so its scores ignore the "
                       "memory and the added memes change no score (predict lists them as "
                       "neighbours only)", soft_wrap=True)
+
+
+@memory.command("remove")
+def memory_remove(
+    model: Model,
+    id: Annotated[list[str], typer.Option("--id", help="Id of a meme in the memory (repeatable).")],
+) -> None:
+    """Take memes out of a saved memory head (all ids or none), e.g. after a moderator reversed
+    a decision."""
+    from memetrm.serving.memory import remove_from_memory
+
+    size = remove_from_memory(model, id)
+    console.print(f"{model}: memory now holds {size} memes")
 
 
 def register(app: typer.Typer) -> None:

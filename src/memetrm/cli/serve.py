@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -73,23 +74,47 @@ def serve(
     list_distance: ListDistance = LIST_DISTANCE,
     hash_distance: HashDistance = PDQ_DISTANCE,
     cache_size: CacheSize = 4096,
+    review_db: Annotated[str | None, typer.Option(
+        help="Queue the answers routed to review in this database: a file (SQLite) or an "
+             "SQLAlchemy URL (postgresql+psycopg://...). Reviewers work at /review.")] = None,
+    review_store_images: Annotated[bool, typer.Option(
+        help="Keep the pictures of queued memes (else only their SHA-256 and PDQ hashes).")] = True,
+    review_token: Annotated[str | None, typer.Option(
+        envvar="MEMETRM_REVIEW_TOKEN", show_envvar=True,
+        help="A reviewer's token (the reviewer 'reviewer'); the environment variable keeps it "
+             "out of the process list.")] = None,
+    review_tokens: Annotated[Path | None, typer.Option(
+        help="File of reviewer tokens: one '<token> <reviewer name>' per line.")] = None,
+    api_token: Annotated[str | None, typer.Option(
+        envvar="MEMETRM_API_TOKEN", show_envvar=True,
+        help="Token the scoring API (/v1/...) requires as 'Authorization: Bearer <token>'; "
+             "without it the API is open.")] = None,
 ) -> None:
-    """Serve the model over HTTP (POST /v1/predict) with a web page at /."""
+    """Serve the model over HTTP (POST /v1/predict) with a web page at / (and a review queue at
+    /review with --review-db)."""
     check_port(host, port)
     warn_threshold(load_config(model), threshold)
     import uvicorn
 
     from memetrm.serving.app import Limits, create_app
+    from memetrm.serving.auth import Tokens
     from memetrm.serving.guards import limit_malloc_arenas
     from memetrm.serving.protocol import protocol_with_header_timeout
 
+    reviewers = Tokens.of(review_token, review_tokens)
+    if review_db is not None and reviewers is None:
+        raise ConfigError("--review-db needs reviewers: --review-token or --review-tokens FILE")
     limits = Limits(int(max_upload_mb * 1024 * 1024), max_text_chars, timeout_s=timeout,
                     body_timeout_s=body_timeout, max_pending=max_pending,
                     ocr_workers=ocr_workers)
     limit_malloc_arenas()
     predictor = make_predictor(model, device, threshold, runtime, hash_list, list_distance,
                                hash_distance, cache_size)
-    app = create_app(predictor, limits, docs=docs, threshold=threshold)
+    from memetrm.serving.review import ReviewStore
+
+    review = ReviewStore(review_db, store_images=review_store_images) if review_db else None
+    app = create_app(predictor, limits, docs=docs, threshold=threshold, review=review,
+                     review_tokens=reviewers, api_tokens=Tokens.of(api_token))
     uvicorn.run(app, host=host, port=port, limit_concurrency=max_connections,
                 timeout_keep_alive=5, http=protocol_with_header_timeout(header_timeout))
 

@@ -29,7 +29,8 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from memetrm.data.images import MAX_PIXELS, open_image
-from memetrm.errors import DataError, MemetrmError
+from memetrm.errors import ConfigError, DataError, MemetrmError
+from memetrm.serving.auth import RequireToken, Tokens
 from memetrm.serving.guards import (
     MAX_TEXT_CHARS,
     ClientGone,
@@ -44,6 +45,7 @@ from memetrm.serving.guards import (
 from memetrm.serving.metrics import add_metrics
 from memetrm.serving.predictor import ModelOutputError, Predictor, Prepared
 from memetrm.serving.reload import ModelWatcher
+from memetrm.serving.review import ReviewStore, review_router
 
 STATIC_DIR = Path(__file__).parent / "static"
 #: magic bytes -> MIME type of the image formats accepted
@@ -133,6 +135,8 @@ class Prediction(BaseModel):
     #: set when the meme was answered from a known-meme hash list
     hash_match: HashMatch | None = None
     source: Source
+    #: the review queue's id for this meme, when it was routed to review
+    review_id: int | None = None
 
 
 class ModelInfo(BaseModel):
@@ -370,12 +374,17 @@ def _openapi_body(fields: list[str]) -> dict[str, Any]:
 
 def create_app(model: str | Path | Predictor, limits: Limits | None = None,
                device: str = "auto", docs: bool = False,
-               threshold: float | None = None) -> FastAPI:
+               threshold: float | None = None, review: ReviewStore | None = None,
+               review_tokens: Tokens | None = None, api_tokens: Tokens | None = None) -> FastAPI:
     """The model (a directory or a ready ``Predictor``) is loaded here, once, before serving.
 
     ``docs`` turns on FastAPI's ``/docs`` page, whose JavaScript comes from a CDN; the schema
-    itself is always at ``/openapi.json``.
+    itself is always at ``/openapi.json``. ``review`` queues the answers it routes, for the
+    reviewers of ``review_tokens`` at ``/review``; ``api_tokens`` closes the scoring API to
+    clients without one.
     """
+    if review is not None and review_tokens is None:
+        raise ConfigError("a review queue needs reviewer tokens (--review-token or --review-tokens)")
     predictor = (model if isinstance(model, Predictor)
                  else Predictor(model, device=device, threshold=threshold))
     limits = limits or Limits()
@@ -400,10 +409,14 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
                   docs_url="/docs" if docs else None, redoc_url=None, lifespan=follow_folder)
     app.state.predictor, app.state.limits = predictor, limits
     batcher = MicroBatcher(predictor)
+    if api_tokens is not None:
+        app.add_middleware(RequireToken, tokens=api_tokens)
+    if review is not None and review_tokens is not None:
+        app.include_router(review_router(review, predictor, review_tokens))
     app.add_middleware(BodyLimit, max_bytes=limits.max_upload_bytes,
                        timeout_s=limits.body_timeout_s)
     # added after (outside) the body limit, so that its 408s and 413s are counted too
-    cancelled = add_metrics(app, predictor, batcher.depth)
+    cancelled, observe = add_metrics(app, predictor, batcher.depth)
     app.add_middleware(SecurityHeaders, csp=DOCS_CSP if docs else PAGE_CSP)
 
     #: a model that reads no image scores a meme from its texts: the image may be left out
@@ -509,7 +522,11 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
             else:
                 prepared = await in_thread(prepare, image, texts)
             skip_if_late("it was scored")
-            return await batcher.submit(prepared)
+            answer = await batcher.submit(prepared)
+            observe(answer)
+            if review is not None and review.routes(answer):
+                answer["review_id"] = await in_thread(review.route, answer, data, texts)
+            return answer
 
         async with pending:
             try:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from memetrm.errors import DataError
-from memetrm.modelstore import model_file
+from memetrm.modelstore import model_file, republish, writer_lock
 from memetrm.serving.hashing import LIST_DISTANCE, ImageHash, distances, normalise_text, texts_agree
 from memetrm.utils import atomic_write_text, plural
 
@@ -82,6 +82,25 @@ class HashList:
             [e.hash.hex, e.label, e.source_id, e.text] for e in self.entries)
         return buf.getvalue()
 
+    def add(self, entries: Iterable[Entry]) -> HashList:
+        """The list with ``entries`` appended; an id already on it is a ``DataError`` naming it."""
+        entries = list(entries)
+        clash = sorted({e.source_id for e in entries} & {e.source_id for e in self.entries})
+        if clash:
+            raise DataError(f"{self.name or 'hash list'}: {plural(len(clash), 'id')} {clash[:20]} "
+                            "already on the list, nothing added")
+        return HashList([*self.entries, *entries], name=self.name)
+
+    def remove(self, ids: Iterable[str]) -> HashList:
+        """The list without the entries of ``ids`` (every entry of a meme listed with several
+        pictures); an id not on the list is a ``DataError`` naming it."""
+        ids = set(ids)
+        missing = sorted(ids - {e.source_id for e in self.entries})
+        if missing:
+            raise DataError(f"{self.name or 'hash list'}: id(s) {missing[:20]} not on the list, "
+                            "nothing removed")
+        return HashList([e for e in self.entries if e.source_id not in ids], name=self.name)
+
     def write(self, path: Path) -> None:
         """Replace ``path`` atomically; a folder or an unwritable path is a ``DataError``."""
         if Path(path).is_dir():
@@ -90,6 +109,16 @@ class HashList:
             atomic_write_text(Path(path), self.text())
         except OSError as e:
             raise DataError(f"{path}: cannot write the hash list ({e.strerror or e})") from e
+
+
+def edit_model_list(model_dir: Path, edit: Callable[[HashList], HashList]) -> HashList:
+    """Replace a model folder's own list by ``edit(current list)`` under the folder's writer
+    lock, as a new revision of the folder (concurrent editors queue, none loses entries, and a
+    running server reloads the list)."""
+    with writer_lock(model_dir, create=False) as folder:
+        new = edit(HashList.of_model(folder))
+        republish(folder, {MODEL_LIST: new.text().encode()})
+    return new
 
 
 def _parse(reader: Any, path: Path) -> Iterator[Entry]:

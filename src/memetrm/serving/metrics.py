@@ -1,5 +1,6 @@
 """Prometheus metrics at ``/metrics``: requests by status, latency, queue depth, batch sizes,
-predictions cancelled by their client, feature-memo hit rates and hash-list matches.
+predictions cancelled by their client, feature-memo hit rates, hash-list matches, and, to watch
+for drift, the score histogram and the answers per action.
 
 Each app has its own registry (several apps may live in one process, as in the tests); the
 predictor's counters are read at scrape time, so scoring pays nothing for them.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
@@ -21,6 +23,8 @@ from memetrm.serving.predictor import Predictor
 #: paths reported by name; any other path is counted as ``other`` (bounded label values)
 PATHS = ("/v1/predict", "/v1/model", "/health", "/metrics", "/")
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+#: score histogram buckets: twentieths of [0, 1]
+SCORE_BUCKETS = tuple(round(i / 20, 2) for i in range(1, 21))
 #: memo counter -> (kind, result) labels
 MEMO_LOOKUPS = {"image_exact": ("image", "exact"), "image_near": ("image", "near"),
                 "image_miss": ("image", "miss"), "image_unhashable": ("image", "unhashable"),
@@ -91,9 +95,11 @@ class _PredictorCollector(Collector):
         yield size
 
 
-def add_metrics(app: FastAPI, predictor: Predictor, queue_depth: Callable[[], int]) -> Counter:
-    """Count every request and serve the metrics at ``/metrics`` (text exposition format);
-    returns the counter of predictions whose client disconnected, for the app to count them."""
+def add_metrics(app: FastAPI, predictor: Predictor, queue_depth: Callable[[], int]
+                ) -> tuple[Counter, Callable[[dict[str, Any]], None]]:
+    """Count every request and serve the metrics at ``/metrics`` (text exposition format).
+    Returns the counter of predictions whose client disconnected, and ``observe(answer)``, which
+    counts one answer's score and action."""
     from prometheus_client import generate_latest
 
     registry = CollectorRegistry()
@@ -105,11 +111,19 @@ def add_metrics(app: FastAPI, predictor: Predictor, queue_depth: Callable[[], in
     Gauge("memetrm_queue_depth", "Predictions waiting for the next model batch",
           registry=registry).set_function(queue_depth)
     registry.register(_PredictorCollector(predictor))
+    scores = Histogram("memetrm_score", "Scores (prob) of answered memes, by what answered",
+                       ["source"], buckets=SCORE_BUCKETS, registry=registry)
+    actions = Counter("memetrm_actions", "Answers by action", ["action"], registry=registry)
     app.add_middleware(_Measure, requests=requests, latency=latency)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    return Counter("memetrm_cancelled_predictions", "Predictions dropped because their client "
-                   "disconnected before the answer", registry=registry)
+    def observe(answer: dict[str, Any]) -> None:
+        scores.labels(answer["source"]["kind"]).observe(answer["prob"])
+        actions.labels(str(answer.get("action"))).inc()
+
+    cancelled = Counter("memetrm_cancelled_predictions", "Predictions dropped because their "
+                        "client disconnected before the answer", registry=registry)
+    return cancelled, observe
