@@ -25,8 +25,10 @@ def weights_path(path: str | Path) -> Path:
 def save_checkpoint(path: str | Path, module: torch.nn.Module, config: dict[str, Any],
                     extra_files: dict[str, bytes] | None = None,
                     strings: dict[str, str] | None = None) -> Path:
-    """Weights + config (+ metrics, plots) in one atomic write: a crash leaves no half-written model."""
-    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    """Weights + config (+ metrics, plots) in one atomic write: a crash leaves no half-written
+    model. A module's extra state (not a tensor) is the caller's to store in ``strings``."""
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()
+             if isinstance(v, torch.Tensor)}
     return write_model(path, state, config, extra_files, strings)
 
 
