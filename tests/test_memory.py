@@ -140,3 +140,16 @@ def test_an_ensemble_of_memory_heads_saves_reloads_and_grows(tmp_path: Path) -> 
     for member, saved in zip(grown.members, members, strict=True):
         assert member.memory_ids == [*saved.memory_ids, "new0", "new1", "new2"]
         assert member.fitted() == saved.fitted()
+
+
+def test_a_folder_saved_before_extra_state_still_loads_its_ids_and_fitted_vote(tmp_path: Path) -> None:
+    """Then ids sat beside the weights and fitted values only in config.json."""
+    from memetrm.checkpoint import save_checkpoint
+
+    head = create_head("retrieval", {"text": 16})
+    head.remember({"text": torch.randn(4, 16), "label": torch.tensor([0., 1., 0., 1.])}, list("abcd"))
+    config = {"head": "retrieval", "config": {}, "input_dims": {"text": 16}, "token_dims": {},
+              "fitted": {"": {"k_": 5, "temperature_": 0.05, "alpha_": 1.0}}}
+    save_checkpoint(tmp_path / "m", head, config, None, {"memory_ids": json.dumps({"bank": list("abcd")})})
+    loaded, _ = from_pretrained(tmp_path / "m")
+    assert loaded.memory_ids == list("abcd") and loaded.fitted() == config["fitted"][""]
