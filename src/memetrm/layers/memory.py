@@ -60,11 +60,6 @@ class InnerProductIndex:
                 torch.from_numpy(idx).long().to(queries.device))
 
 
-def search(keys: torch.Tensor, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One-off top-k of ``queries`` among ``keys`` by inner product, (B, k) each."""
-    return InnerProductIndex(keys).search(queries, k)
-
-
 class MemoryBank(nn.Module):
     """Rows of (unit-norm embedding, label, id); ``search`` returns the nearest by inner product.
 
