@@ -90,3 +90,16 @@ def test_compare_saves_an_ensemble_that_evaluate_loads(tmp_path: Path) -> None:
     ev1 = json.loads((tmp_path / "eval1.json").read_text())
     assert ev1["threshold"] == 1.0 and ev1["metrics"]["recall"]["value"] <= ev["metrics"]["recall"]["value"]
     assert json.loads((tmp_path / "ens" / "config.json").read_text())["threshold"] == record["threshold"]
+
+
+def test_the_cross_validated_refit_keeps_one_evaluated_tuple(tmp_path: Path) -> None:
+    """Never a median per key (pairs no fold evaluated): a head fitted on dev refits with the
+    best fold's whole tuple; a memory head refits its vote on train + dev, leave-one-out."""
+    root = write_dataset(tmp_path / "d", [i % 2 for i in range(30)])
+    probe = run(cv_config(root, tmp_path / "cache", head="linear-probe"))
+    for cal in probe["calibration"]:
+        assert len(cal["fold_fitted"]) == 3 and cal["fitted"] in cal["fold_fitted"]
+    memory = run(cv_config(root, tmp_path / "cache", head="retrieval"))
+    for cal in memory["calibration"]:
+        assert cal["fitted"] == {"k_": cal["k"], "temperature_": cal["temperature"],
+                                 "alpha_": cal["alpha"]} and "loo_auroc" in cal

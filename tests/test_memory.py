@@ -1,5 +1,6 @@
 """A memory head's labelled memes: built from train, grown by ``memory add`` without
-retraining, bad rows refused."""
+retraining, bad rows refused; its whole state (ids, fitted vote) travels with the module, and
+its vote is fitted on the training memes leave-one-out, never on dev."""
 
 from __future__ import annotations
 
@@ -12,10 +13,16 @@ from typer.testing import CliRunner
 
 from memetrm.cli.main import app
 from memetrm.config import RunConfig
+from memetrm.features import FeatureSet
 from memetrm.heads import create_head, from_pretrained, save_pretrained
+from memetrm.heads.base import NotFittedError
+from memetrm.heads.retrieval import calibrate_vote
 from memetrm.serving.memory import add_to_memory
 from memetrm.serving.predictor import Predictor
-from memetrm.training.runner import run
+from memetrm.training import TrainConfig, fit, predict
+from memetrm.training.engine import tensor_auroc
+from memetrm.training.ensemble import save_ensemble, select_ensemble
+from memetrm.training.runner import run, run_models
 
 from . import fakes  # noqa: F401  (registers the test-fake encoder)
 from .test_selection import write_dataset
@@ -36,8 +43,10 @@ def test_memory_is_built_from_train_and_memory_add_changes_a_prediction(
     head, config = from_pretrained(tmp_path / "m")
     assert len(head.memory_ids) == len(head.bank) == 60  # the train split
     assert "memory_ids" not in json.dumps(config)  # ids live with the weights
-    config["fitted"][""].update(VOTE_DECIDES[head_name])
-    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    head.set_fitted(**VOTE_DECIDES[head_name])
+    save_pretrained(head, tmp_path / "m", **{k: v for k, v in config.items()
+                                             if k not in ("head", "config", "input_dims",
+                                                          "token_dims", "fitted", "revision")})
     meme = {"text": "cat cat cat"}
     before = Predictor(tmp_path / "m", device="cpu").predict([None], [meme])[0]
     assert len(before["neighbours"]) == head.k_
@@ -63,3 +72,84 @@ def test_memory_add_refuses_bad_rows_and_changes_nothing(tmp_path: Path) -> None
     assert res.exit_code == 2
     assert "id y: label must be 0 or 1" in res.output and "id a is already in the memory" in res.output
     assert (tmp_path / "m" / "model.safetensors").read_bytes() == before
+
+
+def _features(n: int, seed: int, flip: bool = False) -> FeatureSet:
+    """Text features whose first coordinate carries the label (``flip``: the other label)."""
+    gen = torch.Generator().manual_seed(seed)
+    y = (torch.arange(n) % 2).float()
+    x = torch.randn(n, 8, generator=gen)
+    x[:, 0] += 2 * (2 * y - 1)
+    return FeatureSet([f"s{seed}-{i}" for i in range(n)], {"text": x}, 1 - y if flip else y)
+
+
+@pytest.mark.parametrize("head_name", ["retrieval", "rgcl"])
+def test_a_fitted_vote_does_not_exist_before_fitting(head_name: str) -> None:
+    head = create_head(head_name, {"text": 8})
+    with pytest.raises(NotFittedError, match="not fitted: k_"):
+        _ = head.k_
+    assert head.fitted() == {} and not head.is_fitted()
+    head.remember(_features(20, 0).batch(), [str(i) for i in range(20)])
+    head.eval()
+    assert "neighbours" not in head.predict(_features(4, 1).batch())  # the scorer alone
+
+
+@pytest.mark.parametrize("head_name", ["retrieval", "rgcl"])
+def test_the_vote_is_fitted_on_train_leave_one_out_and_dev_never_changes_it(head_name: str) -> None:
+    train = _features(60, 0)
+    fitted = []
+    for flip in (False, True):  # dev with every label flipped: only its epoch choice could move
+        torch.manual_seed(0)
+        head = create_head(head_name, {"text": 8}, hidden=16)
+        result = fit(head, train, _features(30, 1, flip), TrainConfig(epochs=1, patience=0),
+                     device="cpu")
+        fitted.append(result.head.fitted())
+        assert {"k", "temperature", "alpha", "loo_auroc"} <= set(result.calibration)
+    assert fitted[0] == fitted[1]
+    # what leave-one-out on train chooses: each meme scored by its neighbours, never itself
+    head = result.head
+    batch = train.batch()
+    expected = calibrate_vote(head.scorer(batch), head.bank.own_neighbours(50), head.bank.labels,
+                              batch["label"], tensor_auroc, head.cfg, head.vote_alone)
+    assert fitted[1] == {a: expected[a.rstrip("_")] for a in head.fitted_attrs}
+
+
+def test_an_ensemble_of_memory_heads_saves_reloads_and_grows(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path / "d", [i % 2 for i in range(30)])
+    outs = [run_models(RunConfig(dataset=str(root), encoder="test-fake", head=name, seeds=1,
+                                 fields=["text"], cache_dir=str(tmp_path / "c"), bootstrap=0,
+                                 train={"epochs": 2, "lr": 3e-3}, device="cpu"))
+            for name in ("retrieval", "rgcl")]
+    for o in outs:
+        o.runs[0].fit.head.set_fitted(alpha_=4.0)  # the vote counts in every member's score
+    selection = select_ensemble(outs, 2, "f1", 0)
+    save_ensemble(selection, tmp_path / "ens", provenance={})
+    ens, _ = from_pretrained(tmp_path / "ens")
+    test = outs[0].feats["test"]
+    members = [o.runs[0].fit.head for o in selection["_chosen"]]  # ranked on dev
+    assert {m.name for m in ens.members} == {"retrieval", "rgcl"}
+    for member, saved in zip(ens.members, members, strict=True):
+        assert member.fitted() == saved.fitted() and member.memory_ids == saved.memory_ids
+    expected = torch.stack([predict(m, test)["prob"] for m in members]).mean(0)
+    assert torch.allclose(predict(ens, test)["prob"], expected, atol=1e-6)
+    meme = {"text": "cat cat cat"}
+    (tmp_path / "add.jsonl").write_text("".join(
+        json.dumps({"id": f"new{i}", "label": 1, **meme}) + "\n" for i in range(3)))
+    assert add_to_memory(tmp_path / "ens", tmp_path / "add.jsonl", device="cpu") == 63
+    grown, _ = from_pretrained(tmp_path / "ens")
+    for member, saved in zip(grown.members, members, strict=True):
+        assert member.memory_ids == [*saved.memory_ids, "new0", "new1", "new2"]
+        assert member.fitted() == saved.fitted()
+
+
+def test_a_folder_saved_before_extra_state_still_loads_its_ids_and_fitted_vote(tmp_path: Path) -> None:
+    """Then ids sat beside the weights and fitted values only in config.json."""
+    from memetrm.checkpoint import save_checkpoint
+
+    head = create_head("retrieval", {"text": 16})
+    head.remember({"text": torch.randn(4, 16), "label": torch.tensor([0., 1., 0., 1.])}, list("abcd"))
+    config = {"head": "retrieval", "config": {}, "input_dims": {"text": 16}, "token_dims": {},
+              "fitted": {"": {"k_": 5, "temperature_": 0.05, "alpha_": 1.0}}}
+    save_checkpoint(tmp_path / "m", head, config, None, {"memory_ids": json.dumps({"bank": list("abcd")})})
+    loaded, _ = from_pretrained(tmp_path / "m")
+    assert loaded.memory_ids == list("abcd") and loaded.fitted() == config["fitted"][""]

@@ -114,8 +114,8 @@ def test_trm_retrieval_reads_neighbours_without_itself_and_labels_only_when_aske
     dims = {"text": 8}
     train = _batch(30, dims)
     head = create_head("trm-retrieval", dims, k=4, hidden=16, heads=2)
-    head.begin_epoch(train)
-    sims, rows = head._train_neighbours
+    head.remember(train, [str(i) for i in range(30)])
+    sims, rows = head.bank.own_neighbours(4)
     assert rows.shape == (30, 4) and (rows != torch.arange(30).unsqueeze(1)).all()
     head.train()
     tokens, _ = head.embed({k: v[:5] for k, v in train.items()})
@@ -123,9 +123,42 @@ def test_trm_retrieval_reads_neighbours_without_itself_and_labels_only_when_aske
     tokens.sum().backward()
     assert head.label_emb.weight.grad is not None
     blind = create_head("trm-retrieval", dims, k=4, hidden=16, heads=2, labels=False)
-    blind.begin_epoch(train)
+    blind.remember(train, [str(i) for i in range(30)])
     blind.embed(train)[0].sum().backward()
     assert blind.label_emb.weight.grad is None
+
+
+def test_memory_bank_own_neighbours_never_hold_the_row_itself_even_beside_a_duplicate() -> None:
+    bank = MemoryBank(4)
+    rows = torch.nn.functional.normalize(torch.tensor([[1.0, 0, 0, 0], [1.0, 0, 0, 0],
+                                                       [1.0, 1, 0, 0], [0, 0, 1.0, 0]]), dim=-1)
+    bank.add(rows, torch.tensor([0.0, 1, 0, 1]), list("abcd"))
+    _, idx = bank.own_neighbours(2)
+    assert idx[:2, 0].tolist() == [1, 0] and (idx != torch.arange(4).unsqueeze(1)).all()
+    bank.add(rows[:1], torch.tensor([1.0]), ["e"])  # the bank changed: searched afresh
+    assert bank.own_neighbours(3)[1].shape == (5, 3)
+
+
+def test_trm_retrieval_with_ema_scores_dev_with_neighbours() -> None:
+    """The EMA copy is the model scored on dev: it holds the training memes too."""
+    from memetrm.features import FeatureSet
+    from memetrm.training import TrainConfig, fit
+
+    dims = {"text": 8}
+    tr, dv = _batch(40, dims), _batch(20, dims, seed=1)
+    train = FeatureSet([f"t{i}" for i in range(40)], {"text": tr["text"]}, tr["label"])
+    dev = FeatureSet([f"d{i}" for i in range(20)], {"text": dv["text"]}, dv["label"])
+    seen: list[int] = []
+
+    def score(model, fs, device) -> float:
+        seen.append(model.embed(fs.batch(device=device))[0].shape[1])
+        return 0.5
+
+    head = create_head("trm-retrieval", dims, k=3, hidden=16, heads=2)
+    result = fit(head, train, dev, TrainConfig(epochs=2, batch_size=16, ema=0.9), score=score,
+                 device="cpu")
+    assert result.head is not head and seen == [4, 4]  # the meme and its 3 neighbours
+    assert result.head.bank.ids == train.ids
 
 
 def test_trm_retrieval_trains_end_to_end_and_explains_with_neighbours(tmp_path: Path) -> None:

@@ -439,7 +439,7 @@ def test_fit_trains_trm_act_and_calibrates_on_dev(tiny_split):
 def test_fit_with_ema_evaluates_the_averaged_weights(tiny_split, monkeypatch):
     train, dev = tiny_split
     head = make(hidden=16, n=1, T=2, n_sup=2)
-    init = {k: v.clone() for k, v in head.state_dict().items()}
+    init = {k: v.clone() for k, v in head.named_parameters()}
     evaluated = []
     original = engine.predict
 

@@ -27,12 +27,14 @@ def save_checkpoint(path: str | Path, module: torch.nn.Module, config: dict[str,
                     extra_files: dict[str, bytes] | None = None,
                     strings: dict[str, str] | None = None) -> Path:
     """Weights + config (+ metrics, plots) in one atomic write: a crash leaves no half-written
-    model. Weights holding NaN or infinities (training diverged) are refused, nothing written."""
-    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    model. A module's extra state (not a tensor) is the caller's to store in ``strings``. Weights
+    holding NaN or infinities (training diverged) are refused, nothing written."""
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()
+             if isinstance(v, torch.Tensor)}
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
-        raise ConfigError(f"{path}: not saved: {len(bad)} tensor(s) hold NaN or infinite values, "
-                          f"e.g. {bad[0]!r} (training diverged: lower train.lr or set "
+        raise ConfigError(f"{path}: not saved: {plural(len(bad), 'tensor')} hold NaN or infinite "
+                          f"values, e.g. {bad[0]!r} (training diverged: lower train.lr or set "
                           "train.grad_clip)")
     return write_model(path, state, config, extra_files, strings)
 

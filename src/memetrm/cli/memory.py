@@ -33,10 +33,10 @@ def memory_add(
     fitted = (load_config(model).get("fitted") or {}).values()
     alphas = [f["alpha_"] for f in fitted if "alpha_" in f]
     if alphas and not any(alphas):
-        console.print("[yellow]warning:[/] this head's memory weight (alpha) is 0: on its dev "
-                      "split the learned scorer alone ranked best, so its scores ignore the "
-                      "memory and the added memes change no score (predict lists them as "
-                      "neighbours only)", soft_wrap=True)
+        console.print("[yellow]warning:[/] this head's memory weight (alpha) is 0: on its "
+                      "training memes (leave-one-out) the learned scorer alone ranked best, so "
+                      "its scores ignore the memory and the added memes change no score "
+                      "(predict lists them as neighbours only)", soft_wrap=True)
 
 
 @memory.command("remove")

@@ -15,7 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from memetrm.errors import ConfigError
-from memetrm.layers import Batch, MemoryBank, StepFn, Trainable
+from memetrm.layers import Batch, MemoryBank, MetricFn, StepFn, Trainable
+
+
+class NotFittedError(ConfigError, AttributeError):
+    """A fitted value read before the head was fitted (scikit-learn's ``NotFittedError``): it
+    has no default, so an unfitted head cannot pass for a fitted one."""
 
 
 class Prediction(TypedDict, total=False):
@@ -64,9 +69,11 @@ class Head(Trainable):
     #: the registered name it was created under (set by ``create_head``)
     name: str = ""
 
-    #: attributes that ``solve`` / ``calibrate`` choose on dev (scikit-learn's ``attr_``), apart
-    #: from the hyperparameters in ``cfg``: saved in config.json's "fitted", restored on load,
-    #: and set from the folds' medians before a cross-validated refit
+    #: attributes fitted with the weights (scikit-learn's ``attr_``), apart from the
+    #: hyperparameters in ``cfg``: chosen by ``solve``, ``calibrate`` or a memory's
+    #: ``fit_memory``. They are the module's extra state (``get_extra_state``), so they travel
+    #: with ``state_dict()`` (an EMA copy, an ensemble member, a saved model); config.json's
+    #: "fitted" is a readable copy. A cross-validated refit starts from the best fold's.
     fitted_attrs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: HeadConfig, input_dims: dict[str, int],
@@ -77,9 +84,27 @@ class Head(Trainable):
         self.token_dims = dict(token_dims or {})
         self.fields = list(self.input_dims)
 
+    def __getattr__(self, name: str) -> Any:
+        if name in type(self).fitted_attrs:  # never set: reading it is an error, not a default
+            raise NotFittedError(f"head {self.name or type(self).__name__!r} is not fitted: "
+                                 f"{name} is chosen by training")
+        return super().__getattr__(name)
+
     def fitted(self) -> dict[str, Any]:
-        """The fitted state, JSON-ready."""
-        return {a: getattr(self, a) for a in self.fitted_attrs}
+        """The fitted state so far, JSON-ready (empty before fitting)."""
+        return {a: self.__dict__[a] for a in self.fitted_attrs if a in self.__dict__}
+
+    def is_fitted(self) -> bool:
+        """Whether every fitted attribute is set (scikit-learn's ``check_is_fitted``)."""
+        return all(a in self.__dict__ for a in self.fitted_attrs)
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return self.fitted()
+
+    def set_extra_state(self, state: Any) -> None:
+        if not isinstance(state, dict):
+            raise ValueError(f"the fitted state of a head is a mapping, got {state!r}")
+        self.set_fitted(**state)
 
     def set_fitted(self, **state: Any) -> None:
         unknown = set(state) - set(self.fitted_attrs)
@@ -134,9 +159,17 @@ class Memory:
         return self.bank.ids
 
     def remember(self, train: Batch, ids: list[str]) -> None:
-        """The memory becomes the training memes (called once training is done)."""
+        """The memory becomes the training memes, in the order of ``train["row"]`` (the
+        training engine's neighbour context: before training, and again once it is done)."""
         self.bank.reset()
         self.add(train, ids)
+
+    def fit_memory(self, train: Batch, ids: list[str], metric: MetricFn) -> dict[str, Any]:
+        """After training: the memory becomes the training memes, and whatever the head fits on
+        them (how the neighbours vote) is chosen on them, each scored leave-one-out, never on
+        dev. Returns what was chosen."""
+        self.remember(train, ids)
+        return {}
 
     def add(self, batch: Batch, ids: list[str]) -> None:
         """Append labelled memes (``batch["label"]``); the learned weights are untouched."""
@@ -151,3 +184,8 @@ class Memory:
         if "neighbours" not in out:
             return None
         return self.bank.describe(out["neighbours"], out["neighbour_similarity"])
+
+
+def memories(model: torch.nn.Module) -> list[Memory]:
+    """The memories of a model: itself, or the members of an ensemble that have one."""
+    return [m for m in model.modules() if isinstance(m, Memory)]

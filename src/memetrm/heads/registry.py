@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from torch.nn.modules.module import _EXTRA_STATE_KEY_SUFFIX as EXTRA
 
 from memetrm.checkpoint import load_checkpoint, save_checkpoint
 from memetrm.config import check_type
@@ -19,11 +20,13 @@ from memetrm.errors import ConfigError
 from memetrm.heads.base import Head, HeadConfig
 from memetrm.layers import MemoryBank
 from memetrm.modelstore import check_sizes
-from memetrm.utils import plural
 
-#: ids of the memes in each memory of a model, by module path (``""`` for the head itself), as
-#: JSON inside the weights file: they can never disagree with the memory's rows
-MEMORY_IDS = "memory_ids"
+#: every module's extra state (``get_extra_state``: a memory's ids, a head's fitted values) by
+#: state-dict key, as JSON inside the weights file: it can never disagree with the weights
+EXTRA_STATE = "extra_state"
+#: where a model saved before its modules had extra state kept its memories' ids (its fitted
+#: values were only in config.json)
+LEGACY_MEMORY_IDS = "memory_ids"
 
 H = TypeVar("H", bound=type[Head])
 
@@ -99,19 +102,19 @@ def create_head(name: str, input_dims: dict[str, int], token_dims: dict[str, int
 
 def save_pretrained(head: Head, path: str | Path, card: str | None = None,
                     files: dict[str, bytes] | None = None, **meta: Any) -> Path:
-    """Write ``model.safetensors`` (with the ids of any memory) + ``config.json`` (+ a
-    ``README.md`` model card) atomically; ``meta`` carries the threshold, encoder, fields,
-    provenance and so on; ``files`` are more files of the folder (a known-meme list)."""
+    """Write ``model.safetensors`` (with every module's extra state: memory ids, fitted
+    values) + ``config.json`` (+ a ``README.md`` model card) atomically; ``meta`` carries the
+    threshold, encoder, fields, provenance and so on; ``files`` are more files of the folder (a
+    known-meme list). config.json's "fitted" is a readable copy of the fitted values."""
     if not head.name:
         raise ConfigError("only heads built by create_head (with a registered name) can be saved")
     fitted = {name: m.fitted() for name, m in head.named_modules()
               if isinstance(m, Head) and m.fitted_attrs}
     config = {"head": head.name, "config": dataclasses.asdict(head.cfg),
               "input_dims": head.input_dims, "token_dims": head.token_dims, "fitted": fitted, **meta}
-    banks = {name: m.ids for name, m in head.named_modules() if isinstance(m, MemoryBank)}
+    state = {k: v for k, v in head.state_dict().items() if k.endswith(EXTRA)}
     extra = {**(files or {}), **({"README.md": card.encode()} if card else {})}
-    return save_checkpoint(path, head, config, extra or None,
-                           {MEMORY_IDS: json.dumps(banks)} if banks else None)
+    return save_checkpoint(path, head, config, extra or None, {EXTRA_STATE: json.dumps(state)})
 
 
 def from_pretrained(path: str | Path) -> tuple[Head, dict[str, Any]]:
@@ -123,11 +126,8 @@ def from_pretrained(path: str | Path) -> tuple[Head, dict[str, Any]]:
     check_sizes(config, path)
 
     def build() -> Head:
-        head = create_head(config["head"], config["input_dims"], config.get("token_dims") or None,
+        return create_head(config["head"], config["input_dims"], config.get("token_dims") or None,
                            **config["config"])
-        for name, state in (config.get("fitted") or {}).items():
-            head.get_submodule(name).set_fitted(**state)
-        return head
 
     try:
         with torch.device("meta"):
@@ -135,20 +135,43 @@ def from_pretrained(path: str | Path) -> tuple[Head, dict[str, Any]]:
     except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as e:
         raise ConfigError(f"{path}: config.json does not describe a usable memetrm head "
                           f"({e})") from e
-    shapes = meta.state_dict()
+    shapes = {k: v for k, v in meta.state_dict().items() if not k.endswith(EXTRA)}
     wrong = sorted(k for k in shapes.keys() | weights.keys()
                    if not _fits(meta, k, shapes.get(k), weights.get(k)))
     if wrong:
-        raise ConfigError(f"{path}: weights do not fit the config ({plural(len(wrong), 'tensor')} "
-                          f"differing in name or shape, e.g. {wrong[0]!r})")
+        raise ConfigError(f"{path}: weights do not fit the config ({len(wrong)} tensor(s) "
+                          f"differ in name or shape, e.g. {wrong[0]!r})")
+    extra = _extra_state(meta, config, strings, Path(path))
     head = build()
     try:
-        head.load_state_dict(weights)
+        head.load_state_dict({**weights, **extra})
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
         raise ConfigError(f"{path}: weights do not fit the config ({first})") from e
-    _load_memory_ids(head, strings.get(MEMORY_IDS), Path(path))
+    except (ValueError, ConfigError) as e:
+        raise ConfigError(f"{path}: the state stored with the weights does not fit ({e})") from e
     return head.eval(), config
+
+
+def _extra_state(meta: Head, config: dict[str, Any], strings: dict[str, str],
+                 path: Path) -> dict[str, Any]:
+    """The modules' extra state stored with the weights; for a model saved before there was
+    any, rebuilt from where it kept the same facts (memory ids beside the weights, fitted
+    values in config.json)."""
+    try:
+        if EXTRA_STATE in strings:
+            state = json.loads(strings[EXTRA_STATE])
+        else:
+            ids, fitted = json.loads(strings.get(LEGACY_MEMORY_IDS) or "{}"), config.get("fitted") or {}
+            state = {(f"{name}.{EXTRA}" if name else EXTRA):
+                     {"ids": ids.get(name, [])} if isinstance(m, MemoryBank) else fitted.get(name, {})
+                     for name, m in meta.named_modules() if isinstance(m, MemoryBank | Head)}
+    except (ValueError, AttributeError) as e:
+        raise ConfigError(f"{path}: the state stored with the weights is not a JSON mapping "
+                          f"({e})") from e
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path}: the state stored with the weights is not a JSON mapping")
+    return state
 
 
 def _fits(meta: Head, key: str, want: torch.Tensor | None, saved: torch.Tensor | None) -> bool:
@@ -160,21 +183,3 @@ def _fits(meta: Head, key: str, want: torch.Tensor | None, saved: torch.Tensor |
     if isinstance(module, MemoryBank):
         return want.shape[1:] == saved.shape[1:]
     return want.shape == saved.shape
-
-
-def _load_memory_ids(head: Head, saved: str | None, path: Path) -> None:
-    banks = {name: m for name, m in head.named_modules() if isinstance(m, MemoryBank)}
-    if not banks:
-        return
-    try:
-        ids_by_bank = json.loads(saved) if saved else {}
-    except ValueError as e:
-        raise ConfigError(f"{path}: the memory ids stored with the weights are not JSON ({e})") from e
-    for name, bank in banks.items():
-        ids = ids_by_bank.get(name, []) if isinstance(ids_by_bank, dict) else None
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise ConfigError(f"{path}: the memory {name or 'of the head'} needs a list of "
-                              "string ids")
-        if len(ids) != len(bank):
-            raise ConfigError(f"{path}: {len(ids)} ids for a memory of {len(bank)} memes")
-        bank.ids = list(ids)

@@ -10,7 +10,8 @@ pair get gradients; a meme is never its own positive.
 
 The memory holds the training memes' embeddings (``Memory``), so at inference the nearest
 labelled memes can vote: the logistic output alone, the similarity-weighted vote alone, or
-their sum with a weight, whichever has the best dev AUROC (chosen by ``calibrate``).
+their sum with a weight, whichever scores the training memes best leave-one-out (each meme's
+neighbours never include itself; ``fit_memory``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from torch import nn
 from memetrm.errors import ConfigError
 from memetrm.heads.base import Head
 from memetrm.heads.registry import register_head
-from memetrm.heads.retrieval import K_GRID, VoteConfig, Voting, calibrate_vote, vote
+from memetrm.heads.retrieval import VoteConfig, Voting
 from memetrm.layers import Batch, FieldNorm, InnerProductIndex, MemoryBank, MetricFn, StepFn, mlp
 
 
@@ -47,8 +48,6 @@ class RGCLConfig(VoteConfig):
     hard_negatives: int = 1
     #: the batch's other memes as positives / negatives
     in_batch: bool = True
-    #: the classifier alone until ``calibrate`` weighs in the vote
-    alpha: float = 0.0
 
 
 @register_head("rgcl")
@@ -57,7 +56,8 @@ class RGCLHead(Voting, Head):
 
     config_class = RGCLConfig
     #: ``logit_weight_`` 0 is the vote alone, 1 the classifier (plus ``alpha_`` times the vote)
-    fitted_attrs = ("k_", "temperature_", "alpha_", "logit_weight_")
+    fitted_attrs = (*Voting.fitted_attrs, "logit_weight_")
+    vote_alone = True
 
     def __init__(self, cfg: RGCLConfig, input_dims: dict[str, int],
                  token_dims: dict[str, int] | None = None):
@@ -72,9 +72,8 @@ class RGCLHead(Voting, Head):
                             out_dim=cfg.embed_dim, norm=False)
         self.classifier = nn.Linear(cfg.embed_dim, 1)
         self.bank = MemoryBank(cfg.embed_dim)
-        self.start_vote(cfg)
-        self.logit_weight_ = 1.0
-        #: the training set and its label-wise rows, set by ``begin_epoch`` (never saved)
+        #: the training set and its label-wise rows while training, set by ``begin_epoch``
+        #: (never saved: only the live model trains, and ``fit_memory`` ends it)
         self._train: Batch | None = None
         self._index: dict[int, tuple[InnerProductIndex, torch.Tensor]] = {}
 
@@ -87,14 +86,12 @@ class RGCLHead(Voting, Head):
     def scorer(self, batch: Batch) -> torch.Tensor:
         return self.classifier(self.embedding(batch)).squeeze(-1)
 
+    def scorer_weight(self) -> float:
+        return self.logit_weight_
+
     def forward(self, batch: Batch) -> torch.Tensor:
         e = self.embedding(batch)
-        logit = self.classifier(e).squeeze(-1)
-        if self.training or not len(self.bank) or not self.alpha_:
-            return logit
-        sims, idx = self.bank.search(F.normalize(e, dim=-1), self.k_)
-        return (self.logit_weight_ * logit
-                + self.alpha_ * vote(self.bank.labels, sims, idx, self.k_, self.temperature_))
+        return self.with_vote(self.classifier(e).squeeze(-1), F.normalize(e, dim=-1))
 
     # --- training -------------------------------------------------------------------------------
 
@@ -172,14 +169,8 @@ class RGCLHead(Voting, Head):
 
     # --- inference ------------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def calibrate(self, dev_batch: Batch, metric: MetricFn) -> dict[str, Any]:
-        """The classifier, the vote, or their mix: whichever has the best dev AUROC."""
+    def fit_memory(self, train: Batch, ids: list[str], metric: MetricFn) -> dict[str, Any]:
+        """Training is over: drop its index, key the memory under the final embeddings, and
+        choose the classifier, the vote or their mix on the training memes leave-one-out."""
         self._train, self._index = None, {}
-        if not len(self.bank):
-            return {}
-        chosen = calibrate_vote(self.scorer(dev_batch), self.neighbours(dev_batch, max(K_GRID)),
-                                self.bank.labels, dev_batch["label"], metric, vote_alone=True)
-        self.k_, self.temperature_, self.alpha_, self.logit_weight_ = (
-            chosen[a] for a in ("k", "temperature", "alpha", "logit_weight"))
-        return chosen
+        return super().fit_memory(train, ids, metric)

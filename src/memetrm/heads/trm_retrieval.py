@@ -9,13 +9,14 @@ read at the meme's position.
 
 Memes are keyed as in ``retrieval`` (per-field LayerNorm without gains, concatenated, unit
 length): a fixed function of the frozen features, so the memory can grow (``memory add``)
-without retraining. A training meme's neighbours never include itself.
+without retraining, and it holds the training memes from the start of training (the engine
+hands them to whichever copy it trains or scores, an EMA copy included). A training meme's
+neighbours never include itself.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -25,7 +26,7 @@ from memetrm.heads.base import Memory, Prediction
 from memetrm.heads.registry import register_head
 from memetrm.heads.retrieval import field_key
 from memetrm.heads.trm import ORIGIN_TRAIN, TRMAttConfig, TRMAttHead
-from memetrm.layers import Batch, MemoryBank, MetricFn, search
+from memetrm.layers import Batch, MemoryBank
 
 
 @dataclass
@@ -53,9 +54,6 @@ class TRMRetrievalHead(Memory, TRMAttHead):
             raise ConfigError(f"trm-retrieval: k must be >= 0, got {cfg.k}")
         super().__init__(cfg, input_dims, token_dims)
         self.bank = MemoryBank(sum(input_dims.values()))
-        #: each training row's neighbours among the other training rows, set by ``begin_epoch``
-        self._train_neighbours: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._train_keys: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _build_input(self) -> None:
         d = self.cfg.hidden
@@ -68,34 +66,18 @@ class TRMRetrievalHead(Memory, TRMAttHead):
     def memory_key(self, batch: Batch) -> torch.Tensor:
         return field_key(batch, self.fields)
 
-    @torch.no_grad()
-    def begin_epoch(self, train: Batch) -> None:
-        """Key the training memes once and find each one's neighbours among the others."""
-        if self._train_neighbours is not None or not self.cfg.k:
-            return
-        keys = self.memory_key(train)
-        sims, idx = search(keys, keys, min(self.cfg.k + 1, len(keys)))
-        own = torch.arange(len(keys), device=keys.device).unsqueeze(1)
-        order = torch.argsort((idx == own).to(torch.int8), dim=1, stable=True)[:, :self.cfg.k]
-        self._train_neighbours = (sims.gather(1, order), idx.gather(1, order))
-        self._train_keys = (keys, train["label"].float())
-
     def _lookup(self, q: torch.Tensor, batch: Batch
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-        """(sims, keys, labels) of the k neighbours: the memory's once it holds memes; before
-        that (training, dev scoring) the training memes', a training meme's own row excluded;
-        None before either exists."""
-        if len(self.bank):
-            sims, idx = self.bank.search(q, self.cfg.k)
-            return sims, self.bank.embeddings[idx], self.bank.labels[idx]
-        if self._train_keys is None:
-            return None  # nothing remembered yet: the meme alone
-        keys, labels = self._train_keys
-        if self.training and "row" in batch and self._train_neighbours is not None:
-            sims, idx = (t[batch["row"]] for t in self._train_neighbours)
+        """(sims, keys, labels) of the k nearest memes in memory; None while it is empty (the
+        meme alone). While training, the memory holds the training set in row order, and a
+        training meme's neighbours are the others (``own_neighbours``)."""
+        if not len(self.bank):
+            return None
+        if self.training:
+            sims, idx = (t[batch["row"]] for t in self.bank.own_neighbours(self.cfg.k))
         else:
-            sims, idx = search(keys, q, self.cfg.k)
-        return sims, keys[idx], labels[idx]
+            sims, idx = self.bank.search(q, self.cfg.k)
+        return sims, self.bank.embeddings[idx], self.bank.labels[idx]
 
     def embed(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         q = self.memory_key(batch)
@@ -119,7 +101,3 @@ class TRMRetrievalHead(Memory, TRMAttHead):
             sims, idx = self.neighbours(batch, self.cfg.k)
             out.update(neighbours=idx, neighbour_similarity=sims)
         return out
-
-    def calibrate(self, dev_batch: Batch, metric: MetricFn) -> dict[str, Any]:
-        self._train_neighbours = self._train_keys = None  # the memory answers from now on
-        return super().calibrate(dev_batch, metric)

@@ -21,7 +21,7 @@ from memetrm.layers.blocks import (
     masked_mean,
     mlp,
 )
-from memetrm.layers.memory import InnerProductIndex, MemoryBank, search
+from memetrm.layers.memory import InnerProductIndex, MemoryBank
 
 __all__ = [
     "Attention",
@@ -46,5 +46,4 @@ __all__ = [
     "masked_mean",
     "mlp",
     "recursion",
-    "search",
 ]

@@ -1,5 +1,5 @@
-"""``memetrm memory add`` / ``remove``: labelled memes join or leave a saved retrieval head's
-memory, no retraining."""
+"""``memetrm memory add`` / ``remove``: labelled memes join or leave a saved model's memories (a
+memory head's, or every memory member's of an ensemble), no retraining."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from memetrm.data.images import open_image
 from memetrm.encoders import Encoder
 from memetrm.errors import ConfigError, DataError, MemetrmError
 from memetrm.heads import Head, Memory, from_pretrained, save_pretrained
+from memetrm.heads.base import memories
 from memetrm.modelstore import STORE_KEYS, carried_files, writer_lock
 from memetrm.serving.batch import iter_inputs
 from memetrm.serving.predictor import Predictor
@@ -30,28 +31,32 @@ def add_to_memory(model_dir: str | Path, source: Path, device: str | None = "aut
 
 
 def remove_from_memory(model_dir: str | Path, ids: list[str]) -> int:
-    """Take the memes ``ids`` out of the model's memory (all or none: an id not in it is a
+    """Take the memes ``ids`` out of the model's memories (all or none: an id not in them is a
     ``DataError``), under the writer lock, as a new revision. Returns the memory size."""
     with writer_lock(model_dir, create=False):
         head, config = from_pretrained(model_dir)
-        bank = _memory_of(head, Path(model_dir)).bank
-        missing = sorted(set(ids) - set(bank.ids))
+        banks = [m.bank for m in _memories(head, Path(model_dir))]
+        missing = sorted(set(ids) - {i for bank in banks for i in bank.ids})
         if missing:
-            raise DataError(f"{model_dir}: id(s) {missing[:20]} not in the memory, nothing removed")
+            raise DataError(f"{model_dir}: {plural(len(missing), 'id')} {missing[:20]} not in the "
+                            "memory, nothing removed")
         drop = set(ids)
-        keep = [i for i, rid in enumerate(bank.ids) if rid not in drop]
-        embeddings, labels, kept = bank.embeddings[keep], bank.labels[keep], [bank.ids[i] for i in keep]
-        bank.reset()
-        bank.add(embeddings, labels, kept)
+        for bank in banks:
+            keep = [i for i, rid in enumerate(bank.ids) if rid not in drop]
+            embeddings, labels, kept = bank.embeddings[keep], bank.labels[keep], [bank.ids[i] for i in keep]
+            bank.reset()
+            bank.add(embeddings, labels, kept)
         _write_back(head, Path(model_dir), config)
-        return len(kept)
+        return len(banks[0])
 
 
-def _memory_of(head: Head, model_dir: Path) -> Memory:
-    if not isinstance(head, Memory):
+def _memories(head: Head, model_dir: Path) -> list[Memory]:
+    """The memories of a model (its head's, or each memory member's of an ensemble)."""
+    held = memories(head)
+    if not held:
         raise ConfigError(f"{model_dir}: head {head.name!r} has no retrieval memory; train a "
                           "`retrieval` head to keep memes in one")
-    return head
+    return held
 
 
 def _write_back(head: Head, model_dir: Path, config: dict) -> None:
@@ -64,12 +69,14 @@ def _write_back(head: Head, model_dir: Path, config: dict) -> None:
 def _add(model_dir: Path, source: Path, device: str | None, batch_size: int,
          encoder: Encoder | None) -> int:
     """Encode the labelled memes of ``source`` (jsonl: id, label 0/1, text fields, optional img)
-    and append them to the model's memory; the directory is rewritten atomically, and only if
-    every row is good (a bad row is named and nothing changes). Returns the memory size."""
+    and append them to each of the model's memories; the directory is rewritten atomically, and
+    only if every row is good (a bad row is named and nothing changes). Returns the memory size
+    (of the first memory: an ensemble's grow together)."""
     predictor = Predictor(model_dir, device=device, encoder=encoder)
-    head = _memory_of(predictor.head, model_dir)
+    head = predictor.head
+    held = _memories(head, model_dir)
     items, errors = [], []
-    known = set(head.memory_ids)
+    known = {i for m in held for i in m.memory_ids}
     for item in iter_inputs(source):
         if item.error is None and item.label not in (0, 1, True, False):
             item.error = f"{source}: id {item.id}: label must be 0 or 1, got {item.label!r}"
@@ -91,6 +98,7 @@ def _add(model_dir: Path, source: Path, device: str | None, batch_size: int,
             raise DataError(f"{source}: {e} (nothing added)") from e
         batch = predictor.features(prepared)
         batch["label"] = torch.tensor([float(it.label) for it in chunk], device=predictor.device)
-        head.add(batch, [it.id for it in chunk])
+        for memory in held:
+            memory.add(batch, [it.id for it in chunk])
     _write_back(head, model_dir, predictor.config)
-    return len(head.memory_ids)
+    return len(held[0].memory_ids)

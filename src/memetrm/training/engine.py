@@ -5,7 +5,9 @@ a model names in ``no_weight_decay``), linear warmup then cosine decay or a cons
 stopping and
 checkpoint selection on a dev score (AUROC by default), optional EMA (evaluated instead of the
 live weights). Models with deep supervision take several optimizer steps per batch through the
-``step`` callback of ``training_step``.
+``step`` callback of ``training_step``. A model with a memory gets the training memes as its
+neighbour context before training, in every copy that trains or is scored (the EMA copy too),
+and fits its memory on them afterwards (``Memory.fit_memory``: never on dev).
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ from memetrm.devices import resolve_device
 from memetrm.errors import ConfigError
 from memetrm.evaluation.metrics import auroc, parse_threshold_metric
 from memetrm.features.featureset import FeatureSet
-from memetrm.heads.base import Memory, Recursive
-from memetrm.layers import Trainable
+from memetrm.heads.base import Recursive, memories
+from memetrm.layers import Batch, Trainable
 
 #: ``score(model, dev, device) -> float``: higher is better; picks the epoch to keep.
 ScoreFn = Callable[[Trainable, FeatureSet, torch.device], float]
@@ -217,6 +219,10 @@ def _fit(model: Trainable, train: FeatureSet, dev: FeatureSet | None, cfg: Train
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
            if cfg.ema else None)
     eval_model: Trainable = ema.module if ema else model
+    begins = _overrides(model, "begin_epoch")
+    train_batch: Batch = train.batch(device=device) if begins or memories(model) else {}
+    for memory in (m for c in ([model, eval_model] if ema else [model]) for m in memories(c)):
+        memory.remember(train_batch, train.ids)  # the neighbour context of training and scoring
 
     def step(loss: torch.Tensor) -> None:
         opt.zero_grad(set_to_none=True)
@@ -231,10 +237,9 @@ def _fit(model: Trainable, train: FeatureSet, dev: FeatureSet | None, cfg: Train
     best, best_epoch, bad = -math.inf, -1, 0
     best_state = live_state = None
     history: list[dict[str, float]] = []
-    train_batch = train.batch(device=device) if _overrides(model, "begin_epoch") else None
     for epoch in range(cfg.epochs):
         model.train()
-        if train_batch is not None:
+        if begins:
             model.begin_epoch(train_batch)
         losses = [model.training_step(b, step)
                   for b in train.batches(cfg.batch_size, True, gen, device, cfg.drop_last)]
@@ -259,9 +264,11 @@ def _fit(model: Trainable, train: FeatureSet, dev: FeatureSet | None, cfg: Train
         eval_model.load_state_dict(best_state)
         model.load_state_dict(live_state)
     eval_model.eval()
-    if isinstance(eval_model, Memory):
-        eval_model.remember(train.batch(device=device), train.ids)
-    calibration = eval_model.calibrate(dev_batch, tensor_auroc) if dev_batch is not None else {}
+    calibration: dict[str, Any] = {}
+    for memory in memories(eval_model):
+        calibration.update(memory.fit_memory(train_batch, train.ids, tensor_auroc))
+    if dev_batch is not None:
+        calibration.update(eval_model.calibrate(dev_batch, tensor_auroc))
     if dev is None:
         best_epoch = len(history) - 1
     return FitResult(eval_model, best_epoch, best, history, calibration, live_head=model)

@@ -72,7 +72,7 @@ def save_ensemble(selection: dict[str, Any], path: str | Path, provenance: dict[
     token_dims = {f: d for h in heads for f, d in h.token_dims.items()}
     ens = create_head("ensemble", input_dims, token_dims or None, members=members, weights=weights)
     for target, head in zip(ens.members, heads, strict=True):
-        target.load_state_dict(head.state_dict())
+        target.load_state_dict(head.state_dict())  # weights, fitted values and memory ids
     first = chosen[0]
     return save_pretrained(
         ens, path, card=None, fields=list(input_dims),

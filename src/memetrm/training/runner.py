@@ -194,12 +194,6 @@ def _epoch_display(bar, task, label: str):
     return show
 
 
-def _median(values: list[Any]) -> Any:
-    """The folds' median choice, an int again for integer options (the retrieval head's k)."""
-    med = float(np.median(values))
-    return int(round(med)) if all(isinstance(v, int) for v in values) else med
-
-
 #: the split name under which cross-validated runs report their out-of-fold predictions
 CV_SPLIT = "cv"
 
@@ -209,10 +203,12 @@ def train_seeds_cv(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str
     """Stratified K-fold over train + dev, per seed.
 
     Each fold trains on K-1 parts and picks its epoch (and any hyperparameter the head
-    chooses, such as the probe's C) on the held part. The decision threshold is chosen on the
-    pooled out-of-fold predictions, whose AUROC is the dev estimate; the head is then refit on
-    all of train + dev for the folds' median epoch count (and median hyperparameters) and
-    scored on the other splits. Test labels are not read before that final score.
+    chooses on dev, such as the probe's C) on the held part. The decision threshold is chosen
+    on the pooled out-of-fold predictions, whose AUROC is the dev estimate; the head is then
+    refit on all of train + dev for the folds' median epoch count, starting from the fitted
+    values of the fold that scored best on its held part (one tuple some fold evaluated,
+    never a mix of folds), and scored on the other splits. A memory head refits its vote on
+    train + dev, leave-one-out. Test labels are not read before that final score.
     """
     from sklearn.model_selection import StratifiedKFold
 
@@ -225,7 +221,7 @@ def train_seeds_cv(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str
         for seed in range(cfg.seeds):
             t0 = time.perf_counter()
             oof = np.zeros(len(pool))
-            epochs, chosen = [], []
+            epochs, chosen, held_scores = [], [], []
             folds = StratifiedKFold(cfg.cv, shuffle=True, random_state=seed).split(y, y)
             for k, (tr, held) in enumerate(folds):
                 label = f"{cfg.head} seed {seed + 1}/{cfg.seeds} fold {k + 1}/{cfg.cv}"
@@ -235,13 +231,16 @@ def train_seeds_cv(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str
                 oof[held] = predict(r.head, pool.subset(held))["prob"].cpu().numpy()
                 epochs.append(r.best_epoch + 1)
                 chosen.append(r.head.fitted())
-            hparams = {k: _median([c[k] for c in chosen]) for k in chosen[0]}
+                held_scores.append(r.dev_score)
+            hparams = chosen[int(np.argmax(held_scores))]
             refit = dataclasses.replace(tcfg, epochs=int(np.median(epochs)), patience=0)
             final = _fit_seed(cfg, seed, pool, None, refit,
                               _epoch_display(bar, task, f"{cfg.head} seed {seed + 1} refit"),
                               fitted=hparams)
             final.best_epoch, final.dev_score = refit.epochs - 1, auroc(y, oof)
-            final.calibration = {**hparams, "fold_epochs": epochs}
+            fitted = final.head.fitted()
+            final.calibration = {**final.calibration, "fitted": fitted, "fold_fitted": chosen,
+                                 "fold_epochs": epochs}
             bar.update(task, completed=(seed + 1) * (cfg.cv + 1) * tcfg.epochs)
             thr = dev_threshold(y, oof, tcfg.threshold_metric, "the out-of-fold predictions")
             outs = {CV_SPLIT: {"prob": torch.from_numpy(oof).float()},
@@ -249,7 +248,7 @@ def train_seeds_cv(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str
             runs.append(SeedRun(seed, final, thr, outs, time.perf_counter() - t0))
             console.print(f"  seed {seed + 1}/{cfg.seeds}: out-of-fold AUROC "
                           f"{final.dev_score:.4f}, fold epochs {epochs}, refit {refit.epochs} epochs"
-                          + (f" with {hparams}" if hparams else "") + f", threshold {thr:.3f}")
+                          + (f" with {fitted}" if fitted else "") + f", threshold {thr:.3f}")
     feats[CV_SPLIT] = pool
     return runs
 
