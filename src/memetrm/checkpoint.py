@@ -14,6 +14,7 @@ import torch
 
 from memetrm.errors import ConfigError
 from memetrm.modelstore import CONFIG_NAME, WEIGHTS_NAME, read_config, read_model, write_model
+from memetrm.utils import plural
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "load_checkpoint", "load_config", "load_weights",
            "save_checkpoint", "weights_path"]
