@@ -106,7 +106,7 @@ def test_a_manifest_naming_paths_is_refused(tmp_path: Path) -> None:
     victim = tmp_path / "victim.txt"
     victim.write_text("keep")
     cfg = json.loads((model / "config.json").read_text())
-    cfg["files"] = [*cfg["files"], "../victim.txt"]
+    cfg["manifest"] = [*cfg["manifest"], "../victim.txt"]
     (model / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ConfigError, match="must list the names of the model's files"):
         save_pretrained(create_head("retrieval", {"text": 5}), model)
@@ -117,7 +117,7 @@ def legacy(model: Path) -> Path:
     """The folder as versions before the manifest wrote it: a revision, no format key."""
     cfg = json.loads((model / "config.json").read_text())
     cfg["revision"] = cfg.pop("weights_revision", cfg["revision"])
-    for key in ("format", "files"):
+    for key in ("format", "manifest"):
         cfg.pop(key, None)
     (model / "config.json").write_text(json.dumps(cfg))
     return model
@@ -215,8 +215,8 @@ def test_a_hash_list_change_is_a_new_revision_of_the_same_weights(tmp_path: Path
     assert after["revision"] != before["revision"]
     assert after["weights_revision"] == before["weights_revision"]
     assert (model / "model.safetensors").stat().st_ino == weights  # not rewritten
-    assert {k: v for k, v in after.items() if k not in ("revision", "files")} \
-        == {k: v for k, v in before.items() if k not in ("revision", "files")}
+    assert {k: v for k, v in after.items() if k not in ("revision", "manifest")} \
+        == {k: v for k, v in before.items() if k not in ("revision", "manifest")}
 
 
 @pytest.mark.parametrize("name", ["README.md", "hashes.csv"])

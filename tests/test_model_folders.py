@@ -28,6 +28,7 @@ def retrieval_model(path: Path, n: int = 8) -> Path:
     head.remember({"text": torch.randn(n, 5), "label": torch.tensor([i % 2 for i in range(n)],
                                                                     dtype=torch.float)},
                   [f"base{i}" for i in range(n)])
+    head.set_fitted(k_=4, temperature_=0.1, alpha_=1.0)  # a fitted vote names its neighbours
     save_pretrained(head, path, encoder="test-fake", fields=["text"], threshold=0.5)
     return path
 

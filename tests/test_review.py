@@ -47,6 +47,7 @@ def retrieval_model(path: Path, ids: tuple[str, ...] = ("a", "b", "c", "d")) -> 
     head = create_head("retrieval", {"image": 6, "text": 5})
     head.remember({"image": torch.randn(len(ids), 6), "text": torch.randn(len(ids), 5),
                    "label": torch.tensor([float(i % 2) for i in range(len(ids))])}, list(ids))
+    head.set_fitted(k_=2, temperature_=0.1, alpha_=1.0)  # a fitted vote names its neighbours
     return save_pretrained(head, path, encoder="test-fake", fields=["image", "text"],
                            tokens=False, threshold=0.5)
 

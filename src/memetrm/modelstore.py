@@ -57,7 +57,7 @@ REVISION_KEY = "revision"
 FORMAT_KEY = "format"
 FORMAT = "memetrm.model/1"
 #: the config key listing the files the revision owns
-FILES_KEY = "files"
+FILES_KEY = "manifest"
 #: the config key naming the weights' own digest (the ``revision`` of their metadata)
 WEIGHTS_KEY = "weights_revision"
 #: config keys the store writes itself; a caller's values for them are replaced
