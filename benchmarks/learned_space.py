@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,8 @@ SWEEP_SEEDS, SWEEP_TRAIN = 2, {"epochs": 20}
 #: smaller batches and a higher LR, the same for every TRM row
 TRM_TRAIN = {"epochs": 8, "batch_size": 64, "lr": 3e-4}
 #: key -> (group, label, run settings); ``{tuned}`` is replaced by ``tuned:<--tuned>``
+#: rows of the heads whose memory votes (their vote calibration changed: see ``--baseline``)
+VOTING = ("retrieval-", "rgcl-")
 CONFIGS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "mlp-tc": ("heads", "mlp, text + caption", {"head": "mlp", "fields": TC}),
     "retrieval-tc": ("heads", "retrieval, text + caption", {"head": "retrieval", "fields": TC}),
@@ -191,6 +194,17 @@ def dev_ensemble(runs: dict[str, Any], most: int, stored: dict[str, Any] | None,
             "splits": {s: ensemble_metrics(y, p, thr, n_boot) for s, (y, p) in splits.items()}}
 
 
+def baseline(rev: str) -> dict[str, Any]:
+    """The memory-head rows as stored at ``rev`` (their votes were then chosen on dev_seen)."""
+    stored = json.loads(subprocess.run(["git", "show", f"{rev}:{DATA}"], capture_output=True,
+                                       text=True, check=True).stdout)
+    commit = subprocess.run(["git", "rev-parse", rev], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    return {"commit": commit, "runs": {
+        k: {"seeds": r["seeds"], "label": r["label"], "splits": r["splits"]}
+        for k, r in stored["runs"].items() if k.startswith(VOTING)}}
+
+
 def read() -> dict[str, Any]:
     return json.loads(DATA.read_text()) if DATA.is_file() else {"runs": {}, "commands": []}
 
@@ -207,7 +221,18 @@ def main() -> int:
     ap.add_argument("--sweep", action="store_true",
                     help="first choose rgcl's settings on dev_seen over RGCL_GRID")
     ap.add_argument("--render-only", action="store_true")
+    ap.add_argument("--baseline", metavar="REV", default=None,
+                    help="keep the memory-head rows (retrieval, rgcl) stored at git revision REV "
+                         "as the 'before' of the vote-calibration table, and stop")
     args = ap.parse_args()
+    if args.baseline:
+        data = read()
+        data["vote_before"] = baseline(args.baseline)
+        data["commands"] = [c for c in data["commands"] if "--baseline" not in c] + [
+            f"python -m benchmarks.learned_space --baseline {args.baseline}"]
+        atomic_write_text(DATA, json.dumps(data, indent=1))
+        render()
+        return 0
     if not args.render_only:
         torch.set_num_threads(args.threads)
         if args.sweep:

@@ -33,6 +33,7 @@ def markdown(data: dict[str, Any] | None) -> str:
                              r["ensemble"]["splits"]))
         out += [f"#### {group}", "", markdown_table(header, rows), ""]
     out += contrast_table(data["runs"])
+    out += vote_table(data["runs"], data.get("vote_before"))
     out += sweep_table(data.get("rgcl_sweep"))
     ens = data.get("ensemble")
     if ens:
@@ -75,6 +76,30 @@ def contrast_table(runs: dict[str, Any]) -> list[str]:
             "within about two seed standard deviations of either row is noise.", "",
             markdown_table(["contrast", "seeds", f"Δ {DEV}", f"Δ {TEST}", f"Δ {UNSEEN}"], rows),
             ""]
+
+
+def vote_table(runs: dict[str, Any], before: dict[str, Any] | None) -> list[str]:
+    """Memory heads before (vote chosen on dev_seen, then ranked on it) and after (vote chosen
+    leave-one-out on the training memes): seed-mean AUROC ± std per split."""
+    if not before:
+        return []
+    rows = []
+    for key, old in before["runs"].items():
+        new = runs.get(key)
+        if new is None or new["splits"] == old["splits"]:
+            continue  # not rerun since
+        for when, r in (("before", old), ("after", new)):
+            rows.append([r["label"], when, str(r["seeds"])]
+                        + [fmt(r["splits"][s]["auroc"]) for s in (DEV, TEST, UNSEEN)])
+    if not rows:
+        return []
+    return ["#### memory votes: chosen on dev (before) and leave-one-out on train (after)", "",
+            f"Before: the rows stored at {before['commit'][:7]}, whose k, temperature and weights "
+            f"were chosen on {DEV}, which then also chose the epoch and ranked. After: chosen on "
+            f"the training memes, each scored by its neighbours among the others; {DEV} keeps the "
+            "epoch, the threshold and the ranking.", "",
+            markdown_table(["configuration", "vote", "seeds", f"{DEV} AUROC", f"{TEST} AUROC",
+                            f"{UNSEEN} AUROC"], rows), ""]
 
 
 def sweep_table(sweep: dict[str, Any] | None) -> list[str]:
