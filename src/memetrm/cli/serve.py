@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
+import threading
+from functools import partial
 from typing import Annotated
 
 import typer
@@ -18,11 +21,14 @@ from memetrm.cli.options import (
     Model,
     Runtime,
     Threshold,
+    check_engine,
 )
 from memetrm.cli.predict import make_predictor
 from memetrm.errors import ConfigError
 from memetrm.modelstore import read_config as load_config
+from memetrm.progress import console
 from memetrm.serving.hashing import LIST_DISTANCE, PDQ_DISTANCE
+from memetrm.utils import plural
 
 
 def check_port(host: str, port: int) -> None:
@@ -73,8 +79,23 @@ def serve(
     list_distance: ListDistance = LIST_DISTANCE,
     hash_distance: HashDistance = PDQ_DISTANCE,
     cache_size: CacheSize = 4096,
+    engine: Annotated[str, typer.Option(
+        "--engine", help="local (one process), or ray: --replicas replicas on Ray Serve, on the "
+                         "cluster at RAY_ADDRESS or an embedded local one (--max-connections "
+                         "and --header-timeout are the local server's).")] = "local",
+    replicas: Annotated[int, typer.Option(min=1, help="Ray Serve replicas (--engine ray).")] = 1,
 ) -> None:
     """Serve the model over HTTP (POST /v1/predict) with a web page at /."""
+    check_engine(engine)
+    if engine == "local" and replicas != 1:
+        raise ConfigError("--replicas needs --engine ray")
+    if engine == "ray":
+        try:
+            from memetrm.serving import ray_serve
+        except ImportError as e:
+            if (e.name or "").partition(".")[0] != "ray":
+                raise
+            raise ConfigError("--engine ray needs Ray Serve: pip install 'memetrm[ray]'") from e
     check_port(host, port)
     warn_threshold(load_config(model), threshold)
     import uvicorn
@@ -86,6 +107,18 @@ def serve(
     limits = Limits(int(max_upload_mb * 1024 * 1024), max_text_chars, timeout_s=timeout,
                     body_timeout_s=body_timeout, max_pending=max_pending,
                     ocr_workers=ocr_workers)
+    if engine == "ray":
+        # every replica loads the model itself, from paths that do not depend on its cwd
+        load = partial(make_predictor, model.resolve(), device, threshold, runtime,
+                       [p.resolve() for p in hash_list or []], list_distance, hash_distance,
+                       cache_size)
+        with ray_serve.replicas(load, ray_serve.ReplicaSettings(replicas), limits, host=host,
+                                port=port, docs=docs):
+            console.print(f"serving {plural(replicas, 'replica')} of {model} on Ray Serve at "
+                          f"http://{host}:{port} (Ctrl-C stops them)")
+            with contextlib.suppress(KeyboardInterrupt):
+                threading.Event().wait()
+        return
     limit_malloc_arenas()
     predictor = make_predictor(model, device, threshold, runtime, hash_list, list_distance,
                                hash_distance, cache_size)
