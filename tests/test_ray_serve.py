@@ -23,6 +23,7 @@ import torch
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+import memetrm.serving
 from memetrm.cli.main import app as cli
 from memetrm.data import get_dataset
 from memetrm.heads import create_head, save_pretrained
@@ -61,7 +62,6 @@ def served(model: Path) -> Iterator[str]:
         port = s.getsockname()[1]
     load = functools.partial(Predictor, model, device="cpu")
     with replicas(load, ReplicaSettings(replicas=REPLICAS), Limits(), port=port):
-        assert ray.nodes()[0]["NodeManagerAddress"] == "127.0.0.1"
         yield f"http://127.0.0.1:{port}"
     assert not ray.is_initialized()  # the embedded cluster ended with the deployment
 
@@ -93,15 +93,15 @@ def predict(url: str, image: bytes, text: str) -> httpx.Response:
                       data={"text": text}, timeout=ROUND_S)
 
 
-def health_counts(url: str) -> dict[str, float]:
-    """``/health`` 200s each replica has counted in its own ``/metrics``."""
-    pattern = re.compile(r'^memetrm_requests_total\{path="/health",status="200"\} (\S+)$', re.M)
+def metrics(url: str) -> dict[str, str]:
+    """Each replica's own ``/metrics``."""
+    return {name: r.text for name, r in each_replica(lambda: httpx.get(f"{url}/metrics")).items()}
 
-    def count(r: httpx.Response) -> float:
-        found = pattern.search(r.text)
-        return float(found.group(1)) if found else 0.0
 
-    return {name: count(r) for name, r in each_replica(lambda: httpx.get(f"{url}/metrics")).items()}
+def value(text: str, sample: str) -> float:
+    """A sample's value in a metrics text (0 when the sample was never counted)."""
+    found = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
 
 
 @pytest.mark.slow
@@ -126,6 +126,10 @@ def test_replicas_answer_as_the_single_process(shared_data: Path, model: Path,
     gap = max(abs(r.json()["prob"] - expected[name]) for name, r in answers.items())
     print(f"max |dp| between 2 Ray Serve replicas and the single process: {gap:.2e}")
     assert gap < 1e-5
+    # memes sent together shared model batches (each replica counts only its own)
+    texts = metrics(served).values()
+    assert sum(value(t, "memetrm_batch_size_sum") for t in texts) == 24
+    assert sum(value(t, "memetrm_batch_size_count") for t in texts) < 24
 
 
 @pytest.mark.slow
@@ -133,9 +137,10 @@ def test_each_replica_answers_health_and_metrics_for_itself(model: Path, served:
     health = each_replica(lambda: httpx.get(f"{served}/health"))
     assert len(health) == REPLICAS
     assert all(r.json() == {"status": "ok", "model": revision_id(model)} for r in health.values())
-    before = health_counts(served)
+    health_200 = 'memetrm_requests_total{path="/health",status="200"}'
+    before = {name: value(text, health_200) for name, text in metrics(served).items()}
     answered = [replica(httpx.get(f"{served}/health")) for _ in range(20)]
-    after = health_counts(served)
+    after = {name: value(text, health_200) for name, text in metrics(served).items()}
     # each replica counts the /health requests it answered, and only those
     assert {name: after[name] - before[name] for name in after} == \
         {name: float(answered.count(name)) for name in after}
@@ -163,8 +168,7 @@ def test_every_replica_picks_up_a_new_revision(tmp_path: Path, model: Path, serv
         body = r.json()
         assert (body["source"]["kind"], body["source"]["id"], body["model"]) == \
             ("list", "case-9", new)
-    metrics = each_replica(lambda: httpx.get(f"{served}/metrics"))
-    assert all("memetrm_hash_list_entries 1.0" in r.text for r in metrics.values())
+    assert all(value(t, "memetrm_hash_list_entries") == 1 for t in metrics(served).values())
 
 
 @pytest.fixture
@@ -177,6 +181,7 @@ def test_ray_engine_without_ray_is_a_clear_error(small_model: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     monkeypatch.delitem(sys.modules, "memetrm.serving.ray_serve", raising=False)
+    monkeypatch.delattr(memetrm.serving, "ray_serve", raising=False)
     res = CliRunner().invoke(cli, ["serve", "--model", str(small_model), "--engine", "ray"])
     assert res.exit_code == 2, res.output
     assert "pip install 'memetrm[ray]'" in res.output and "Traceback" not in res.output

@@ -100,7 +100,5 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     env = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), *sys.path]))
-    # an embedded cluster listens on loopback only
-    local = {} if address else {"num_cpus": num_cpus, "_node_ip_address": "127.0.0.1"}
-    ray.init(address=address, include_dashboard=False, runtime_env={"env_vars": env},
-             ignore_reinit_error=True, log_to_driver=False, **local)
+    ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
+             runtime_env={"env_vars": env}, ignore_reinit_error=True, log_to_driver=False)

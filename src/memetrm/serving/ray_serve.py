@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import math
 import os
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,21 +49,26 @@ class ReplicaSettings:
     cpus_per_replica: float = 0.5
     #: the local ``MicroBatcher``'s batch size
     max_batch_size: int = 16
-    #: how long a batch waits to fill. The local batcher never waits (a lone request pays
-    #: nothing; a batch takes whatever queued while the last one ran), but Serve forms the next
-    #: batch while one runs, so under load a batch only grows with a wait: set it from the
-    #: stage benchmark's batch time.
+    #: how long a batch waits to fill on an idle replica; while a batch runs, the next one
+    #: fills for as long as the last one took (``ServeBatcher``)
     batch_wait_s: float = 0.0
 
 
 class ServeBatcher:
     """The app's batcher on a replica: ``@serve.batch`` gathers concurrent predictions into
-    one ``Predictor.run_each`` call (a failing batch is rescored item by item there)."""
+    one ``Predictor.run_each`` call (a failing batch is rescored item by item there).
+
+    Serve forms the next batch while one runs, so with a fixed short wait a busy replica would
+    score one item per batch. As the local ``MicroBatcher`` takes whatever queued while the
+    last batch ran, the wait while a batch runs is the last batch's time; an idle replica waits
+    ``batch_wait_s``.
+    """
 
     def __init__(self, predictor: Predictor, settings: ReplicaSettings) -> None:
-        self.predictor = predictor
+        self.predictor, self.settings = predictor, settings
         #: predictions submitted and not yet in a batch (ids of their items)
         self._queued: set[int] = set()
+        self._last_batch_s = 0.0
         # its own thread: scoring never blocks the replica's event loop nor queues behind
         # decode/OCR work in the shared pool
         self._scorer = ThreadPoolExecutor(1, thread_name_prefix="memetrm-score")
@@ -84,8 +90,15 @@ class ServeBatcher:
 
     async def _run(self, items: list[Prepared]) -> list[dict[str, Any] | Exception]:
         self._queued.difference_update(map(id, items))
-        return await asyncio.get_running_loop().run_in_executor(
-            self._scorer, self.predictor.run_each, items)
+        idle_wait = self.settings.batch_wait_s
+        self._score.set_batch_wait_timeout_s(max(idle_wait, self._last_batch_s))
+        start = time.perf_counter()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._scorer, self.predictor.run_each, items)
+        finally:
+            self._last_batch_s = time.perf_counter() - start
+            self._score.set_batch_wait_timeout_s(idle_wait)
 
 
 class ReplicaHeader:
@@ -134,8 +147,9 @@ def replicas(make_predictor: Callable[[], Predictor], settings: ReplicaSettings,
     """Serve ``settings.replicas`` replicas at ``host:port`` while the block runs; returns
     once every replica is up, and removes them after the block.
 
-    Joins the Ray cluster at ``RAY_ADDRESS``, or starts an embedded local one on 127.0.0.1 with
-    one Ray CPU per core (more when the replicas' shares need them) that ends with the block.
+    Joins the Ray cluster at ``RAY_ADDRESS``, or starts an embedded local one (no dashboard, no
+    usage stats) with one Ray CPU per core, or more where the replicas' shares need them, that
+    ends with the block. Serve's HTTP proxy listens at ``host:port``.
     ``make_predictor`` runs in every replica, and once here first: a model that fails to load
     fails here, with its message, not in N replicas' logs, retried.
     """
