@@ -163,7 +163,8 @@ def replicas(make_predictor: Callable[[], Predictor], settings: ReplicaSettings,
         deployment = serve.deployment(Replica).options(
             num_replicas=settings.replicas,
             ray_actor_options={"num_cpus": settings.cpus_per_replica},
-            # the app answers 503 past its own limit; Serve's proxy queues as many more
+            # a replica holds as many requests as its app admits; each proxy queues as many
+            # more and answers 503 beyond
             max_ongoing_requests=limits.max_pending, max_queued_requests=limits.max_pending)
         serve.run(deployment.bind(make_predictor, limits, docs, settings), name=APP_NAME,
                   route_prefix="/")
