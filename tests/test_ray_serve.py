@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
+import signal
 import socket
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,9 +37,52 @@ from memetrm.serving.predictor import Predictor
 from .test_hashing import scene
 from .test_live_reload import PICKUP_S, revision_id
 
+REPO = Path(__file__).resolve().parents[1]
 REPLICAS = 2
 #: how long the replicas get to answer a round of requests between them
 ROUND_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_the_command_serves_replicas_until_stopped(tmp_path: Path) -> None:
+    """``memetrm serve --engine ray`` on an embedded cluster, stopped as a service manager
+    does (SIGTERM): the replicas and the cluster go, and the command exits 0."""
+    pytest.importorskip("ray.serve", reason="the ray extra is not installed: "
+                                            "pip install 'memetrm[ray]'")
+    model = save_pretrained(create_head("mlp", {"image": 6, "text": 5}, hidden=8),
+                            tmp_path / "m", encoder="test-fake", fields=["image", "text"],
+                            threshold=0.5)
+    port = free_port()
+    env = {**os.environ, "MEMETRM_PLUGINS": "tests.fakes",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "memetrm.cli.main", "serve", "--model", str(model),
+           "--engine", "ray", "--replicas", "2", "--port", str(port)]
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as proc:
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+        reader.start()
+        try:
+            deadline = time.monotonic() + 120
+            while not any("serving 2 replicas" in line for line in lines):
+                assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
+                time.sleep(0.5)
+            r = httpx.get(f"http://127.0.0.1:{port}/health")
+            assert r.json() == {"status": "ok", "model": revision_id(model)} and replica(r)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+        finally:
+            proc.kill()
+            reader.join(10)
+    assert proc.returncode == 0, "".join(lines)[-3000:]
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/health")
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +104,7 @@ def served(model: Path) -> Iterator[str]:
 
     from memetrm.serving.ray_serve import ReplicaSettings, replicas
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     load = functools.partial(Predictor, model, device="cpu")
     with replicas(load, ReplicaSettings(replicas=REPLICAS), Limits(), port=port):
         yield f"http://127.0.0.1:{port}"

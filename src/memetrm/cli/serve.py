@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import signal
 import socket
 import threading
 from functools import partial
@@ -116,6 +117,8 @@ def serve(
                                 port=port, docs=docs):
             console.print(f"serving {plural(replicas, 'replica')} of {model} on Ray Serve at "
                           f"http://{host}:{port} (Ctrl-C stops them)")
+            # a service manager stops it with SIGTERM: the replicas go as on Ctrl-C
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
             with contextlib.suppress(KeyboardInterrupt):
                 threading.Event().wait()
         return
