@@ -235,6 +235,7 @@ def test_ray_engine_without_ray_is_a_clear_error(small_model: Path,
 @pytest.mark.parametrize(("options", "message"), [
     (["--replicas", "2"], "--replicas needs --engine ray"),
     (["--engine", "kubernetes"], "--engine must be one of local, ray"),
+    (["--engine", "ray", "--device", "cuda"], "places its replicas on CPUs"),
 ])
 def test_bad_engine_options_are_clear_errors(small_model: Path, options: list[str],
                                              message: str) -> None:

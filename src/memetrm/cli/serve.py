@@ -91,6 +91,9 @@ def serve(
     if engine == "local" and replicas != 1:
         raise ConfigError("--replicas needs --engine ray")
     if engine == "ray":
+        if device not in (None, "auto", "cpu"):
+            raise ConfigError(f"--engine ray places its replicas on CPUs (--device cpu or auto), "
+                              f"got --device {device}")
         try:
             from memetrm.serving import ray_serve
         except ImportError as e:
