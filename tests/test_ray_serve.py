@@ -1,8 +1,8 @@
 """``serve --engine ray``: Ray Serve replicas of the app answer as the single process does, each
 for itself (``/health``, ``/metrics``), and each follows its model folder's revisions.
 
-One 2-replica deployment (``serve.run`` on an embedded 2-CPU cluster) of a random head on the
-real offline encoder serves the whole module, and is shut down with Ray at its end.
+One 2-replica deployment (``serve.run`` on an embedded cluster) of a random head on the real
+offline encoder serves the module's tests, and is shut down with Ray at the module's end.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def free_port() -> int:
 @pytest.mark.slow
 def test_the_command_serves_replicas_until_stopped(tmp_path: Path) -> None:
     """``memetrm serve --engine ray`` on an embedded cluster, stopped as a service manager
-    does (SIGTERM): the replicas and the cluster go, and the command exits 0."""
+    does (SIGTERM): the replicas go (their port closes) and the command exits 0."""
     pytest.importorskip("ray.serve", reason="the ray extra is not installed: "
                                             "pip install 'memetrm[ray]'")
     model = save_pretrained(create_head("mlp", {"image": 6, "text": 5}, hidden=8),
@@ -106,9 +106,10 @@ def served(model: Path) -> Iterator[str]:
 
     port = free_port()
     load = functools.partial(Predictor, model, device="cpu")
+    joined = ray.is_initialized()  # a cluster another test started is left running
     with replicas(load, ReplicaSettings(replicas=REPLICAS), Limits(), port=port):
         yield f"http://127.0.0.1:{port}"
-    assert not ray.is_initialized()  # the embedded cluster ended with the deployment
+    assert ray.is_initialized() == joined  # an embedded cluster ends with the deployment
 
 
 def replica(r: httpx.Response) -> str:
