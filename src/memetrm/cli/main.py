@@ -7,6 +7,7 @@ import importlib
 import os
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from memetrm.errors import MemetrmError
@@ -20,7 +21,8 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except MemetrmError as e:
-            console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+            # escaped: brackets in a message (``memetrm[ray]``, a path) are text, not markup
+            console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
             raise typer.Exit(2) from None
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import signal
 import socket
+import threading
+from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -19,11 +23,14 @@ from memetrm.cli.options import (
     Model,
     Runtime,
     Threshold,
+    check_engine,
 )
 from memetrm.cli.predict import make_predictor
 from memetrm.errors import ConfigError
 from memetrm.modelstore import read_config as load_config
+from memetrm.progress import console
 from memetrm.serving.hashing import LIST_DISTANCE, PDQ_DISTANCE
+from memetrm.utils import plural
 
 
 def check_port(host: str, port: int) -> None:
@@ -89,9 +96,27 @@ def serve(
         envvar="MEMETRM_API_TOKEN", show_envvar=True,
         help="Token the scoring API (/v1/...) requires as 'Authorization: Bearer <token>'; "
              "without it the API is open.")] = None,
+    engine: Annotated[str, typer.Option(
+        "--engine", help="local (one process), or ray: --replicas replicas on Ray Serve, on the "
+                         "cluster at RAY_ADDRESS or an embedded local one (--max-connections "
+                         "and --header-timeout are the local server's).")] = "local",
+    replicas: Annotated[int, typer.Option(min=1, help="Ray Serve replicas (--engine ray).")] = 1,
 ) -> None:
     """Serve the model over HTTP (POST /v1/predict) with a web page at / (and a review queue at
     /review with --review-db)."""
+    check_engine(engine)
+    if engine == "local" and replicas != 1:
+        raise ConfigError("--replicas needs --engine ray")
+    if engine == "ray":
+        if device not in (None, "auto", "cpu"):
+            raise ConfigError(f"--engine ray places its replicas on CPUs (--device cpu or auto), "
+                              f"got --device {device}")
+        try:
+            from memetrm.serving import ray_serve
+        except ImportError as e:
+            if (e.name or "").partition(".")[0] != "ray":
+                raise
+            raise ConfigError("--engine ray needs Ray Serve: pip install 'memetrm[ray]'") from e
     check_port(host, port)
     warn_threshold(load_config(model), threshold)
     import uvicorn
@@ -107,16 +132,40 @@ def serve(
     limits = Limits(int(max_upload_mb * 1024 * 1024), max_text_chars, timeout_s=timeout,
                     body_timeout_s=body_timeout, max_pending=max_pending,
                     ocr_workers=ocr_workers)
+    if review_db is not None and "://" not in review_db:
+        review_db = str(Path(review_db).resolve())  # every replica opens the same file
+    options = partial(app_options, docs, review_db, review_store_images, reviewers,
+                      Tokens.of(api_token))
+    if engine == "ray":
+        # every replica loads the model itself, from paths that do not depend on its cwd
+        load = partial(make_predictor, model.resolve(), device, threshold, runtime,
+                       [p.resolve() for p in hash_list or []], list_distance, hash_distance,
+                       cache_size)
+        with ray_serve.replicas(load, ray_serve.ReplicaSettings(replicas), limits, options,
+                                host=host, port=port):
+            console.print(f"serving {plural(replicas, 'replica')} of {model} on Ray Serve at "
+                          f"http://{host}:{port} (Ctrl-C stops them)")
+            # a service manager stops it with SIGTERM: the replicas go as on Ctrl-C
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
+            with contextlib.suppress(KeyboardInterrupt):
+                threading.Event().wait()
+        return
     limit_malloc_arenas()
     predictor = make_predictor(model, device, threshold, runtime, hash_list, list_distance,
                                hash_distance, cache_size)
-    from memetrm.serving.review import ReviewStore
-
-    review = ReviewStore(review_db, store_images=review_store_images) if review_db else None
-    app = create_app(predictor, limits, docs=docs, threshold=threshold, review=review,
-                     review_tokens=reviewers, api_tokens=Tokens.of(api_token))
+    app = create_app(predictor, limits, threshold=threshold, **options())
     uvicorn.run(app, host=host, port=port, limit_concurrency=max_connections,
                 timeout_keep_alive=5, http=protocol_with_header_timeout(header_timeout))
+
+
+def app_options(docs: bool, review_db: str | None, store_images: bool, reviewers: Any,
+                api_tokens: Any) -> dict[str, Any]:
+    """``create_app``'s options past the model and limits, built where the app runs (each Ray
+    replica opens its own connection to the review database)."""
+    from memetrm.serving.review import ReviewStore
+
+    review = ReviewStore(review_db, store_images=store_images) if review_db else None
+    return {"docs": docs, "review": review, "review_tokens": reviewers, "api_tokens": api_tokens}
 
 
 def register(app: typer.Typer) -> None:

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -252,6 +252,15 @@ async def _no_receive() -> Message:
     return {"type": "http.disconnect"}
 
 
+class Batcher(Protocol):
+    """What the app asks of its batcher: score one prepared meme among others, and say how
+    many wait (``MicroBatcher`` here, ``@serve.batch`` on Ray Serve replicas)."""
+
+    async def submit(self, item: Prepared) -> dict[str, Any]: ...
+
+    def depth(self) -> int: ...
+
+
 class MicroBatcher:
     """Coalesces concurrent requests into one forward pass.
 
@@ -374,9 +383,11 @@ def _openapi_body(fields: list[str]) -> dict[str, Any]:
 
 def create_app(model: str | Path | Predictor, limits: Limits | None = None,
                device: str = "auto", docs: bool = False,
-               threshold: float | None = None, review: ReviewStore | None = None,
-               review_tokens: Tokens | None = None, api_tokens: Tokens | None = None) -> FastAPI:
+               threshold: float | None = None, batcher: Batcher | None = None,
+               review: ReviewStore | None = None, review_tokens: Tokens | None = None,
+               api_tokens: Tokens | None = None) -> FastAPI:
     """The model (a directory or a ready ``Predictor``) is loaded here, once, before serving.
+    ``batcher`` (default: a ``MicroBatcher``) gathers the predictions into model batches.
 
     ``docs`` turns on FastAPI's ``/docs`` page, whose JavaScript comes from a CDN; the schema
     itself is always at ``/openapi.json``. ``review`` queues the answers it routes, for the
@@ -408,7 +419,7 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
                   summary=f"Hateful-meme classifier {predictor.model_id}",
                   docs_url="/docs" if docs else None, redoc_url=None, lifespan=follow_folder)
     app.state.predictor, app.state.limits = predictor, limits
-    batcher = MicroBatcher(predictor)
+    batcher = batcher or MicroBatcher(predictor)
     if api_tokens is not None:
         app.add_middleware(RequireToken, tokens=api_tokens)
     if review is not None and review_tokens is not None:
