@@ -24,6 +24,8 @@ from memetrm.errors import ConfigError
 MISSING_IMAGE_POLICIES = ("error", "skip")
 #: what to do with a malformed dataset line: fail listing them, or leave out and count
 BAD_LINE_POLICIES = ("error", "skip")
+#: how a saved model's probabilities are calibrated on dev (``memetrm.evaluation.calibration``)
+CALIBRATIONS = ("temperature", "platt", "isotonic", "none")
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,9 @@ class RunConfig:
     #: extra splits to evaluate (e.g. dev_unseen)
     eval_splits: list[str] = field(default_factory=list)
     bootstrap: int = 1000
+    #: fitted on dev (out-of-fold under cv) and saved with the model: temperature, platt,
+    #: isotonic (1,000 examples or more) or none
+    calibration: str = "temperature"
     #: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps: extraction and training
     device: str = "auto"
     #: encoder precision on an accelerator: auto, fp32, fp16 or bf16 (cached features stay fp32)
@@ -97,6 +102,8 @@ class RunConfig:
             raise ConfigError(f"cv must be 0 (select on dev) or a number of folds >= 2, got {self.cv!r}")
         if self.bootstrap < 0:
             raise ConfigError(f"bootstrap must be an integer >= 0, got {self.bootstrap!r}")
+        if self.calibration not in CALIBRATIONS:
+            raise ConfigError(f"calibration must be one of {CALIBRATIONS}, got {self.calibration!r}")
         self.data  # noqa: B018  (checks the data policies)
 
     @property

@@ -17,6 +17,7 @@ from memetrm.cli.options import (
     Runtime,
     Threshold,
 )
+from memetrm.cli.policy import PolicyOption
 from memetrm.cli.predict import make_predictor
 from memetrm.modelstore import read_config as load_config
 from memetrm.serving.hashing import LIST_DISTANCE, PDQ_DISTANCE
@@ -45,6 +46,7 @@ def serve(
     list_distance: ListDistance = LIST_DISTANCE,
     hash_distance: HashDistance = PDQ_DISTANCE,
     cache_size: CacheSize = 4096,
+    policy: PolicyOption = None,
 ) -> None:
     """Serve the model over HTTP (POST /v1/predict) with a web page at /."""
     warn_threshold(load_config(model), threshold)
@@ -58,7 +60,7 @@ def serve(
                     max_pending=max_pending, ocr_workers=ocr_workers)
     limit_malloc_arenas()
     predictor = make_predictor(model, device, threshold, runtime, hash_list, list_distance,
-                               hash_distance, cache_size)
+                               hash_distance, cache_size, policy)
     app = create_app(predictor, limits, docs=docs, threshold=threshold)
     uvicorn.run(app, host=host, port=port, limit_concurrency=max_connections,
                 timeout_keep_alive=5, http=protocol_with_header_timeout(header_timeout))

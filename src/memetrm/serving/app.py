@@ -36,6 +36,7 @@ from memetrm.serving.guards import (
     redact_access_log,
 )
 from memetrm.serving.metrics import add_metrics
+from memetrm.serving.policy import check_community
 from memetrm.serving.predictor import ModelOutputError, Predictor, Prepared
 from memetrm.serving.reload import ModelWatcher
 
@@ -104,12 +105,32 @@ class Source(BaseModel):
     picture_on_list: HashMatch | None = None
 
 
+class ActionReason(BaseModel):
+    """Why the answer got its action: the rule, its operating point, the policy section."""
+
+    #: ``<action>: <operating point as written>`` (``default`` when no rule held)
+    rule: str
+    #: the rule's threshold on the calibrated probability (None: the default, or a list answer)
+    threshold: float | None
+    #: the policy file's name (None: no policy, the action is the label)
+    policy: str | None
+    #: the community whose section of the policy decided (None: the base policy)
+    community: str | None
+    words: str
+
+
 class Prediction(BaseModel):
+    #: the calibrated probability of label 1 (the model's calibrator applied to ``score_raw``)
     prob: float
+    #: the head's own score, before calibration (None for a list answer)
+    score_raw: float | None = None
     label: int
     #: what ``label`` means for this model's dataset (e.g. ``offensive``)
     label_name: str
     threshold: float
+    #: what to do with the meme: the policy's action, or the label without a policy
+    action: str
+    action_reason: ActionReason
     ocr_text: str | None
     model: str
     trace: list[float] | None
@@ -133,6 +154,10 @@ class ModelInfo(BaseModel):
     threshold: float
     dataset: str | None
     labels: list[str]
+    #: how ``prob`` is calibrated, in words
+    calibration: str
+    #: the policy's rules with their operating points, and its community sections
+    policy: dict[str, Any]
 
 
 #: The page loads nothing from elsewhere; its script and styles are inline.
@@ -317,6 +342,8 @@ FIELD_DESCRIPTIONS = {
     "text": "meme text; omitted -> read off the image by OCR",
     "caption": "one sentence describing the picture, as the training captions were",
 }
+#: what the ``community`` field of a request does
+COMMUNITY_DESCRIPTION = "the meme's community: selects its section of the server's policy"
 
 
 def _body_schema(fields: list[str], image: dict[str, str]) -> dict[str, Any]:
@@ -324,6 +351,7 @@ def _body_schema(fields: list[str], image: dict[str, str]) -> dict[str, Any]:
     reads none, for OCR of a missing ``text``."""
     texts = {f: {"type": "string", "description": FIELD_DESCRIPTIONS.get(f, "")}
              for f in fields if f != "image"}
+    texts["community"] = {"type": "string", "description": COMMUNITY_DESCRIPTION}
     return {"schema": {"type": "object", "required": [f for f in fields if f != "text"],
                        "properties": {"image": {"type": "string", **image}, **texts}}}
 
@@ -440,10 +468,11 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
             except DataError as e:
                 raise HTTPException(400, str(e)) from e
 
-        def prepare(image: Image.Image | None, texts: dict[str, str]) -> Prepared:
+        def prepare(image: Image.Image | None, texts: dict[str, str],
+                    community: str | None) -> Prepared:
             skip_if_late("its text was read (OCR)")
             try:
-                return predictor.prepare(image, texts)
+                return predictor.prepare(image, texts, community=community)
             except DataError as e:
                 raise HTTPException(422, str(e)) from e
 
@@ -453,6 +482,10 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
             data, declared, texts = await read_body(request)
             if data is not None:
                 _check_image_bytes(data, declared)
+            try:  # selects the policy's section; checked before any decoding
+                community = check_community(texts.get("community"))
+            except DataError as e:
+                raise HTTPException(422, str(e)) from e
             # the meme text also when the model reads none: a known-meme list compares it
             texts = check_texts(texts, list(dict.fromkeys([*predictor.text_fields, "text"])),
                                 limits.max_text_chars)
@@ -464,9 +497,10 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
                    and not texts.get("text", "").strip())
             if image is not None and ocr:
                 await ocr_slots.acquire()
-                prepared = await in_thread(prepare, image, texts, release=ocr_slots.release)
+                prepared = await in_thread(prepare, image, texts, community,
+                                           release=ocr_slots.release)
             else:
-                prepared = await in_thread(prepare, image, texts)
+                prepared = await in_thread(prepare, image, texts, community)
             skip_if_late("it was scored")
             return await batcher.submit(prepared)
 
