@@ -10,7 +10,6 @@ import typer
 from rich.console import Console
 
 from memetrm.cli.checks import check_one_meme, warn_threshold
-from memetrm.cli.policy import Community, PolicyOption
 from memetrm.cli.options import (
     CacheSize,
     Device,
@@ -26,6 +25,7 @@ from memetrm.cli.options import (
     Workers,
     check_engine,
 )
+from memetrm.cli.policy import Community, PolicyOption
 from memetrm.errors import ConfigError, DataError
 from memetrm.modelstore import read_config as load_config
 from memetrm.progress import console
@@ -129,7 +129,8 @@ def predict(
         return
     from memetrm.data.images import open_image
 
-    result = predictor.predict([open_image(image) if image else None], [texts], [community])[0]
+    meme = {**texts, "community": community} if community else texts
+    result = predictor.predict([open_image(image) if image else None], [meme])[0]
     if as_json:
         typer.echo(json.dumps({"image": str(image) if image else None, **result}, allow_nan=False))
         return

@@ -468,11 +468,10 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
             except DataError as e:
                 raise HTTPException(400, str(e)) from e
 
-        def prepare(image: Image.Image | None, texts: dict[str, str],
-                    community: str | None) -> Prepared:
+        def prepare(image: Image.Image | None, texts: dict[str, str]) -> Prepared:
             skip_if_late("its text was read (OCR)")
             try:
-                return predictor.prepare(image, texts, community=community)
+                return predictor.prepare(image, texts)
             except DataError as e:
                 raise HTTPException(422, str(e)) from e
 
@@ -489,6 +488,8 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
             # the meme text also when the model reads none: a known-meme list compares it
             texts = check_texts(texts, list(dict.fromkeys([*predictor.text_fields, "text"])),
                                 limits.max_text_chars)
+            if community is not None:
+                texts["community"] = community
             image = None
             if data is not None:
                 held = await pixels.acquire(min(header_pixels(data), limits.max_pixels))
@@ -497,10 +498,9 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
                    and not texts.get("text", "").strip())
             if image is not None and ocr:
                 await ocr_slots.acquire()
-                prepared = await in_thread(prepare, image, texts, community,
-                                           release=ocr_slots.release)
+                prepared = await in_thread(prepare, image, texts, release=ocr_slots.release)
             else:
-                prepared = await in_thread(prepare, image, texts, community)
+                prepared = await in_thread(prepare, image, texts)
             skip_if_late("it was scored")
             return await batcher.submit(prepared)
 

@@ -3,9 +3,10 @@ resumable output keyed by id.
 
 Inputs: a folder of images, a Hateful-Memes-format jsonl (``id``, ``img``, ``text``, ...), or
 Parquet (a ``.parquet`` file or a folder of them) with ``id``, ``img`` (a path or the image
-bytes) and optional ``text`` / ``caption`` (and ``community``, for the policy) columns. Outputs: jsonl (appended and flushed per
-chunk, so a killed run resumes where it stopped) or Parquet (by extension; written atomically
-when the run ends, merged with the rows already there).
+bytes) and optional ``text`` / ``caption`` (and ``community``, for the policy) columns.
+Outputs: jsonl (appended and flushed per chunk, so a killed run resumes where it stopped) or
+Parquet (by extension; written atomically when the run ends, merged with the rows already
+there).
 """
 
 from __future__ import annotations
@@ -149,8 +150,7 @@ def score_chunk(predictor: Any, chunk: list[InputItem]) -> list[dict[str, Any]]:
             # a path is named: the row's id alone does not say which file is missing
             image = None if item.image is None else open_image(item.image, name=item.id if isinstance(
                 item.image, bytes) else f"{item.id}: {item.image}")
-            # a ``community`` column selects the policy's section for the row
-            ready.append(predictor.prepare(image, item.texts, community=item.texts.get("community")))
+            ready.append(predictor.prepare(image, item.texts))  # a community column: its policy
             where.append(i)
         except MemetrmError as e:
             out[i] = {"id": item.id, "error": str(e)}

@@ -291,7 +291,7 @@ def _point_words(p: OperatingPoint) -> str:
 
 def _operating_point(rule: Rule, dev: DevScores | None, where: str) -> OperatingPoint:
     if isinstance(rule.point, float):
-        return OperatingPoint(rule.action, f"{rule.point:g}", rule.point, "fixed")
+        return OperatingPoint(rule.action, f"p>={rule.point:g}", rule.point, "fixed")
     if dev is None:
         raise ConfigError(f"{where}: the model keeps no dev scores (saved before policies "
                           f"existed), so {rule.action}: {rule.point} cannot be chosen on dev; "

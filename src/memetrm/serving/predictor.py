@@ -36,7 +36,8 @@ from memetrm.serving.runtime_deltas import runtime_note
 from memetrm.utils import split_field
 
 DEFAULT_LABELS = ("not hateful", "hateful")
-#: what a caller may give as an item's text: the meme text, or a field -> text mapping
+#: what a caller may give as an item's text: the meme text, or a field -> text mapping (which
+#: may also name the meme's ``community``: its section of the policy)
 TextInput = str | Mapping[str, str] | None
 
 
@@ -233,17 +234,18 @@ class Predictor:
         }
 
     def prepare(self, image: Image.Image | None, text: TextInput = None, *,
-                lists: bool = True, community: Any = None) -> Prepared:
+                lists: bool = True) -> Prepared:
         """Validate one item and fill in a missing meme text by OCR; raises ``DataError``.
 
         A meme on a hash list is answered from the list, with no further checks: its picture
         near a listed one and, where the listed meme had text, its text agreeing (read by OCR
         if not given). ``lists`` False leaves the lists out (a memory stores what the model
-        reads, whatever the lists say). ``community`` selects the policy's section."""
-        community = check_community(community)
+        reads, whatever the lists say). A ``community`` in ``text`` selects the policy's
+        section."""
         known = self.known if lists and len(self.known) else None
         image_hash = pdq(image) if image is not None and (self.memo or known) else None
         texts = {"text": text} if isinstance(text, str) else dict(text or {})
+        community = check_community(texts.pop("community", None))
         for f in self.text_fields:
             if texts.get(f) is not None and not isinstance(texts[f], str):
                 raise DataError(f"field {f!r} must be a string, got {type(texts[f]).__name__}")
@@ -412,14 +414,9 @@ class Predictor:
         return out
 
     def predict(self, images: Sequence[Image.Image | None],
-                texts: Sequence[TextInput] | None = None,
-                communities: Sequence[str | None] | None = None) -> list[dict[str, Any]]:
-        """Score memes; ``texts[i]`` None means "read it off the image" (OCR); ``communities[i]``
-        selects the policy's section for meme i."""
+                texts: Sequence[TextInput] | None = None) -> list[dict[str, Any]]:
+        """Score memes; ``texts[i]`` None means "read it off the image" (OCR)."""
         texts = texts if texts is not None else [None] * len(images)
-        communities = communities if communities is not None else [None] * len(images)
-        if not len(texts) == len(communities) == len(images):
-            raise DataError(f"{len(images)} images but {len(texts)} texts and "
-                            f"{len(communities)} communities")
-        return self.run([self.prepare(i, t, community=c)
-                         for i, t, c in zip(images, texts, communities, strict=True)])
+        if len(texts) != len(images):
+            raise DataError(f"{len(images)} images but {len(texts)} texts")
+        return self.run([self.prepare(i, t) for i, t in zip(images, texts, strict=True)])
