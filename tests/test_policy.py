@@ -218,6 +218,8 @@ def test_api_answers_carry_the_action_and_model_info_the_policy(model: Path,
     assert info["calibration"] == "temperature scaling (T = 2.000)"
     bad = client.post("/v1/predict", json={"text": "hello", "community": ["a"]})
     assert bad.status_code == 422 and "'community' must be a string" in bad.text
+    schema = client.get("/openapi.json").json()["paths"]["/v1/predict"]["post"]["requestBody"]
+    assert "community" in schema["content"]["application/json"]["schema"]["properties"]
     page = client.get("/").text
     assert 'id="action-name"' in page and "data.action_reason.words" in page
 

@@ -346,21 +346,23 @@ FIELD_DESCRIPTIONS = {
 COMMUNITY_DESCRIPTION = "the meme's community: selects its section of the server's policy"
 
 
-def _body_schema(fields: list[str], image: dict[str, str]) -> dict[str, Any]:
+def _body_schema(fields: list[str], image: dict[str, str], community: bool) -> dict[str, Any]:
     """The request body of a model reading ``fields``; an image is taken even where the model
-    reads none, for OCR of a missing ``text``."""
+    reads none, for OCR of a missing ``text``; ``community`` where the policy has sections."""
     texts = {f: {"type": "string", "description": FIELD_DESCRIPTIONS.get(f, "")}
              for f in fields if f != "image"}
-    texts["community"] = {"type": "string", "description": COMMUNITY_DESCRIPTION}
+    if community:
+        texts["community"] = {"type": "string", "description": COMMUNITY_DESCRIPTION}
     return {"schema": {"type": "object", "required": [f for f in fields if f != "text"],
                        "properties": {"image": {"type": "string", **image}, **texts}}}
 
 
-def _openapi_body(fields: list[str]) -> dict[str, Any]:
+def _openapi_body(fields: list[str], community: bool) -> dict[str, Any]:
     """The request body and error answers of ``/v1/predict`` for a model reading ``fields``."""
     return {"requestBody": {"required": True, "content": {
-        "multipart/form-data": _body_schema(fields, {"format": "binary"}),
-        "application/json": _body_schema(fields, {"description": "base64 (a data: URL is fine)"}),
+        "multipart/form-data": _body_schema(fields, {"format": "binary"}, community),
+        "application/json": _body_schema(fields, {"description": "base64 (a data: URL is fine)"},
+                                         community),
     }}, **_OPENAPI_RESPONSES}
 
 
@@ -448,7 +450,8 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
     pending = asyncio.Semaphore(limits.max_pending)
 
     @app.post("/v1/predict", response_model=Prediction,
-              openapi_extra=_openapi_body(predictor.input_fields))
+              openapi_extra=_openapi_body(predictor.input_fields,
+                                          bool(predictor.policy.communities)))
     async def predict(request: Request) -> dict[str, Any]:
         """Score one meme; without ``text`` the meme text is read off the image by OCR."""
         if pending.locked():
