@@ -112,12 +112,14 @@ def trained(tiny_jsonl_dataset: Path, tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("MEMETRM_CACHE", str(tmp_path / "cache"))
     res = train_tiny(tiny_jsonl_dataset, tmp_path)
     assert res.exit_code == 0, res.output
+    (tmp_path / "train.log").write_text(res.output)
     return tmp_path
 
 
 def test_train_saves_the_calibrator_and_the_predictor_answers_calibrated(trained: Path) -> None:
     r = json.loads((trained / "r.json").read_text())
     config = read_config(trained / "model")
+    assert "test ECE (15 bins)" in (trained / "train.log").read_text()
     cal = Calibrator.from_config(config, "config")
     assert cal.method == "temperature" and cal.to_dict() == r["calibrators"][r["best_seed"]]
     for split in r["splits"].values():  # ECE beside the metrics, calibrated and raw
@@ -184,3 +186,35 @@ def test_cross_validation_calibrates_on_the_out_of_fold_predictions(
     assert config["dev_scores"]["split"] == "cv" and len(config["dev_scores"]["labels"]) == 36
     assert Calibrator.from_config(config, "c") == Calibrator.fit("platt", np.array(oof["labels"]),
                                                                   raw)
+
+
+def test_the_benchmark_fits_on_dev_only_and_refuses_isotonic_on_a_small_dev() -> None:
+    from benchmarks.calibration import score_methods
+
+    y, raw = overconfident(1400)
+    dev, test = [raw[:400]] * 2, [raw[400:]] * 2
+    a = score_methods(y[:400], dev, y[400:], test)
+    b = score_methods(y[:400], dev, 1 - y[400:], test)  # other test labels: same calibrators
+    assert a["isotonic"] == {"refused": "dev has 400 memes (< 1,000)"}
+    assert a["temperature"]["mean_prob"] == b["temperature"]["mean_prob"]
+    assert a["raw"]["auroc"]["mean"] == pytest.approx(a["temperature"]["auroc"]["mean"])
+    assert a["temperature"]["ece"]["mean"] < a["raw"]["ece"]["mean"]
+
+
+def test_a_saved_ensemble_is_calibrated_on_its_own_dev_mean(
+        tiny_jsonl_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEMETRM_CACHE", str(tmp_path / "cache"))
+    res = runner.invoke(app, ["compare", "--dataset", str(tiny_jsonl_dataset), "--encoder",
+                              "test-fake", "--heads", "linear,mlp", "--seeds", "2", "--ensemble",
+                              "2", "--set", "train.epochs=3", "--set", "bootstrap=0",
+                              "--calibration", "platt", "--out-dir", str(tmp_path / "runs"),
+                              "--save", str(tmp_path / "ens")])
+    assert res.exit_code == 0, res.output
+    config = read_config(tmp_path / "ens")
+    dev = config["dev_scores"]
+    # the members' raw mean is what the ensemble head computes: the calibrator is fitted on it
+    assert Calibrator.from_config(config, "c") == Calibrator.fit(
+        "platt", np.array(dev["labels"]), np.array(dev["prob_raw"]))
+    assert config["threshold"] == pytest.approx(choose_threshold(
+        np.array(dev["labels"]), Calibrator.from_config(config, "c")(np.array(dev["prob_raw"])),
+        "balanced-accuracy"))

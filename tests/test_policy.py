@@ -254,3 +254,13 @@ def test_policy_show_prints_each_actions_expected_rates_on_dev(model: Path,
     assert lines["allow"][2:] == ["0.300", "0.000", "0.000"]
     assert "policy.yaml: expected on dev_seen (10 memes)" in res.stdout.replace("\n", " ")
     assert "community 'strict'" in res.stdout
+
+
+def test_the_ray_worker_applies_the_policy(model: Path, tmp_path: Path) -> None:
+    from memetrm.serving.batch import InputItem
+    from memetrm.serving.ray_batch import Scorer, _row
+
+    scorer = Scorer(str(model), "cpu", policy=str(policy_file(tmp_path)))
+    rows = [_row(InputItem("a", texts={"text": "x", "community": "strict"}))]
+    [row] = [json.loads(r) for r in scorer({k: [r[k] for r in rows] for k in rows[0]})["row"]]
+    assert row["action"] == "remove" and row["action_reason"]["community"] == "strict"

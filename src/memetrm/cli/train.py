@@ -164,6 +164,11 @@ def run_and_report(cfgs: list[RunConfig], sweep: bool, ensemble: int | None, sav
     cfgs = [o.cfg for o in outs]
     results = [o.results for o in outs]
     console.print(summary_table(results, wide))
+    for o in outs:  # how far the saved probabilities are from observed rates, and before
+        test = o.results["splits"][o.results["roles"]["test"]]
+        console.print(f"{label(o.cfg)}: {o.results['roles']['test']} ECE (15 bins) "
+                      f"{test['ece']['mean']:.3f} with {o.cfg.calibration} calibration, "
+                      f"{test['ece_raw']['mean']:.3f} raw", soft_wrap=True)
     for o in outs:
         if o.cfg.save:  # the seed counted as the log counts it
             console.print(f"saved seed {o.results['best_seed'] + 1} of {o.results['seeds']}, the "
