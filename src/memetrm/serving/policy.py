@@ -251,9 +251,9 @@ class Policy:
     def _answer(self, rules: Decisions, action: str, point: OperatingPoint | None,
                 community: str | None, words: str) -> dict[str, Any]:
         if community is not None and rules.community is None and self.name is not None:
-            words += f" (no section for community {community!r}: the base policy)"
+            words += f"; no section for community {community!r}: the base policy"
         elif rules.community is not None:
-            words += f" (community {rules.community!r})"
+            words += f"; community {rules.community!r}"
         return {"action": action, "action_reason": {
             "rule": f"{point.action}: {point.rule}" if point else "default",
             "threshold": point.threshold if point else None,
