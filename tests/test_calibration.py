@@ -218,3 +218,16 @@ def test_a_saved_ensemble_is_calibrated_on_its_own_dev_mean(
     assert config["threshold"] == pytest.approx(choose_threshold(
         np.array(dev["labels"]), Calibrator.from_config(config, "c")(np.array(dev["prob_raw"])),
         "balanced-accuracy"))
+
+
+def test_a_reasoning_trace_is_on_the_calibrated_scale_of_its_threshold(
+        tmp_path: Path, trace_head: str) -> None:
+    from memetrm.heads import create_head, save_pretrained
+
+    model = save_pretrained(create_head(trace_head, {"text": 5}, steps=3), tmp_path / "m",
+                            encoder="test-fake", fields=["text"], threshold=0.5,
+                            calibrator={"method": "platt", "a": 0.5, "b": 1.0})
+    [res] = Predictor(model, encoder=fakes.FakeEncoder(), device="cpu").predict([None], ["hi"])
+    assert res["trace"][-1] == pytest.approx(res["prob"])  # the page draws the threshold on it
+    assert res["prob"] == pytest.approx(1 / (1 + np.exp(-(0.5 * np.log(
+        res["score_raw"] / (1 - res["score_raw"])) + 1.0))))

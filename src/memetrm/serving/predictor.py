@@ -373,7 +373,8 @@ class Predictor:
             raise ModelOutputError(f"model {model} produced a non-finite score")
         probs = calibrator(np.array(raws)).tolist()
         n = len(items)
-        traces = out["trace"].float().cpu().tolist() if "trace" in out else [None] * n
+        traces = (calibrator(out["trace"].float().cpu().numpy()).tolist() if "trace" in out
+                  else [None] * n)
         steps = out["steps"].cpu().tolist() if "steps" in out else [None] * n
         neighbours = (head.explain(out) if isinstance(head, Memory) else None) or [None] * n
         results = []

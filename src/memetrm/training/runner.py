@@ -161,12 +161,15 @@ def dev_threshold(y: np.ndarray, p: np.ndarray, metric: str, where: str) -> floa
 def calibrate_outputs(method: str, y: np.ndarray, fit_on: str,
                       outs: dict[str, dict[str, torch.Tensor]], where: str) -> Calibrator:
     """Fit a calibrator on the labels ``y`` and the raw probabilities of ``outs[fit_on]``, then
-    make every split's ``prob`` calibrated (the head's own kept as ``prob_raw``): the threshold
-    is chosen, and every metric computed, on the calibrated scale the saved model answers on."""
+    make every split's ``prob`` (and per-step ``trace``) calibrated, the head's own kept as
+    ``prob_raw``: the threshold is chosen, and every metric computed, on the calibrated scale
+    the saved model answers on."""
     cal = Calibrator.fit(method, y, outs[fit_on]["prob"].cpu().numpy(), where)
     for out in outs.values():
         out["prob_raw"] = out["prob"]
         out["prob"] = torch.from_numpy(cal(out["prob_raw"].cpu().numpy()))
+        if "trace" in out:
+            out["trace"] = torch.from_numpy(cal(out["trace"].cpu().numpy()))
     return cal
 
 
