@@ -264,3 +264,9 @@ def test_the_ray_worker_applies_the_policy(model: Path, tmp_path: Path) -> None:
     rows = [_row(InputItem("a", texts={"text": "x", "community": "strict"}))]
     [row] = [json.loads(r) for r in scorer({k: [r[k] for r in rows] for k in rows[0]})["row"]]
     assert row["action"] == "remove" and row["action_reason"]["community"] == "strict"
+
+
+def test_serve_reads_its_policy_before_serving(model: Path, tmp_path: Path) -> None:
+    res = runner.invoke(cli, ["serve", "--model", str(model), "--policy",
+                              str(policy_file(tmp_path, "actions: {remove: precision>=7}\n"))])
+    assert res.exit_code == 2 and "policy.yaml: actions.remove: threshold metric" in res.output
