@@ -69,6 +69,13 @@ def test_platt_and_isotonic_follow_scikit_learn() -> None:
     assert (Calibrator.fit("none", y, raw)(raw) == raw).all()
 
 
+def test_scores_ranked_backwards_on_dev_get_the_dev_rate_not_a_swapped_ranking() -> None:
+    y, raw = overconfident(1200)
+    platt = Calibrator.fit("platt", 1 - y, raw)  # label 1 scored lower: a falling sigmoid fits
+    assert platt.params["a"] == 0 and platt(raw) == pytest.approx(np.full(1200, 1 - y.mean()))
+    assert Calibrator.from_config({"calibrator": platt.to_dict()}, "m") == platt
+
+
 def test_isotonic_is_refused_under_a_thousand_examples() -> None:
     y, raw = overconfident(ISOTONIC_MIN)
     with pytest.raises(ConfigError, match="at least 1,000 examples.*dev_seen has 999 examples"):
@@ -84,7 +91,8 @@ def test_a_saved_calibrator_round_trips_and_a_bad_one_is_named() -> None:
         assert again == cal and (again(raw) == cal(raw)).all()
     assert Calibrator.from_config({}, "m").method == "none"  # saved before calibration existed
     for bad in ({"method": "magic"}, {"method": "platt", "a": 1.0},
-                {"method": "temperature", "a": -1.0, "b": 0.0}, "temperature"):
+                {"method": "temperature", "a": -1.0, "b": 0.0}, "temperature",
+                {"method": "platt", "a": float("nan"), "b": 0.0}):
         with pytest.raises(ConfigError, match="m/config.json: 'calibrator' must be"):
             Calibrator.from_config({"calibrator": bad}, "m/config.json")
 

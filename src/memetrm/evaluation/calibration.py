@@ -71,7 +71,7 @@ class Calibrator:
     """raw probability -> calibrated probability; ``none`` is the identity.
 
     ``temperature`` and ``platt`` are ``sigmoid(a * logit(raw) + b)`` (temperature: ``b = 0``,
-    ``T = 1 / a``); ``isotonic`` interpolates ``logit(raw)`` in the fitted steps ``x -> y``,
+    ``T = 1 / a``; ``a >= 0``, so scores never swap ranks); ``isotonic`` interpolates ``logit(raw)`` in the fitted steps ``x -> y``,
     clipped at the ends, as scikit-learn does. Every method but isotonic is strictly
     increasing, so a threshold moved to the calibrated scale labels every meme as before.
     """
@@ -96,6 +96,8 @@ class Calibrator:
         # a sigmoid of the logit: read a and b off the fitted map at logits 0 and 1
         b, a_plus_b = logit(cal.predict_proba(np.array([[0.0], [1.0]]))[:, 1])
         a = float(a_plus_b - b)
+        if a < 0:  # scores that rank label 1 lower on dev: the best increasing map is the rate
+            a, b = 0.0, float(logit(np.mean(y)))
         return cls(method, {"a": a, "b": 0.0 if method == "temperature" else float(b)})
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
@@ -110,7 +112,8 @@ class Calibrator:
     def describe(self) -> str:
         """In words, for logs, model cards and ``/v1/model``."""
         if self.method == "temperature":
-            return f"temperature scaling (T = {1 / self.params['a']:.3f})"
+            a = self.params["a"]
+            return f"temperature scaling (T = {1 / a if a else float('inf'):.3f})"
         if self.method == "platt":
             return f"Platt scaling (a = {self.params['a']:.3f}, b = {self.params['b']:.3f})"
         if self.method == "isotonic":
@@ -144,7 +147,7 @@ class Calibrator:
                     and all(_finite(v) for v in x + y) and all(0 <= v <= 1 for v in y)
                     and all(a <= b for a, b in zip(x, x[1:], strict=False))):
                 raise bad
-        elif params and (not all(_finite(v) for v in params.values()) or params["a"] <= 0):
+        elif params and (not all(_finite(v) for v in params.values()) or params["a"] < 0):
             raise bad
         return cls(method, params)
 
