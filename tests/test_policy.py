@@ -235,7 +235,8 @@ def test_list_answers_map_to_actions(tmp_path: Path) -> None:
     bad, good = p.predict([scene(1), scene(4)], [None, None])
     assert bad["source"]["kind"] == good["source"]["kind"] == "list"
     assert bad["action"] == "remove" and "listed meme of label 1" in bad["action_reason"]["words"]
-    assert good["action"] == "allow" and good["action_reason"]["rule"] == "default"
+    assert bad["action_reason"]["rule"] == "list: remove"
+    assert good["action"] == "allow" and good["action_reason"]["rule"] == "list: allow"
     assert bad["score_raw"] is None
 
 

@@ -71,9 +71,10 @@ class Calibrator:
     """raw probability -> calibrated probability; ``none`` is the identity.
 
     ``temperature`` and ``platt`` are ``sigmoid(a * logit(raw) + b)`` (temperature: ``b = 0``,
-    ``T = 1 / a``; ``a >= 0``, so scores never swap ranks); ``isotonic`` interpolates ``logit(raw)`` in the fitted steps ``x -> y``,
-    clipped at the ends, as scikit-learn does. Every method but isotonic is strictly
-    increasing, so a threshold moved to the calibrated scale labels every meme as before.
+    ``T = 1 / a``); ``isotonic`` interpolates ``logit(raw)`` in the fitted steps ``x -> y``,
+    clipped at the ends, as scikit-learn does. None ever swaps two scores (``a >= 0``), and
+    with ``a > 0`` the map is strictly increasing, so a threshold moved to the calibrated scale
+    labels every meme as before.
     """
 
     method: str = "none"

@@ -108,7 +108,8 @@ class Source(BaseModel):
 class ActionReason(BaseModel):
     """Why the answer got its action: the rule, its operating point, the policy section."""
 
-    #: ``<action>: <operating point as written>`` (``default`` when no rule held)
+    #: ``<action>: <operating point as written>``, ``default`` when no rule held, ``list:
+    #: <action>`` for a known-meme list's answer
     rule: str
     #: the rule's threshold on the calibrated probability (None: the default, or a list answer)
     threshold: float | None

@@ -217,26 +217,20 @@ class Policy:
     def rules_for(self, community: str | None) -> Decisions:
         return self.communities.get(community, self.base) if community is not None else self.base
 
-    @property
-    def actions(self) -> list[str]:
-        """Every action any rule set can answer, rules first."""
-        sets = [self.base, *self.communities.values()]
-        return list(dict.fromkeys([p.action for d in sets for p in d.points]
-                                  + [d.default for d in sets]))
-
     def decide(self, prob: float, community: str | None = None) -> dict[str, Any]:
         """``action`` and ``action_reason`` for a calibrated probability: the first operating
         point it reaches, else the default."""
         rules = self.rules_for(community)
         for p in rules.points:
             if prob >= p.threshold:
-                return self._answer(rules, p.action, p, community,
-                                    f"p {prob:.3f} >= {p.threshold:.3f}, the operating point "
-                                    f"of {_point_words(p)}")
+                return self._answer(rules, p.action, f"{p.action}: {p.rule}", p.threshold,
+                                    community, f"p {prob:.3f} >= {p.threshold:.3f}, the "
+                                    f"operating point of {_point_words(p)}")
         lowest = min(rules.points, key=lambda p: p.threshold, default=None)
         below = (f"p {prob:.3f} < {lowest.threshold:.3f}, below every operating point"
                  if lowest else "no rules")
-        return self._answer(rules, rules.default, None, community, f"{below}: the default")
+        return self._answer(rules, rules.default, "default", None, community,
+                            f"{below}: the default")
 
     def for_label(self, label: int, community: str | None = None) -> dict[str, Any]:
         """A known-meme list's answer as an action: label 1 takes the first rule's action,
@@ -244,20 +238,19 @@ class Policy:
         rules = self.rules_for(community)
         first = rules.points[0] if label and rules.points else None
         action = first.action if first else rules.default
-        return self._answer(rules, action, None, community,
+        return self._answer(rules, action, f"list: {action}", None, community,
                             f"a listed meme of label {label}: "
                             + ("the first action" if first else "the default"))
 
-    def _answer(self, rules: Decisions, action: str, point: OperatingPoint | None,
+    def _answer(self, rules: Decisions, action: str, rule: str, threshold: float | None,
                 community: str | None, words: str) -> dict[str, Any]:
         if community is not None and rules.community is None and self.name is not None:
             words += f"; no section for community {community!r}: the base policy"
         elif rules.community is not None:
             words += f"; community {rules.community!r}"
         return {"action": action, "action_reason": {
-            "rule": f"{point.action}: {point.rule}" if point else "default",
-            "threshold": point.threshold if point else None,
-            "policy": self.name, "community": rules.community, "words": words}}
+            "rule": rule, "threshold": threshold, "policy": self.name,
+            "community": rules.community, "words": words}}
 
     def describe(self) -> dict[str, Any]:
         """The compiled policy, for ``/v1/model``."""
