@@ -67,13 +67,16 @@ def rates_table(policy: Policy, community: str | None, positive: str) -> Table:
                "memes), first rule winning")
     table = Table(title=title)
     for col in ("action", "rule", "threshold", "share of memes", f"precision ({positive})",
-                f"recall ({positive})"):
+                f"recall ({positive})", "at or above the threshold: precision, recall"):
         table.add_column(col, justify="left" if col in ("action", "rule") else "right")
     for row in policy.expected_rates(community):
         rule = row["rule"] + ("" if row["met"] else " (not reached on dev: the closest)")
+        above = row["at_threshold"]
         table.add_row(row["action"], rule,
                       "" if row["threshold"] is None else f"{row['threshold']:.3f}",
-                      f"{row['share']:.3f}", _rate(row["precision"]), _rate(row["recall"]))
+                      f"{row['share']:.3f}", _rate(row["precision"]), _rate(row["recall"]),
+                      "" if above is None else
+                      f"{_rate(above['precision'])}, {_rate(above['recall'])}")
     return table
 
 

@@ -263,14 +263,18 @@ class Policy:
 
     def expected_rates(self, community: str | None = None) -> list[dict[str, Any]]:
         """Per action of a rule set, in order, then the default: its operating point and what
-        share of the dev memes it gets, with their precision and recall for label 1."""
+        share of the dev memes it gets, with their precision and recall for label 1; and for a
+        rule, the precision and recall of all memes at or above its threshold (what the rule
+        asked of dev, whatever earlier rules took)."""
         if self.dev is None:
             raise ConfigError("the model keeps no dev scores (it was saved before policies "
                               "existed): retrain it to see a policy's expected rates")
         rules = self.rules_for(community)
+        dev = self.dev
         return [{"action": p.action if p else rules.default, "rule": p.rule if p else "default",
                  "threshold": p.threshold if p else None, "met": p.met if p else True,
-                 **band_rates(self.dev.labels, self.dev.prob, low, high)}
+                 **band_rates(dev.labels, dev.prob, low, high),
+                 "at_threshold": band_rates(dev.labels, dev.prob, p.threshold) if p else None}
                 for p, low, high in rules.bands()]
 
 
