@@ -272,3 +272,25 @@ def test_serve_reads_its_policy_before_serving(model: Path, tmp_path: Path) -> N
     res = runner.invoke(cli, ["serve", "--model", str(model), "--policy",
                               str(policy_file(tmp_path, "actions: {remove: precision>=7}\n"))])
     assert res.exit_code == 2 and "policy.yaml: actions.remove: threshold metric" in res.output
+
+
+def test_a_reloaded_revision_gets_operating_points_from_its_own_dev_scores(
+        model: Path, tmp_path: Path) -> None:
+    from memetrm.serving.reload import ModelWatcher
+
+    p = predictor(model, policy_file(tmp_path))
+    before = p.policy.base.points[0].threshold
+    head, config = p.head, dict(p.config)
+    shifted = [min(1.0, v + 0.04) for v in DEV_RAW]
+    save_pretrained(head, model, **{k: v for k, v in config.items() if k not in (
+        "head", "config", "input_dims", "token_dims", "fitted", "revision", "dev_scores")},
+        dev_scores={"split": "dev_seen", "labels": DEV_Y, "prob_raw": shifted})
+    watcher = ModelWatcher(p)
+    assert watcher.reload()
+    cal = Calibrator.from_config({"calibrator": CALIBRATOR}, "c")
+    assert p.policy.base.points[0].threshold == pytest.approx(cal(np.array([0.64]))[0]) != before
+    # a revision without dev scores cannot place the rules: the served one stays
+    save_pretrained(head, model, **{k: v for k, v in config.items() if k not in (
+        "head", "config", "input_dims", "token_dims", "fitted", "revision", "dev_scores")})
+    served = p.model_id
+    assert not watcher.reload() and p.model_id == served
