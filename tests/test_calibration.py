@@ -76,6 +76,13 @@ def test_scores_ranked_backwards_on_dev_get_the_dev_rate_not_a_swapped_ranking()
     assert Calibrator.from_config({"calibrator": platt.to_dict()}, "m") == platt
 
 
+def test_a_calibrator_fits_on_a_dev_split_with_one_meme_of_a_class() -> None:
+    y, raw = np.array([0, 0, 0, 1, 0, 0]), np.array([0.1, 0.2, 0.3, 0.9, 0.4, 0.2])
+    for method in ("temperature", "platt"):
+        p = Calibrator.fit(method, y, raw)(raw)
+        assert p[3] == p.max()
+
+
 def test_isotonic_is_refused_under_a_thousand_examples() -> None:
     y, raw = overconfident(ISOTONIC_MIN)
     with pytest.raises(ConfigError, match="at least 1,000 examples.*dev_seen has 999 examples"):

@@ -89,7 +89,10 @@ class Calibrator:
         from sklearn.calibration import CalibratedClassifierCV
 
         sk = {"temperature": "temperature", "platt": "sigmoid", "isotonic": "isotonic"}[method]
-        cal = CalibratedClassifierCV(_frozen_score(), method=sk)
+        # one "fold" holding every example: the frozen score is fitted on nothing and the
+        # calibrator on all of them, also where a class has fewer members than 5 folds need
+        every = np.arange(len(y))
+        cal = CalibratedClassifierCV(_frozen_score(), method=sk, cv=[(every, every)])
         cal.fit(logit(raw)[:, None], np.asarray(y).astype(int))
         if method == "isotonic":
             iso = cal.calibrated_classifiers_[0].calibrators[0]
