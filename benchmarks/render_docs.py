@@ -13,6 +13,7 @@ import sys
 
 from benchmarks.render import (
     align,
+    calibration,
     extract,
     heads,
     hostile,
@@ -35,7 +36,7 @@ from benchmarks.render import (
 #: every renderer, in the order the docs were first generated
 RENDERERS = [heads, quality, trm_sweep, trm_speed, trm_ablation, serve, hostile, ocr_eval, align,
              scale, runtimes, near_dup, extract, thresholds, learned_space, tune_speed, memory_scale,
-             review_cost]
+             review_cost, calibration]
 
 
 def main() -> int:

@@ -115,6 +115,7 @@ TYPED_SAMPLES = {
     "out_dir": ("--out-dir", "/a", "/b", "/c"),
     "threshold_metric": ("--threshold-metric", "accuracy", "balanced-accuracy", "f1"),
     "train_ids": ("--train-ids", "/a.txt", "/b.txt", "/c.json"),
+    "calibration": ("--calibration", "platt", "none", "isotonic"),
 }
 
 

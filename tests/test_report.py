@@ -24,7 +24,8 @@ def fake_run(folder: Path, dataset: str, head: str, test: str = "test", auc: flo
     """A run folder as ``train --out-dir`` leaves it: results.json and predictions.json."""
     rng = np.random.default_rng(0)
     y = [0, 1] * 20
-    split = {m: stat(v) for m, v in (("auroc", auc), ("accuracy", 0.65), ("f1", 0.5))}
+    split = {m: stat(v) for m, v in (("auroc", auc), ("accuracy", 0.65), ("f1", 0.5),
+                                     ("ece", 0.04), ("ece_raw", 0.15))}
     results = {
         "dataset": dataset, "encoder": "minilm-effnet", "head": head, "seeds": 2,
         "fields": ["image", "text"], "roles": {"train": "train", "dev": "dev", "test": test},
@@ -35,7 +36,8 @@ def fake_run(folder: Path, dataset: str, head: str, test: str = "test", auc: flo
     if majority is not None:
         results["majority_rate"] = {"dev": majority, test: majority}
     preds = {test: {"ids": [str(i) for i in range(40)], "labels": y,
-                    "probs": [rng.random(40).tolist(), rng.random(40).tolist()], "trace": None}}
+                    "probs": [rng.random(40).tolist(), rng.random(40).tolist()],
+                    "probs_raw": [rng.random(40).tolist(), rng.random(40).tolist()], "trace": None}}
     folder.mkdir(parents=True)
     (folder / "results.json").write_text(json.dumps(results))
     (folder / "predictions.json").write_text(json.dumps(preds))
@@ -113,7 +115,10 @@ def test_model_card_of_one_seed_says_n_a_for_the_spread(tmp_path: Path) -> None:
         split["auroc"] = {"mean": 0.633, "std": 0.0, "ci95": None, "values": [0.633]}
     results |= {"seeds": 1, "config": {"train": {"threshold_metric": "f1"}},
                 "provenance": {"memetrm": "x"}}
-    best = SimpleNamespace(seed=0, threshold=0.4, fit=SimpleNamespace(dev_score=0.6))
+    from memetrm.evaluation.calibration import Calibrator
+
+    best = SimpleNamespace(seed=0, threshold=0.4, fit=SimpleNamespace(dev_score=0.6),
+                           calibrator=Calibrator())
     card = model_card(results, best, ("no", "yes"))
     assert "0.633 ± n/a" in card and "0.633 ± 0.000" not in card
 

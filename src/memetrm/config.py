@@ -33,6 +33,8 @@ from memetrm.errors import ConfigError
 MISSING_IMAGE_POLICIES = ("error", "skip")
 #: what to do with a malformed dataset line: fail listing them, or leave out and count
 BAD_LINE_POLICIES = ("error", "skip")
+#: how a saved model's probabilities are calibrated on dev (``memetrm.evaluation.calibration``)
+CALIBRATIONS = ("temperature", "platt", "isotonic", "none")
 
 
 #: upper bounds of a run's counts: far above any real run, below what exhausts a machine
@@ -91,6 +93,9 @@ class RunConfig:
     #: extra splits to evaluate (e.g. dev_unseen)
     eval_splits: list[str] = field(default_factory=list)
     bootstrap: int = 1000
+    #: fitted on dev (out-of-fold under cv) and saved with the model: temperature, platt,
+    #: isotonic (1,000 examples or more) or none
+    calibration: str = "temperature"
     #: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps: extraction and training
     device: str = "auto"
     #: encoder precision on an accelerator: auto, fp32, fp16 or bf16 (cached features stay fp32)
@@ -113,6 +118,8 @@ class RunConfig:
         if not 0 <= self.bootstrap <= MAX_BOOTSTRAP:
             raise ConfigError(f"bootstrap must be an integer in [0, {MAX_BOOTSTRAP:,}], "
                               f"got {self.bootstrap!r}")
+        if self.calibration not in CALIBRATIONS:
+            raise ConfigError(f"calibration must be one of {CALIBRATIONS}, got {self.calibration!r}")
         self.data  # noqa: B018  (checks the data policies)
 
     @property

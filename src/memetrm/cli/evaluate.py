@@ -1,8 +1,10 @@
-"""``memetrm evaluate``: a saved model on a labelled split, at its dev-chosen threshold."""
+"""``memetrm evaluate``: a saved model on a labelled split, at its dev-chosen threshold, with
+the calibration of its probabilities."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -40,13 +42,17 @@ def evaluate(
     device: Device = None,
     threshold: Threshold = None,
     json_out: JsonOut = None,
+    plot: Annotated[Path | None, typer.Option(
+        help="Write a PNG here: the ROC beside the reliability diagram.")] = None,
 ) -> None:
     """Score a saved model on a split at its dev-chosen threshold (or --threshold): n,
-    metrics with a bootstrap CI, and the confusion matrix. The dataset and bad-record policies
-    the model was trained with apply, each under the option you type."""
+    metrics with a bootstrap CI, the expected calibration error (15 bins) of its calibrated
+    and raw probabilities, and the confusion matrix. The dataset and bad-record policies the
+    model was trained with apply, each under the option you type."""
     from memetrm.data import get_dataset
     from memetrm.devices import resolve_device
     from memetrm.encoders.saved import resolve_encoders
+    from memetrm.evaluation.calibration import Calibrator, expected_calibration_error, reliability
     from memetrm.evaluation.saved import evaluate_scores
     from memetrm.features import load_features
     from memetrm.serving.predictor import load_model
@@ -68,17 +74,25 @@ def evaluate(
                                  allow_outside_images=data.allow_outside_images).roles()["test"]
     fs = load_features(dataset, split, resolve_encoders(meta, model)[meta["encoder"]], meta["fields"],
                        tokens=meta.get("tokens", False), data=data, device=str(dev))
-    prob = predict(head, fs)["prob"].cpu().numpy()
+    raw = predict(head, fs)["prob"].cpu().numpy().astype(float)
+    prob = Calibrator.from_config(meta, str(model / "config.json"))(raw)
     thr = chosen if threshold is None else threshold
+    y = fs.labels.cpu().numpy()
     try:
-        report = evaluate_scores(fs.labels.cpu().numpy(), prob, thr,
-                                 meta.get("labels") or ["negative", "positive"])
+        report = evaluate_scores(y, prob, thr, meta.get("labels") or ["negative", "positive"])
     except ConfigError as e:
         raise ConfigError(f"{dataset}/{split}: {e}") from None
+    report.update(calibration=meta.get("calibrator") or {"method": "none"},
+                  ece=expected_calibration_error(y, prob),
+                  ece_raw=expected_calibration_error(y, raw), reliability=reliability(y, prob))
     source = "chosen on dev" if threshold is None else "set by --threshold"
     results.print(metrics_table(report, f"{model} on {dataset}/{split}", source))
     results.print(confusion_table(report))
     warn_one_class(prob, thr, f"{dataset}/{split}", manual=threshold is not None)
+    if plot:
+        from memetrm.evaluation.report import plot_scores  # matplotlib: import on use
+
+        plot_scores(y, prob, raw, thr, plot, f"{model.name} on {dataset}/{split}")
     if json_out:
         atomic_write_text(json_out, json.dumps(
             {"model": str(model), "dataset": dataset, "split": split, **report}, indent=2))
@@ -92,6 +106,8 @@ def metrics_table(report: dict[str, Any], what: str, source: str) -> Table:
         table.add_row(m, f"{v['value']:.3f}", f"[{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]")
         if m == "accuracy":
             table.add_row("  majority-class rate", f"{report['majority_rate']:.3f}", "")
+    table.add_row("ECE (15 bins)", f"{report['ece']:.3f}",
+                  f"raw score: {report['ece_raw']:.3f} ({report['calibration']['method']})")
     return table
 
 

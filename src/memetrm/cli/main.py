@@ -66,7 +66,7 @@ def _global(
 
 #: command modules under memetrm.cli, in ``--help`` order; each defines ``register(app)``
 COMMAND_MODULES = ["listing", "extract", "train", "evaluate", "report", "predict", "serve",
-                   "memory", "hashes", "review", "drift", "align", "data", "tune"]
+                   "policy", "memory", "hashes", "review", "drift", "align", "data", "tune"]
 
 for _mod in COMMAND_MODULES:
     importlib.import_module(f"memetrm.cli.{_mod}").register(app)

@@ -25,6 +25,7 @@ from memetrm.cli.options import (
     Workers,
     check_engine,
 )
+from memetrm.cli.policy import Community, PolicyOption
 from memetrm.errors import ConfigError, DataError
 from memetrm.modelstore import read_config as load_config
 from memetrm.progress import console
@@ -33,12 +34,13 @@ from memetrm.serving.hashing import LIST_DISTANCE, PDQ_DISTANCE
 
 def make_predictor(model: Path, device: str | None, threshold: float | None,
                    runtime: str | None, hash_lists: list[Path] | None, list_distance: int,
-                   distance: int, cache_size: int) -> Any:
+                   distance: int, cache_size: int, policy: Path | None = None) -> Any:
     """The model loaded for scoring, with its runtime, hash lists (matched within
-    ``list_distance``) and feature memo (reusing images within ``distance``). No encoder is
-    loaded until a meme needs one."""
+    ``list_distance``), feature memo (reusing images within ``distance``) and policy file. No
+    encoder is loaded until a meme needs one."""
     from memetrm.serving.feature_memo import FeatureMemo
     from memetrm.serving.hashlist import HashList
+    from memetrm.serving.policy import PolicyFile
     from memetrm.serving.predictor import Predictor  # torch: only once the inputs are known good
 
     for path in hash_lists or []:
@@ -47,7 +49,8 @@ def make_predictor(model: Path, device: str | None, threshold: float | None,
     lists = [HashList.read(path) for path in hash_lists or []]
     return Predictor(model, device=device, threshold=threshold, runtime=runtime,
                      hash_lists=lists, list_distance=list_distance,
-                     memo=FeatureMemo(cache_size, distance) if cache_size else None)
+                     memo=FeatureMemo(cache_size, distance) if cache_size else None,
+                     policy=PolicyFile.read(policy) if policy else None)
 
 
 def predict(
@@ -76,16 +79,22 @@ def predict(
     list_distance: ListDistance = LIST_DISTANCE,
     hash_distance: HashDistance = PDQ_DISTANCE,
     cache_size: CacheSize = 0,
+    policy: PolicyOption = None,
+    community: Community = None,
 ) -> None:
     """Score one meme (--image and/or --text, --caption) or a folder/jsonl/Parquet (--input ...
-    --output results.jsonl). A model that reads no image scores a meme from its texts alone."""
+    --output results.jsonl). A model that reads no image scores a meme from its texts alone.
+    Every answer carries an action: the label, or with --policy the policy's."""
     one = image is not None or text is not None or caption is not None
     if one == (input is not None):
         raise typer.BadParameter("give one meme (--image and/or --text, --caption) or --input")
     if input is not None and output is None:
         raise typer.BadParameter("--input needs --output")
+    if input is not None and community is not None:
+        raise typer.BadParameter("--community is for one meme; a batch input names each row's "
+                                 "in a 'community' column")
     check_engine(engine)
-    for path in (image, input):
+    for path in (image, input, policy):
         if path is not None and not path.exists():  # checked before the model loads
             raise DataError(f"{path}: no such file or folder")
     config = load_config(model)
@@ -102,11 +111,11 @@ def predict(
 
         summary = predict_ray(model, input, output, address=address, workers=workers,
                               gpus_per_worker=gpus_per_worker, batch_size=batch_size,
-                              threshold=threshold)
+                              threshold=threshold, policy=policy)
         console.print(f"{summary} -> {output}")
         return
     predictor = make_predictor(model, device, threshold, runtime, hash_list, list_distance,
-                               hash_distance, cache_size)
+                               hash_distance, cache_size, policy)
     if input is not None:
         from memetrm.serving.batch import predict_batch
 
@@ -120,7 +129,8 @@ def predict(
         return
     from memetrm.data.images import open_image
 
-    result = predictor.predict([open_image(image) if image else None], [texts])[0]
+    meme = {**texts, "community": community} if community else texts
+    result = predictor.predict([open_image(image) if image else None], [meme])[0]
     if as_json:
         typer.echo(json.dumps({"image": str(image) if image else None, **result}, allow_nan=False))
         return
@@ -132,8 +142,10 @@ def show(result: dict[str, Any], name: str, positive: str) -> None:
     neighbours)."""
     out = Console()
     color = "red" if result["label"] else "green"
-    out.print(f"{name}: p({positive}) = [bold]{result['prob']:.3f}[/bold] -> "
+    raw = "" if result["score_raw"] is None else f" (raw score {result['score_raw']:.3f})"
+    out.print(f"{name}: p({positive}) = [bold]{result['prob']:.3f}[/bold]{raw} -> "
               f"[{color}]{result['label_name']}[/{color}] (threshold {result['threshold']:.3f})")
+    out.print(f"action: {result['action']} ({result['action_reason']['words']})", markup=False)
     out.print(f"answered by {result['source']['words']}", markup=False)
     if result["ocr_text"] is not None:
         out.print(f"OCR text: {result['ocr_text']!r}")

@@ -25,6 +25,7 @@ from memetrm.cli.options import (
     Threshold,
     check_engine,
 )
+from memetrm.cli.policy import PolicyOption
 from memetrm.cli.predict import make_predictor
 from memetrm.errors import ConfigError
 from memetrm.modelstore import read_config as load_config
@@ -101,6 +102,7 @@ def serve(
                          "cluster at RAY_ADDRESS or an embedded local one (--max-connections "
                          "and --header-timeout are the local server's).")] = "local",
     replicas: Annotated[int, typer.Option(min=1, help="Ray Serve replicas (--engine ray).")] = 1,
+    policy: PolicyOption = None,
 ) -> None:
     """Serve the model over HTTP (POST /v1/predict) with a web page at / (and a review queue at
     /review with --review-db)."""
@@ -140,7 +142,7 @@ def serve(
         # every replica loads the model itself, from paths that do not depend on its cwd
         load = partial(make_predictor, model.resolve(), device, threshold, runtime,
                        [p.resolve() for p in hash_list or []], list_distance, hash_distance,
-                       cache_size)
+                       cache_size, policy.resolve() if policy else None)
         with ray_serve.replicas(load, ray_serve.ReplicaSettings(replicas), limits, options,
                                 host=host, port=port):
             console.print(f"serving {plural(replicas, 'replica')} of {model} on Ray Serve at "
@@ -152,7 +154,7 @@ def serve(
         return
     limit_malloc_arenas()
     predictor = make_predictor(model, device, threshold, runtime, hash_list, list_distance,
-                               hash_distance, cache_size)
+                               hash_distance, cache_size, policy)
     app = create_app(predictor, limits, threshold=threshold, **options())
     uvicorn.run(app, host=host, port=port, limit_concurrency=max_connections,
                 timeout_keep_alive=5, http=protocol_with_header_timeout(header_timeout))

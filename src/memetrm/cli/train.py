@@ -44,6 +44,7 @@ TYPED_KEYS = {
     "allow_outside_images": "allow_outside_images", "device": "device",
     "precision": "precision", "save": "save", "out_dir": "out_dir",
     "threshold_metric": "train.threshold_metric", "train_ids": "train_ids",
+    "calibration": "calibration",
 }
 
 
@@ -59,6 +60,10 @@ def train(
                      "threshold on out-of-fold predictions, refit, score test [default: "
                      "off; suggested when dev has < 300 examples].")] = None,
     threshold_metric: ThresholdMetric = None,
+    calibration: Annotated[str | None, typer.Option(
+        help="How the saved model's probabilities are calibrated, on dev (on the out-of-fold "
+             "predictions under --cv): temperature, platt, isotonic (needs 1,000 examples) "
+             "or none [default: temperature].")] = None,
     fields: Fields = None,
     train_ids: Annotated[str | None, typer.Option(
         "--train-ids", help="Fit on these training memes only: a file of ids, one per line, or "
@@ -165,6 +170,11 @@ def run_and_report(cfgs: list[RunConfig], sweep: bool, ensemble: int | None, sav
     cfgs = [o.cfg for o in outs]
     results = [o.results for o in outs]
     console.print(summary_table(results, wide))
+    for o in outs:  # how far the saved probabilities are from observed rates, and before
+        test = o.results["splits"][o.results["roles"]["test"]]
+        console.print(f"{label(o.cfg)}: {o.results['roles']['test']} ECE (15 bins) "
+                      f"{test['ece']['mean']:.3f} with {o.cfg.calibration} calibration, "
+                      f"{test['ece_raw']['mean']:.3f} raw", soft_wrap=True)
     for o in outs:
         if o.cfg.save:  # the seed counted as the log counts it
             console.print(f"saved seed {o.results['best_seed'] + 1} of {o.results['seeds']}, the "

@@ -156,3 +156,15 @@ def summarize(per_seed: Sequence[dict[str, float]],
         }
     return out
 
+
+
+def band_rates(y: np.ndarray, p: np.ndarray, low: float, high: float | None = None
+               ) -> dict[str, float]:
+    """Of the examples with ``low <= p < high`` (no upper bound when ``high`` is None): their
+    share of all, the precision of label 1 among them, and the share of label-1 examples they
+    hold (recall). What a moderator expects of one action of a policy."""
+    y, p = np.asarray(y).astype(bool), np.asarray(p, dtype=float)
+    inside = (p >= low) & (p < high if high is not None else True)
+    n_in, tp, pos = int(inside.sum()), int((inside & y).sum()), int(y.sum())
+    return {"share": n_in / max(len(y), 1), "precision": tp / n_in if n_in else float("nan"),
+            "recall": tp / pos if pos else float("nan"), "n": n_in}

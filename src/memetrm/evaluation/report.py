@@ -1,5 +1,5 @@
-"""Markdown tables and plots (ROC curves, a forest plot of test AUROC, TRM reasoning traces)
-from run folders, one section per dataset and test split."""
+"""Markdown tables and plots (ROC curves beside reliability diagrams, a forest plot of test
+AUROC, TRM reasoning traces) from run folders, one section per dataset and test split."""
 
 from __future__ import annotations
 
@@ -15,6 +15,11 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from memetrm.errors import ConfigError  # noqa: E402
+from memetrm.evaluation.calibration import (  # noqa: E402
+    ECE_BINS,
+    expected_calibration_error,
+    reliability,
+)
 from memetrm.evaluation.tables import asset_stem, dataset_markdown, run_name  # noqa: E402
 from memetrm.utils import atomic_write_text, plural  # noqa: E402
 
@@ -26,11 +31,59 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return json.loads(res.read_text()), json.loads(pred.read_text()) if pred.is_file() else {}
 
 
+def draw_reliability(ax: Any, y: np.ndarray, p: np.ndarray, label: str, color: str,
+                     raw: bool = False) -> None:
+    """One reliability curve: each non-empty bin's mean probability against its observed rate
+    of label 1 (dots sized by count); dashed for raw scores."""
+    r = reliability(y, p)
+    keep = np.array(r["count"]) > 0
+    x, rate, count = (np.array(r[k])[keep] for k in ("mean_prob", "rate", "count"))
+    ax.plot(x, rate, ls="--" if raw else "-", color=color, lw=1 if raw else 1.8,
+            alpha=0.6 if raw else 1, label=label)
+    if not raw:
+        ax.scatter(x, rate, s=8 + 60 * count / count.max(), color=color, zorder=3)
+
+
+def finish_reliability(ax: Any, title: str) -> None:
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    ax.set(xlabel="mean predicted probability (bin)", ylabel="observed rate of label 1",
+           xlim=(0, 1), ylim=(0, 1), title=title)
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7, loc="upper left")
+
+
+def plot_scores(y: np.ndarray, prob: np.ndarray, raw: np.ndarray, threshold: float, path: Path,
+                title: str) -> None:
+    """One model on one split: its ROC with the threshold's operating point, beside the
+    reliability diagram of its calibrated (and raw) probabilities."""
+    fig, (roc, rel) = plt.subplots(1, 2, figsize=(11, 5))
+    fpr, tpr, _ = roc_curve(y, prob)
+    roc.plot(fpr, tpr, color="C0")
+    pred = prob >= threshold
+    roc.plot(pred[y == 0].mean(), pred[y == 1].mean(), "o", color="C0", ms=5,
+             label=f"threshold {threshold:.3f}")
+    roc.plot([0, 1], [0, 1], "k--", lw=0.8)
+    roc.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1),
+            title=f"ROC, {title}")
+    roc.title.set_fontsize(9)
+    roc.legend(fontsize=8, loc="lower right")
+    draw_reliability(rel, y, prob, f"calibrated (ECE {expected_calibration_error(y, prob):.3f})",
+                     "C0")
+    draw_reliability(rel, y, raw, f"raw (ECE {expected_calibration_error(y, raw):.3f})", "C0",
+                     raw=True)
+    finish_reliability(rel, f"reliability, {ECE_BINS} equal-width bins (dot size: count)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_roc(runs: list[dict[str, Any]], preds: list[dict[str, Any]], path: Path) -> None:
     """Test-split ROC of every head: the mean over seeds with a ±1 std band, and the mean
-    operating point of the dev-chosen thresholds (a dot)."""
+    operating point of the dev-chosen thresholds (a dot); beside it, the reliability diagram
+    of every head's calibrated probabilities (all seeds pooled; dashed: raw), with the mean
+    ECE over seeds."""
     grid = np.linspace(0, 1, 201)
-    fig, ax = plt.subplots(figsize=(6.5, 5))
+    fig, (ax, rel) = plt.subplots(1, 2, figsize=(12, 5))
     for i, (r, p) in enumerate(zip(runs, preds, strict=True)):
         split = r["roles"]["test"]
         if split not in p:
@@ -49,13 +102,24 @@ def plot_roc(runs: list[dict[str, Any]], preds: list[dict[str, Any]], path: Path
         ax.plot(grid, mean, color=color, label=f"{r['head']} ({auc['mean']:.3f})")
         ax.fill_between(grid, mean - std, mean + std, color=color, alpha=0.15, lw=0)
         ax.plot(*np.mean(points, 0), "o", color=color, ms=5)
+        n_seeds = len(p[split]["probs"])
+        ys = np.tile(y, n_seeds)
+        for key, raw in (("probs", False), ("probs_raw", True)):
+            if key not in p[split]:  # runs saved before calibration kept no raw scores
+                continue
+            probs = np.concatenate(p[split][key])
+            ece = np.mean([expected_calibration_error(y, np.array(q)) for q in p[split][key]])
+            draw_reliability(rel, ys, probs, f"{r['head']}{' raw' if raw else ''} "
+                             f"(ECE {ece:.3f})", color, raw=raw)
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1),
            title=f"ROC on {runs[0]['dataset']} {runs[0]['roles']['test']} "
                  f"(mean over {plural(runs[0]['seeds'], 'seed')}, band ±1 std,\n"
                  "dot = operating point at the dev-chosen threshold; legend: mean AUROC)")
     ax.title.set_fontsize(9)
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    ax.legend(fontsize=7, loc="lower right")
+    finish_reliability(rel, f"Reliability on {runs[0]['roles']['test']} ({ECE_BINS} equal-width "
+                            "bins, seeds pooled; dashed: raw scores;\nlegend: mean ECE over seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

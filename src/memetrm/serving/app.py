@@ -43,6 +43,7 @@ from memetrm.serving.guards import (
     unless_disconnected,
 )
 from memetrm.serving.metrics import add_metrics
+from memetrm.serving.policy import check_community
 from memetrm.serving.predictor import ModelOutputError, Predictor, Prepared
 from memetrm.serving.reload import ModelWatcher
 from memetrm.serving.review import ReviewStore, review_router
@@ -119,12 +120,33 @@ class Source(BaseModel):
     picture_on_list: HashMatch | None = None
 
 
+class ActionReason(BaseModel):
+    """Why the answer got its action: the rule, its operating point, the policy section."""
+
+    #: ``<action>: <operating point as written>``, ``default`` when no rule held, ``list:
+    #: <action>`` for a known-meme list's answer
+    rule: str
+    #: the rule's threshold on the calibrated probability (None: the default, or a list answer)
+    threshold: float | None
+    #: the policy file's name (None: no policy, the action is the label)
+    policy: str | None
+    #: the community whose section of the policy decided (None: the base policy)
+    community: str | None
+    words: str
+
+
 class Prediction(BaseModel):
+    #: the calibrated probability of label 1 (the model's calibrator applied to ``score_raw``)
     prob: float
+    #: the head's own score, before calibration (None for a list answer)
+    score_raw: float | None = None
     label: int
     #: what ``label`` means for this model's dataset (e.g. ``offensive``)
     label_name: str
     threshold: float
+    #: what to do with the meme: the policy's action, or the label without a policy
+    action: str
+    action_reason: ActionReason
     ocr_text: str | None
     model: str
     trace: list[float] | None
@@ -150,6 +172,10 @@ class ModelInfo(BaseModel):
     threshold: float
     dataset: str | None
     labels: list[str]
+    #: how ``prob`` is calibrated, in words
+    calibration: str
+    #: the policy's rules with their operating points, and its community sections
+    policy: dict[str, Any]
 
 
 #: The page loads nothing from elsewhere; its script and styles are inline.
@@ -362,22 +388,27 @@ FIELD_DESCRIPTIONS = {
     "text": "meme text; omitted -> read off the image by OCR",
     "caption": "one sentence describing the picture, as the training captions were",
 }
+#: what the ``community`` field of a request does
+COMMUNITY_DESCRIPTION = "the meme's community: selects its section of the server's policy"
 
 
-def _body_schema(fields: list[str], image: dict[str, str]) -> dict[str, Any]:
+def _body_schema(fields: list[str], image: dict[str, str], community: bool) -> dict[str, Any]:
     """The request body of a model reading ``fields``; an image is taken even where the model
-    reads none, for OCR of a missing ``text``."""
+    reads none, for OCR of a missing ``text``; ``community`` where the policy has sections."""
     texts = {f: {"type": "string", "description": FIELD_DESCRIPTIONS.get(f, "")}
              for f in fields if f != "image"}
+    if community:
+        texts["community"] = {"type": "string", "description": COMMUNITY_DESCRIPTION}
     return {"schema": {"type": "object", "required": [f for f in fields if f != "text"],
                        "properties": {"image": {"type": "string", **image}, **texts}}}
 
 
-def _openapi_body(fields: list[str]) -> dict[str, Any]:
+def _openapi_body(fields: list[str], community: bool) -> dict[str, Any]:
     """The request body and error answers of ``/v1/predict`` for a model reading ``fields``."""
     return {"requestBody": {"required": True, "content": {
-        "multipart/form-data": _body_schema(fields, {"format": "binary"}),
-        "application/json": _body_schema(fields, {"description": "base64 (a data: URL is fine)"}),
+        "multipart/form-data": _body_schema(fields, {"format": "binary"}, community),
+        "application/json": _body_schema(fields, {"description": "base64 (a data: URL is fine)"},
+                                         community),
     }}, **_OPENAPI_RESPONSES}
 
 
@@ -478,7 +509,8 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
     pending = asyncio.Semaphore(limits.max_pending)
 
     @app.post("/v1/predict", response_model=Prediction,
-              openapi_extra=_openapi_body(predictor.input_fields))
+              openapi_extra=_openapi_body(predictor.input_fields,
+                                          bool(predictor.policy.communities)))
     async def predict(request: Request) -> dict[str, Any]:
         """Score one meme; without ``text`` the meme text is read off the image by OCR."""
         if pending.locked():
@@ -518,9 +550,15 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
             queue of waiting requests holds no worker thread; decode and OCR run in threads."""
             if data is not None:
                 _check_image_bytes(data, declared)
+            try:  # selects the policy's section; checked before any decoding
+                community = check_community(texts.get("community"))
+            except DataError as e:
+                raise HTTPException(422, str(e)) from e
             # the meme text also when the model reads none: a known-meme list compares it
             texts = check_texts(texts, list(dict.fromkeys([*predictor.text_fields, "text"])),
                                 limits.max_text_chars)
+            if community is not None:
+                texts["community"] = community
             image = None
             if data is not None:
                 held = await pixels.acquire(min(header_pixels(data), limits.max_pixels))

@@ -3,9 +3,10 @@ resumable output keyed by id.
 
 Inputs: a folder of images, a Hateful-Memes-format jsonl (``id``, ``img``, ``text``, ...), or
 Parquet (a ``.parquet`` file or a folder of them) with ``id``, ``img`` (a path or the image
-bytes) and optional ``text`` / ``caption`` columns. Outputs: jsonl (appended and flushed per
-chunk, so a killed run resumes where it stopped) or Parquet (by extension; written atomically
-when the run ends, merged with the rows already there).
+bytes) and optional ``text`` / ``caption`` (and ``community``, for the policy) columns.
+Outputs: jsonl (appended and flushed per chunk, so a killed run resumes where it stopped) or
+Parquet (by extension; written atomically when the run ends, merged with the rows already
+there).
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from memetrm.utils import plural
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"}
 #: every column of a result row, so error rows and scored rows share one schema
-RESULT_KEYS = ("id", "prob", "label", "label_name", "threshold", "ocr_text", "model", "trace",
-               "steps", "neighbours", "hash_match", "source", "error")
+RESULT_KEYS = ("id", "prob", "score_raw", "label", "label_name", "threshold", "action",
+               "action_reason", "ocr_text", "model", "trace", "steps", "neighbours", "hash_match",
+               "source", "error")
 
 
 @dataclass
@@ -162,7 +164,7 @@ def score_chunk(predictor: Any, chunk: list[InputItem]) -> list[dict[str, Any]]:
             # a path is named: the row's id alone does not say which file is missing
             image = None if item.image is None else open_image(item.image, name=item.id if isinstance(
                 item.image, bytes) else f"{item.id}: {item.image}")
-            ready.append(predictor.prepare(image, item.texts))
+            ready.append(predictor.prepare(image, item.texts))  # a community column: its policy
             where.append(i)
         except MemetrmError as e:
             out[i] = {"id": item.id, "error": str(e)}

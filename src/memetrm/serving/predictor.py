@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.nn.utils.rnn import pad_sequence
@@ -24,17 +25,20 @@ from memetrm.encoders import DEFAULT_ENCODER, Encoder, create_encoder
 from memetrm.encoders.runtimes import split_runtime, with_runtime
 from memetrm.encoders.saved import resolve_encoders
 from memetrm.errors import ConfigError, DataError, MemetrmError
+from memetrm.evaluation.calibration import Calibrator
 from memetrm.heads import Head, Memory, from_pretrained
 from memetrm.modelstore import REVISION_KEY
 from memetrm.serving.feature_memo import FeatureMemo, Features
 from memetrm.serving.hashing import LIST_DISTANCE, ImageHash, pdq, text_key
 from memetrm.serving.hashlist import HashList, KnownMemes, ListMatch
 from memetrm.serving.ocr import OCR
+from memetrm.serving.policy import Policy, PolicyFile, check_community
 from memetrm.serving.runtime_deltas import runtime_note
 from memetrm.utils import split_field
 
 DEFAULT_LABELS = ("not hateful", "hateful")
-#: what a caller may give as an item's text: the meme text, or a field -> text mapping
+#: what a caller may give as an item's text: the meme text, or a field -> text mapping (which
+#: may also name the meme's ``community``: its section of the policy)
 TextInput = str | Mapping[str, str] | None
 
 
@@ -93,6 +97,8 @@ class Prepared:
     #: fields whose features the repost memo gave -> PDQ distance of the memoised picture
     #: (``image``), 0 for a text (equal once normalised)
     memo: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: the request's community: selects its section of the policy
+    community: str | None = None
 
     @property
     def answered_by_list(self) -> bool:
@@ -122,14 +128,20 @@ class Predictor:
     answer listed memes without any model, within ``list_distance`` bits. Encoders are loaded
     on first use, so a meme answered from a list never loads one. Every result names what
     answered it (``source``).
+
+    ``prob`` is the head's score through the calibrator saved with the model (``score_raw``
+    the score itself); ``policy`` (a policy file) turns it into an ``action`` at operating
+    points chosen on the model's dev scores, and without one the action is the label.
     """
 
     def __init__(self, model_dir: str | Path, *, encoder: Encoder | None = None,
                  ocr: OCR | None = None, device: str = "auto",
                  threshold: float | None = None, runtime: str | None = None,
                  memo: FeatureMemo | None = None, hash_lists: Sequence[HashList] = (),
-                 list_distance: int = LIST_DISTANCE) -> None:
+                 list_distance: int = LIST_DISTANCE, policy: PolicyFile | None = None) -> None:
         self.model_dir = Path(model_dir)
+        #: compiled against each revision's dev scores as it is swapped in
+        self._policy_file = policy
         self.device = resolve_device(device)
         #: an operator's override of the dev-chosen threshold, kept across swaps
         self._threshold = None if threshold is None else check_threshold(threshold, "--threshold")
@@ -165,13 +177,20 @@ class Predictor:
              own_list: HashList) -> None:
         """Serve another revision of the model folder (head, config, dev threshold, the
         folder's own hash list) from the next batch on: a batch is scored by one revision,
-        and requests in flight are not dropped. The operator's threshold still wins."""
+        and requests in flight are not dropped. The operator's threshold still wins; the
+        calibrator and the policy's operating points are the revision's."""
         known = KnownMemes([own_list, *self._lists], self.list_distance)
+        where = str(self.model_dir / "config.json")
+        threshold = threshold if self._threshold is None else self._threshold
+        #: what labels 0 and 1 mean (``not offensive`` / ``offensive`` for MultiOFF models)
+        label_names: list[str] = list(config.get("labels") or DEFAULT_LABELS)
+        calibrator = Calibrator.from_config(config, where)
+        policy = Policy.of_model(self._policy_file, config, calibrator, threshold, label_names,
+                                 where)
         with self._lock:
             self.head, self.config = head, config
-            self.threshold = threshold if self._threshold is None else self._threshold
-            #: what labels 0 and 1 mean (``not offensive`` / ``offensive`` for MultiOFF models)
-            self.label_names: list[str] = list(config.get("labels") or DEFAULT_LABELS)
+            self.threshold, self.label_names = threshold, label_names
+            self.calibrator, self.policy = calibrator, policy
             self.model_id = _model_id(self.model_dir, config)
             self.known = known
 
@@ -215,6 +234,8 @@ class Predictor:
             "threshold": self.threshold,
             "dataset": self.config.get("dataset"),
             "labels": self.label_names,
+            "calibration": self.calibrator.describe(),
+            "policy": self.policy.describe(),
         }
 
     def prepare(self, image: Image.Image | None, text: TextInput = None, *,
@@ -224,10 +245,12 @@ class Predictor:
         A meme on a hash list is answered from the list, with no further checks: its picture
         near a listed one and, where the listed meme had text, its text agreeing (read by OCR
         if not given). ``lists`` False leaves the lists out (a memory stores what the model
-        reads, whatever the lists say)."""
+        reads, whatever the lists say). A ``community`` in ``text`` selects the policy's
+        section."""
         known = self.known if lists and len(self.known) else None
         image_hash = pdq(image) if image is not None and (self.memo or known) else None
         texts = {"text": text} if isinstance(text, str) else dict(text or {})
+        community = check_community(texts.pop("community", None))
         for f in self.text_fields:
             if texts.get(f) is not None and not isinstance(texts[f], str):
                 raise DataError(f"field {f!r} must be a string, got {type(texts[f]).__name__}")
@@ -242,7 +265,7 @@ class Predictor:
 
         listed = known.match(image_hash, meme_text) if known else None
         if listed is not None and listed.text_agrees:
-            return Prepared(image, {}, ocr_text, image_hash, listed)
+            return Prepared(image, {}, ocr_text, image_hash, listed, community=community)
         if "image" in self.input_fields and image is None:
             raise DataError("this model reads the image: an image is required")
         if "text" in self.input_fields and "text" not in texts:
@@ -257,7 +280,7 @@ class Predictor:
                 f"explicitly"
             )
         return Prepared(image, {f: texts[f] for f in self.text_fields}, ocr_text, image_hash,
-                        listed)
+                        listed, community=community)
 
     def features(self, items: Sequence[Prepared]) -> dict[str, torch.Tensor]:
         """The head's input batch for prepared items (every field through its encoder)."""
@@ -314,8 +337,10 @@ class Predictor:
         m = item.listed
         label = m.entry.label
         agreed = ", text agrees" if m.entry.text else ""
-        return {"prob": float(label), "label": label, "label_name": self.label_names[label],
-                "threshold": self.threshold, "ocr_text": item.ocr_text, "model": self.model_id,
+        return {"prob": float(label), "score_raw": None, "label": label,
+                "label_name": self.label_names[label], "threshold": self.threshold,
+                **self.policy.for_label(label, item.community),
+                "ocr_text": item.ocr_text, "model": self.model_id,
                 "trace": None, "steps": None, "neighbours": None, "hash_match": m.as_dict(),
                 "source": {"kind": "list", "list": m.list, "id": m.entry.source_id,
                            "distance": m.distance, "picture_on_list": None,
@@ -346,22 +371,28 @@ class Predictor:
         with self._lock, torch.inference_mode():  # one revision scores the whole batch
             self.batch_sizes[len(items)] += 1
             head, model, threshold, names = self.head, self.model_id, self.threshold, self.label_names
+            calibrator, policy = self.calibrator, self.policy
             out = head.predict(self.features(items))
-        probs = out["prob"].float().cpu().tolist()
-        if not all(math.isfinite(p) for p in probs):
+        raws = out["prob"].float().cpu().tolist()
+        if not all(math.isfinite(p) for p in raws):
             raise ModelOutputError(f"model {model} produced a non-finite score")
+        probs = calibrator(np.array(raws)).tolist()
         n = len(items)
-        traces = out["trace"].float().cpu().tolist() if "trace" in out else [None] * n
+        traces = (calibrator(out["trace"].float().cpu().numpy()).tolist() if "trace" in out
+                  else [None] * n)
         steps = out["steps"].cpu().tolist() if "steps" in out else [None] * n
         neighbours = (head.explain(out) if isinstance(head, Memory) else None) or [None] * n
         results = []
-        for p, prob, trace, step, near in zip(items, probs, traces, steps, neighbours, strict=True):
+        for p, prob, raw, trace, step, near in zip(items, probs, raws, traces, steps, neighbours,
+                                                   strict=True):
             label = int(prob >= threshold)
             results.append({
                 "prob": prob,
+                "score_raw": raw,
                 "label": label,
                 "label_name": names[label],
                 "threshold": threshold,
+                **policy.decide(prob, p.community),
                 "ocr_text": p.ocr_text,
                 "model": model,
                 "trace": trace,

@@ -23,12 +23,15 @@ from memetrm.serving.batch import (
 class Scorer:
     """A Ray Data worker: the model is loaded once per worker, then scores whole batches."""
 
-    def __init__(self, model_dir: str, device: str, threshold: float | None = None) -> None:
+    def __init__(self, model_dir: str, device: str, threshold: float | None = None,
+                 policy: str | None = None) -> None:
         from memetrm.progress import quiet_third_party
+        from memetrm.serving.policy import PolicyFile
         from memetrm.serving.predictor import Predictor
 
         quiet_third_party()
-        self.predictor = Predictor(model_dir, device=device, threshold=threshold)
+        self.predictor = Predictor(model_dir, device=device, threshold=threshold,
+                                   policy=PolicyFile.read(policy) if policy else None)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         items = [InputItem(i, Path(p) if p else (d or None), json.loads(t), e or None)
@@ -45,7 +48,7 @@ def _row(item: InputItem) -> dict[str, Any]:
 
 def predict_ray(model_dir: str | Path, source: Path, output: Path, *, address: str | None = None,
                 workers: int = 2, gpus_per_worker: float = 0, batch_size: int = 16,
-                threshold: float | None = None) -> BatchSummary:
+                threshold: float | None = None, policy: Path | None = None) -> BatchSummary:
     """Score ``source`` into ``output`` on a Ray cluster (an embedded local one by default)."""
     import ray
 
@@ -60,6 +63,7 @@ def predict_ray(model_dir: str | Path, source: Path, output: Path, *, address: s
             scored = ray.data.from_items(rows).map_batches(
                 Scorer, fn_constructor_kwargs={"model_dir": str(Path(model_dir).resolve()),
                                                "threshold": threshold,
+                                               "policy": str(policy.resolve()) if policy else None,
                                                "device": "cuda" if gpus_per_worker else "cpu"},
                 batch_size=batch_size, num_gpus=gpus_per_worker,
                 # Ray Data restarts a dead actor and retries its batch (its defaults for pools)

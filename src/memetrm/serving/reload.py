@@ -67,7 +67,12 @@ class ModelWatcher:
             log.warning("%s changed its %s; restart the server to serve it (still serving %s)",
                         p.model_dir, ", ".join(differs), p.model_id)
             return False
-        p.swap(head, config, threshold, own_list)
+        try:  # the policy's operating points are chosen on the new revision's dev scores
+            p.swap(head, config, threshold, own_list)
+        except MemetrmError as e:
+            log.warning("%s changed but cannot be served (%s); still serving %s",
+                        p.model_dir, e, p.model_id)
+            return False
         log.warning("reloaded %s: now serving %s (%d known memes)", p.model_dir, p.model_id,
                     len(p.known))
         return True

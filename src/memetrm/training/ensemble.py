@@ -1,8 +1,9 @@
 """Ensembles across configurations (heads, fields, encoders), chosen on dev only.
 
-Each configuration enters as its seed ensemble (the mean of its seeds' probabilities). The K
-with the best dev AUROC are averaged with equal weights; the decision threshold is chosen on
-the ensemble's dev probabilities. Test labels are read only to score the chosen ensemble.
+Each configuration enters as its seed ensemble (the mean of its seeds' raw probabilities, what
+the saved ensemble head computes). The K with the best dev AUROC are averaged with equal
+weights; a calibrator is fitted and the decision threshold chosen on the ensemble's dev
+probabilities. Test labels are read only to score the chosen ensemble.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from typing import Any
 import numpy as np
 
 from memetrm.encoders.saved import saved_encoder_meta
+from memetrm.evaluation.calibration import CONFIG_KEY, Calibrator
 from memetrm.evaluation.metrics import auroc
 from memetrm.evaluation.tables import run_name
 from memetrm.heads import Head, create_head, save_pretrained
-from memetrm.training.runner import RunOutput, dev_threshold, ensemble_metrics
+from memetrm.training.runner import RunOutput, dev_scores, dev_threshold, ensemble_metrics
 
 
 def config_name(out: RunOutput) -> str:
@@ -25,7 +27,7 @@ def config_name(out: RunOutput) -> str:
 
 def _mean_probs(out: RunOutput, split: str) -> dict[str, float]:
     ids = out.feats[split].ids
-    p = np.mean([r.outputs[split]["prob"].numpy() for r in out.runs], axis=0)
+    p = np.mean([r.outputs[split]["prob_raw"].numpy() for r in out.runs], axis=0)
     return dict(zip(ids, p.tolist(), strict=True))
 
 
@@ -43,6 +45,10 @@ def select_ensemble(outs: list[RunOutput], k: int, metric: str, n_boot: int) -> 
         y = dict(zip(chosen[0].feats[s].ids, chosen[0].feats[s].labels.tolist(), strict=True))
         probs[s] = np.mean([[p[i] for i in ids] for p in per], axis=0)
         labels[s] = np.array([y[i] for i in ids])
+    cal = Calibrator.fit(chosen[0].cfg.calibration, labels[dev_split], probs[dev_split],
+                         f"{dev_split} (ensemble)")
+    raw = probs
+    probs = {s: cal(p) for s, p in raw.items()}
     thr = dev_threshold(labels[dev_split], probs[dev_split], metric, f"{dev_split} (ensemble)")
     return {
         "members": [config_name(o) for o in chosen],
@@ -53,7 +59,9 @@ def select_ensemble(outs: list[RunOutput], k: int, metric: str, n_boot: int) -> 
         "splits": {s: {**ensemble_metrics(labels[s], probs[s], thr, n_boot), "n": len(labels[s])}
                    for s in splits},
         "dev_auroc_check": auroc(labels[dev_split], probs[dev_split]),
+        "calibrator": cal.to_dict(),
         "_chosen": chosen,
+        "_dev_scores": dev_scores(dev_split, labels[dev_split].astype(int).tolist(), raw[dev_split]),
     }
 
 
@@ -78,6 +86,7 @@ def save_ensemble(selection: dict[str, Any], path: str | Path, provenance: dict[
         ens, path, card=None, fields=list(input_dims),
         tokens=bool(token_dims), threshold=selection["threshold"], dataset=first.cfg.dataset,
         labels=first.results["label_names"], members=selection["members"],
+        **{CONFIG_KEY: selection["calibrator"]}, dev_scores=selection["_dev_scores"],
         dev_auroc=selection["splits"][selection["roles"]["dev"]]["auroc"]["mean"],
         provenance=provenance, **saved_encoder_meta(first.cfg.encoder, list(input_dims), path))
 

@@ -30,6 +30,12 @@ from memetrm.evaluation import (
     majority_share,
     summarize,
 )
+from memetrm.evaluation.calibration import (
+    CONFIG_KEY,
+    Calibrator,
+    check_calibration,
+    expected_calibration_error,
+)
 from memetrm.evaluation.metrics import METRICS, ONE_CLASS_SHARE, auroc
 from memetrm.evaluation.tables import fmt
 from memetrm.features import FeatureSet, load_features
@@ -126,9 +132,11 @@ class SeedRun:
     fit: FitResult
     #: decision threshold chosen on dev
     threshold: float
-    #: ``predict`` outputs for every evaluated split
+    #: ``predict`` outputs for every evaluated split; ``prob`` calibrated, ``prob_raw`` the head's
     outputs: dict[str, dict[str, torch.Tensor]]
     seconds: float
+    #: fitted on dev (or out-of-fold) raw probabilities, before the threshold is chosen
+    calibrator: Calibrator = dataclasses.field(default_factory=Calibrator)
 
 
 def _fit_seed(cfg: RunConfig, seed: int, train_fs: FeatureSet, dev_fs: FeatureSet | None,
@@ -155,6 +163,21 @@ def dev_threshold(y: np.ndarray, p: np.ndarray, metric: str, where: str) -> floa
     return thr
 
 
+def calibrate_outputs(method: str, y: np.ndarray, fit_on: str,
+                      outs: dict[str, dict[str, torch.Tensor]], where: str) -> Calibrator:
+    """Fit a calibrator on the labels ``y`` and the raw probabilities of ``outs[fit_on]``, then
+    make every split's ``prob`` (and per-step ``trace``) calibrated, the head's own kept as
+    ``prob_raw``: the threshold is chosen, and every metric computed, on the calibrated scale
+    the saved model answers on."""
+    cal = Calibrator.fit(method, y, outs[fit_on]["prob"].cpu().numpy(), where)
+    for out in outs.values():
+        out["prob_raw"] = out["prob"]
+        out["prob"] = torch.from_numpy(cal(out["prob_raw"].cpu().numpy()))
+        if "trace" in out:
+            out["trace"] = torch.from_numpy(cal(out["trace"].cpu().numpy()))
+    return cal
+
+
 def train_seeds(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str, str],
                 tcfg: TrainConfig) -> list[SeedRun]:
     """Fit one head per seed; its epoch and threshold are chosen on dev, never on test."""
@@ -174,15 +197,17 @@ def train_seeds(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str, s
             bar.update(task, completed=(seed + 1) * tcfg.epochs)  # early stopping skips the rest
             # the full-depth trace too: the report plots it and depth stats score full depth
             outs = {s: predict(result.head, feats[s], trace=True) for s in eval_splits}
-            thr = dev_threshold(dev_fs.labels.cpu().numpy(), outs[roles["dev"]]["prob"].cpu().numpy(),
+            y_dev = dev_fs.labels.cpu().numpy()
+            cal = calibrate_outputs(cfg.calibration, y_dev, roles["dev"], outs, roles["dev"])
+            thr = dev_threshold(y_dev, outs[roles["dev"]]["prob"].cpu().numpy(),
                                 tcfg.threshold_metric, roles["dev"])
-            runs.append(SeedRun(seed, result, thr, outs, seconds))
+            runs.append(SeedRun(seed, result, thr, outs, seconds, cal))
             halted = result.calibration.get("dev_auroc_halted")
             console.print(f"  seed {seed + 1}/{seeds}: best epoch {result.best_epoch + 1}, "
                           f"dev AUROC {result.dev_score:.4f}"
                           + (f" at full depth ({halted:.4f} halted, as reported)"
                              if halted is not None else "")
-                          + f", threshold {thr:.3f}")
+                          + f", calibration {cal.describe()}, threshold {thr:.3f}")
     return runs
 
 
@@ -242,31 +267,38 @@ def train_seeds_cv(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str
             final.calibration = {**final.calibration, "fitted": fitted, "fold_fitted": chosen,
                                  "fold_epochs": epochs}
             bar.update(task, completed=(seed + 1) * (cfg.cv + 1) * tcfg.epochs)
-            thr = dev_threshold(y, oof, tcfg.threshold_metric, "the out-of-fold predictions")
             outs = {CV_SPLIT: {"prob": torch.from_numpy(oof).float()},
                     **{s: predict(final.head, feats[s], trace=True) for s in eval_splits}}
-            runs.append(SeedRun(seed, final, thr, outs, time.perf_counter() - t0))
+            cal = calibrate_outputs(cfg.calibration, y, CV_SPLIT, outs,
+                                    "the out-of-fold predictions")
+            thr = dev_threshold(y, outs[CV_SPLIT]["prob"].numpy(), tcfg.threshold_metric,
+                                "the out-of-fold predictions")
+            runs.append(SeedRun(seed, final, thr, outs, time.perf_counter() - t0, cal))
             console.print(f"  seed {seed + 1}/{cfg.seeds}: out-of-fold AUROC "
                           f"{final.dev_score:.4f}, fold epochs {epochs}, refit {refit.epochs} epochs"
-                          + (f" with {fitted}" if fitted else "") + f", threshold {thr:.3f}")
+                          + (f" with {fitted}" if fitted else "")
+                          + f", calibration {cal.describe()}, threshold {thr:.3f}")
     feats[CV_SPLIT] = pool
     return runs
 
 
 def seed_predictions(feats: dict[str, FeatureSet], runs: list[SeedRun]) -> dict[str, Any]:
-    """Per evaluated split: ids, labels and every seed's probabilities (and seed 0's trace)."""
+    """Per evaluated split: ids, labels and every seed's calibrated and raw probabilities (and
+    seed 0's trace)."""
     out = {}
     for s in runs[0].outputs:
         trace = runs[0].outputs[s].get("trace")
         out[s] = {"ids": feats[s].ids, "labels": feats[s].labels.tolist(),
                   "probs": [r.outputs[s]["prob"].tolist() for r in runs],
+                  "probs_raw": [r.outputs[s]["prob_raw"].tolist() for r in runs],
                   "trace": trace.tolist() if trace is not None else None}
     return out
 
 
 def summarize_seeds(cfg: RunConfig, feats: dict[str, FeatureSet],
                     runs: list[SeedRun]) -> dict[str, Any]:
-    """Per evaluated split: metrics over seeds (mean, std, bootstrap CI) and halting depth."""
+    """Per evaluated split: metrics over seeds (mean, std, bootstrap CI), the expected
+    calibration error of the calibrated and the raw probabilities, and halting depth."""
     thresholds = [r.threshold for r in runs]
     splits_out = {}
     for s in runs[0].outputs:
@@ -275,6 +307,10 @@ def summarize_seeds(cfg: RunConfig, feats: dict[str, FeatureSet],
         per_seed = [compute_metrics(y, p, t) for p, t in zip(probs, thresholds, strict=True)]
         ci = bootstrap_ci(y, probs, thresholds, n_boot=cfg.bootstrap) if cfg.bootstrap else None
         splits_out[s] = summarize(per_seed, ci)
+        for key, name in (("prob", "ece"), ("prob_raw", "ece_raw")):
+            vals = [expected_calibration_error(y, r.outputs[s][key].cpu().numpy()) for r in runs]
+            splits_out[s][name] = {"mean": float(np.mean(vals)), "values": vals,
+                                   "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0}
         depth = _depth_stats(y, [r.outputs[s] for r in runs])
         if depth:
             splits_out[s]["depth"] = depth
@@ -329,27 +365,39 @@ def best_run(runs: list[SeedRun]) -> SeedRun:
 
 
 def save_best(cfg: RunConfig, runs: list[SeedRun], results: dict[str, Any],
-              labels: tuple[str, str]) -> Path:
-    """The best-dev seed's head, with everything needed to use it and a model card."""
+              labels: tuple[str, str], dev_labels: torch.Tensor) -> Path:
+    """The best-dev seed's head, with everything needed to use it (its calibrator, and its dev
+    scores for choosing operating points) and a model card."""
     best = best_run(runs)
     head: Head = best.fit.head  # type: ignore[assignment]
     config = {**results["config"], "train": {**results["config"]["train"], "seed": best.seed}}
+    dev = results["roles"]["dev"]
     return save_pretrained(
         head, cfg.save, card=model_card(results, best, labels),
         fields=results["fields"], tokens=bool(head.token_dims), threshold=best.threshold,
         dataset=cfg.dataset, labels=list(labels), dev_auroc=best.fit.dev_score, seed=best.seed,
         # what share of dev any threshold flags: scoring commands warn on a one-class one
-        dev_quantiles=np.quantile(best.outputs[results["roles"]["dev"]]["prob"].cpu().numpy(),
+        dev_quantiles=np.quantile(best.outputs[dev]["prob"].cpu().numpy(),
                                   np.linspace(0, 1, 101)).tolist(),
+        **{CONFIG_KEY: best.calibrator.to_dict()},
+        dev_scores=dev_scores(dev, dev_labels.int().tolist(), best.outputs[dev]["prob_raw"]),
         run_config=config, provenance=results["provenance"],
         **saved_encoder_meta(cfg.encoder, results["fields"], cfg.save))
+
+
+def dev_scores(split: str, labels: list[int], raw: torch.Tensor | np.ndarray) -> dict[str, Any]:
+    """What a saved model keeps of its dev split (or out-of-fold predictions): labels and raw
+    probabilities, from which a serving policy chooses its operating points on the
+    calibrated scale (``memetrm.serving.policy``)."""
+    return {"split": split, "labels": labels, "prob_raw": np.asarray(raw, dtype=float).tolist()}
 
 
 def model_card(results: dict[str, Any], best: SeedRun, labels: tuple[str, str]) -> str:
     """README.md of a saved model: data, metrics, threshold policy, intended use and limits."""
     roles, tcfg = results["roles"], results["config"]["train"]
     rows = [f"| {split} | {fmt(m['auroc'])} | {m['accuracy']['mean']:.3f} | "
-            f"{m['f1']['mean']:.3f} |" for split, m in results["splits"].items()]
+            f"{m['f1']['mean']:.3f} | {m['ece']['mean']:.3f} ({m['ece_raw']['mean']:.3f}) |"
+            for split, m in results["splits"].items()]
     return "\n".join([
         f"# memetrm model: `{results['head']}` on `{results['dataset']}`", "",
         f"Predicts p({labels[1]}) for a meme from frozen `{results['encoder']}` features of "
@@ -359,9 +407,11 @@ def model_card(results: dict[str, Any], best: SeedRun, labels: tuple[str, str]) 
            if results.get("cv") else f"on `{roles['dev']}` only")
         # seeds counted from 1, as the training log counts them; train.seed is the value
         + f". This is seed {best.seed + 1} of {results['seeds']} (train.seed={best.seed}), the "
-        f"best on dev (AUROC {best.fit.dev_score:.3f}).", "",
+        f"best on dev (AUROC {best.fit.dev_score:.3f}). Its probabilities are calibrated on the "
+        f"same predictions by {best.calibrator.describe()}; the threshold is on that scale.", "",
         f"## Metrics over {plural(results['seeds'], 'seed')} (mean ± std)", "",
-        "| split | AUROC | accuracy | F1 |", "|---|---|---|---|", *rows, "",
+        "| split | AUROC | accuracy | F1 | ECE, 15 bins (raw) |", "|---|---|---|---|---|", *rows,
+        "",
         "## Intended use", "",
         "Research on multimodal hateful-content detection, and triage that puts memes in front "
         "of a human moderator. Not for automated enforcement without review: the score reflects "
@@ -395,6 +445,9 @@ def run_models(cfg: RunConfig) -> RunOutput:
     tcfg = run_train_config(cfg)
     feats, fields, roles = load_run_features(cfg)
     overlap = check_splits(cfg, feats, roles)
+    check_calibration(cfg.calibration, len(feats[roles["dev"]]) + (
+        len(feats[roles["train"]]) if cfg.cv else 0),
+        "the out-of-fold predictions of train + dev" if cfg.cv else f"{cfg.dataset}/{roles['dev']}")
     if overlap:
         warn(f"the train split shares {plural(len(overlap), 'id')} with an evaluated split: "
              f"{', '.join(overlap[:10])}")
@@ -427,6 +480,7 @@ def run_models(cfg: RunConfig) -> RunOutput:
                           for s in runs[0].outputs},
         "thresholds": [r.threshold for r in runs], "best_epochs": [r.fit.best_epoch for r in runs],
         "best_seed": best.seed, "calibration": [r.fit.calibration for r in runs],
+        "calibrators": [r.calibrator.to_dict() for r in runs],
         "params": sum(p.numel() for p in best.fit.head.parameters() if p.requires_grad),
         "config": config,
         "train_overlap_ids": overlap,
@@ -442,7 +496,7 @@ def run_models(cfg: RunConfig) -> RunOutput:
     if cfg.out_dir:
         atomic_write_text(Path(cfg.out_dir) / "results.json", json.dumps(results, indent=2))
     if cfg.save:
-        save_best(cfg, runs, results, labels)
+        save_best(cfg, runs, results, labels, feats[roles["dev"]].labels)
     return RunOutput(cfg, results, runs, feats)
 
 
