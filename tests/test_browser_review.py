@@ -11,11 +11,12 @@ import pytest
 
 from memetrm.heads import from_pretrained
 from memetrm.serving.app import create_app
+from memetrm.serving.policy import PolicyFile
 from memetrm.serving.predictor import Predictor
 from memetrm.serving.review import ReviewStore, memory_id
 from tests.test_browser import CHROMIUM, chromium  # noqa: F401  (the browser fixture)
 from tests.test_hashing import scene
-from tests.test_review import ALICE, TOKENS, everything, retrieval_model
+from tests.test_review import ALICE, TOKENS, retrieval_model
 
 pytestmark = [
     pytest.mark.browser,
@@ -28,9 +29,12 @@ pytestmark = [
 def test_scored_routed_shown_decided_then_answered_from_the_list(
         tmp_path: Path, live_server, chromium, width: int) -> None:  # noqa: F811
     model = retrieval_model(tmp_path / "m")
-    store = ReviewStore(str(tmp_path / "review.db"), routes=everything)
-    url = live_server(create_app(Predictor(model, device="cpu"), review=store,
-                                 review_tokens=TOKENS), log_level="warning")
+    # a policy that sends every score the model gives to review: the real routing, by action
+    (tmp_path / "policy.yaml").write_text("actions: {remove: 1.0, review: 0.0}\n")
+    store = ReviewStore(str(tmp_path / "review.db"))
+    predictor = Predictor(model, device="cpu", policy=PolicyFile.read(tmp_path / "policy.yaml"))
+    url = live_server(create_app(predictor, review=store, review_tokens=TOKENS),
+                      log_level="warning")
     scene(3).save(tmp_path / "meme.png")
     page = chromium.new_page(viewport={"width": width, "height": 900})
 
@@ -51,7 +55,7 @@ def test_scored_routed_shown_decided_then_answered_from_the_list(
     page.locator(f"#queue-item-{item['id']}").click()
     page.locator("#precedents .precedent").first.wait_for()
     assert page.locator("#precedents .precedent").count() == len(item["precedents"]) > 0
-    assert page.inner_text("#item-action") and "No match" in page.inner_text("#list-match")
+    assert "review" in page.inner_text("#item-action") and "No match" in page.inner_text("#list-match")
     page.screenshot(path=str(tmp_path / f"review-{width}.png"), full_page=True)
     page.fill("#note", "a slur in the caption")
     page.click("#decide-violating")
