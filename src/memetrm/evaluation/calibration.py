@@ -86,6 +86,10 @@ class Calibrator:
         check_calibration(method, len(y), where)
         if method == "none":
             return cls()
+        if not np.isfinite(raw).all():
+            raise ConfigError(f"{where}: the model's scores hold NaN or infinite values: not "
+                              "calibrated, not saved (training diverged: lower train.lr or set "
+                              "train.grad_clip)")
         from sklearn.calibration import CalibratedClassifierCV
 
         sk = {"temperature": "temperature", "platt": "sigmoid", "isotonic": "isotonic"}[method]
