@@ -22,6 +22,7 @@ from benchmarks.render import (
     near_dup,
     ocr_eval,
     quality,
+    reload,
     review_cost,
     runtimes,
     scale,
@@ -36,7 +37,7 @@ from benchmarks.render import (
 #: every renderer, in the order the docs were first generated
 RENDERERS = [heads, quality, trm_sweep, trm_speed, trm_ablation, serve, hostile, ocr_eval, align,
              scale, runtimes, near_dup, extract, thresholds, learned_space, tune_speed, memory_scale,
-             review_cost, calibration]
+             review_cost, calibration, reload]
 
 
 def main() -> int:
