@@ -671,6 +671,7 @@ def long_text(ws: Workspace, mb: int = 10) -> dict:
         scored = [json.loads(line) for line in output.read_text().splitlines()] \
             if output.is_file() else []
         out["rows"] = {r["id"]: "error" if r.get("error") else "scored" for r in scored}
+        out["errors"] = [r["error"][:200] for r in scored if r.get("error")]
         return out
 
     return {"mb": mb, "short": batch("short-rows", "a third meme"),

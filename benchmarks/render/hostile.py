@@ -78,18 +78,18 @@ def _server_rows(r: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def _said(c: dict) -> str:
-    """What a run said last (its error, else its last line), short enough for a table cell."""
-    text = c["said"].removeprefix("error: ").replace("|", "/").replace("`", "'")
-    return f"\"{text[:90]}{'...' if len(text) > 90 else ''}\""
+def _quote(text: str, limit: int = 90) -> str:
+    """``text`` quoted in a table cell, cut at ``limit`` characters."""
+    text = text.removeprefix("error: ").replace("|", "/").replace("`", "'")
+    return f"\"{text[:limit]}{'...' if len(text) > limit else ''}\""
 
 
-def _run(c: dict, said: bool = True) -> str:
-    """Exit code and seconds of one child, with what it said when it failed."""
+def _run(c: dict, said: bool = True, limit: int = 90) -> str:
+    """Exit code and seconds of one child, with what it said (its error) when it failed."""
     if c["timed_out"]:
         return f"killed at {c['seconds']:.0f} s (peak RSS {c['peak_rss_mb']:.0f} MB)"
     return f"exit {c['exit']} in {c['seconds']:.1f} s" + (
-        f": {_said(c)}" if said and c["exit"] != 0 else "")
+        f": {_quote(c['said'], limit)}" if said and c["exit"] != 0 else "")
 
 
 def _kept(c: dict, names: list[str]) -> str:
@@ -157,7 +157,7 @@ def _onnx_swap(r: dict) -> str:
 
 def _tuned_digest(r: dict) -> str:
     c, p = r["changed"], r["unchanged"]["prob"]
-    return _run(c) + (f", scored silently (p {c['prob']:.4f}, {p:.4f} before the change)"
+    return _run(c, limit=250) + (f", scored silently (p {c['prob']:.4f}, {p:.4f} before the change)"
                       if c["exit"] == 0 else "")
 
 
@@ -168,7 +168,8 @@ def _capped(r: dict) -> str:
 def _long_text(r: dict) -> str:
     long, short = r["long"], r["short"]
     rows = ", ".join(f"{k} {v}" for k, v in long["rows"].items()) or "no rows written"
-    return (f"{_run(long)}; {rows}; peak RSS {long['peak_rss_mb']:.0f} MB "
+    errors = "".join(f" ({_quote(e, 120)})" for e in long["errors"])
+    return (f"{_run(long)}; {rows}{errors}; peak RSS {long['peak_rss_mb']:.0f} MB "
             f"({short['peak_rss_mb']:.0f} MB with a short middle row)")
 
 
