@@ -671,7 +671,8 @@ def long_text(ws: Workspace, mb: int = 10) -> dict:
         scored = [json.loads(line) for line in output.read_text().splitlines()] \
             if output.is_file() else []
         out["rows"] = {r["id"]: "error" if r.get("error") else "scored" for r in scored}
-        out["errors"] = [r["error"][:200] for r in scored if r.get("error")]
+        out["errors"] = [r["error"].replace(f"{ws.root}/", "")[:200] for r in scored
+                         if r.get("error")]
         return out
 
     return {"mb": mb, "short": batch("short-rows", "a third meme"),
@@ -861,12 +862,11 @@ def main() -> int:
             results["server_500s"], results["command"] = server_500s(results), command
         if stored := [n for n in names if n in STORAGE_CASES]:
             ws = Workspace(Path(tmp) / "storage", args.src.resolve())
+            run = {"commit": commit_of(args.src), "command": command}
             for name in stored:
                 print(f"{name} ({args.label}) ...", flush=True)
-                results.setdefault("storage", {}).setdefault(name, {})[args.label] = \
-                    STORAGE_CASES[name](ws)
-            results.setdefault("storage_runs", {})[args.label] = {
-                "commit": commit_of(args.src), "command": command}
+                results.setdefault("storage", {}).setdefault(name, {})[args.label] = {
+                    **STORAGE_CASES[name](ws), "run": run}
     atomic_write_text(args.json, json.dumps(results, indent=2))
     if args.json == DATA:
         render()

@@ -30,7 +30,6 @@ def test_selected_cases_run_the_cli_and_keep_the_other_numbers(tmp_path: Path,
                                                                ) -> None:
     kept = json.loads((ROOT / "docs/data/hostile.json").read_text())
     kept.pop("storage", None)
-    kept.pop("storage_runs", None)
     data = tmp_path / "docs/data/hostile.json"
     data.parent.mkdir(parents=True)
     data.write_text(json.dumps(kept))
@@ -44,7 +43,7 @@ def test_selected_cases_run_the_cli_and_keep_the_other_numbers(tmp_path: Path,
         assert {"exit", "timed_out", "seconds", "peak_rss_mb", "said", "mem_cap_mb"} <= set(case)
         assert case["exit"] == 2 and not case["timed_out"], case
     assert "/dev/zero" in r["storage"]["dev_zero"]["after"]["said"]
-    assert "--only dev_zero,alias_bomb" in r["storage_runs"]["after"]["command"]
+    assert "--only dev_zero,alias_bomb" in r["storage"]["dev_zero"]["after"]["run"]["command"]
     # the table: both cases in the after column, beside the server's table
     shutil.copy(ROOT / "docs/serving.md", tmp_path / "docs/serving.md")
     monkeypatch.chdir(tmp_path)
@@ -57,14 +56,15 @@ def test_selected_cases_run_the_cli_and_keep_the_other_numbers(tmp_path: Path,
 
 def test_a_run_fills_its_column_beside_the_other() -> None:
     case = {"exit": 1, "timed_out": False, "seconds": 10.2, "peak_rss_mb": 1323.0,
-            "said": "MemoryError", "mem_cap_mb": 4096}
-    r = {"storage": {"dev_zero": {"before": case, "after": {**case, "exit": 2, "said": "error: "
-                                                            "/dev/zero: not a regular file"}},
-                     "alias_bomb": {"before": {**case, "bytes": 341, "timed_out": True}}},
-         "storage_runs": {"before": {"commit": "f33875a", "command": "old"},
-                          "after": {"commit": "abc1234", "command": "new"}}}
+            "said": "MemoryError", "mem_cap_mb": 4096,
+            "run": {"commit": "f33875a", "command": "old"}}
+    after = {**case, "exit": 2, "said": "error: /dev/zero: not a regular file",
+             "run": {"commit": "abc1234", "command": "new"}}
+    r = {"storage": {"dev_zero": {"before": case, "after": after},
+                     "alias_bomb": {"before": {**case, "bytes": 341, "timed_out": True}}}}
     table = render_hostile.report(r)
     assert "| case | before (f33875a) | after (abc1234) |" in table
+    assert "(before: `old`; after: `new`)" in table
     assert ("| `train --config /dev/zero` (address space capped at 4,096 MB) | exit 1 in 10.2 s: "
             "\"MemoryError\"; peak RSS 1323 MB | exit 2 in 10.2 s: \"/dev/zero: not a regular "
             "file\"; peak RSS 1323 MB |") in table

@@ -200,17 +200,22 @@ STORAGE_ROWS: dict[str, tuple[Callable[[dict], str], Callable[[dict], str]]] = {
 }
 
 
-def _storage_table(r: dict[str, Any]) -> str:
-    runs, cases = r["storage_runs"], r["storage"]
-    labels = [label for label in ("before", "after") if label in runs]
+def _storage_table(cases: dict[str, dict[str, dict]]) -> str:
+    """One row per case, one column per run label (before, after), headed by the commits the
+    runs measured; the commands that made each column are named above it."""
+    labels = [label for label in ("before", "after") if any(label in c for c in cases.values())]
+
+    def distinct(label: str, key: str) -> list[str]:
+        return list(dict.fromkeys(c[label]["run"][key] for c in cases.values() if label in c))
+
     rows = [[describe(next(cases[name][label] for label in labels[::-1] if label in cases[name])),
              *(cell(cases[name][label]) if label in cases[name] else "not run"
                for label in labels)]
             for name, (describe, cell) in STORAGE_ROWS.items() if name in cases]
-    commands = "; ".join(f"{label}: `{runs[label]['command']}` (code at {runs[label]['commit']})"
+    commands = "; ".join(f"{label}: " + ", ".join(f"`{c}`" for c in distinct(label, "command"))
                          for label in labels)
     return (f"Storage and input cases, each through the real CLI in child processes ({commands}):"
-            "\n\n" + markdown_table(["case", *(f"{label} ({runs[label]['commit']})"
+            "\n\n" + markdown_table(["case", *(f"{label} ({', '.join(distinct(label, 'commit'))})"
                                                for label in labels)], rows))
 
 
@@ -221,7 +226,7 @@ def report(r: dict[str, Any]) -> str:
         parts.append(f"`{r['command']}` (server: `memetrm serve`, model "
                      f"`{Path(r['model']).name}`):\n\n" + markdown_table(["attack", "result"], rows))
     if r.get("storage"):
-        parts.append(_storage_table(r))
+        parts.append(_storage_table(r["storage"]))
     return "\n\n".join(parts)
 
 
