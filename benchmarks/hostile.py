@@ -354,7 +354,7 @@ class Workspace:
     model is written by that CLI, so each version reads folders of its own making."""
 
     def __init__(self, root: Path, src: Path) -> None:
-        self.root, self.src = root, src
+        self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.env = {**os.environ, "PYTHONPATH": str(src), "MEMETRM_CACHE": str(root / "cache"),
                     "MEMETRM_THREADS": "1"}
@@ -396,7 +396,7 @@ class Workspace:
     @functools.cached_property
     def model(self) -> Path:
         """A retrieval model on the text field, saved by the CLI under test."""
-        self.must(*self.train_args(self.root / "template"))
+        self.must(*self.train_args(self.root / "template"), timeout=600)  # extracts features
         return self.root / "template"
 
     def copy(self, name: str) -> Path:
