@@ -20,7 +20,18 @@
 
 Every attack counts the server's 500s.
 
-    python -m benchmarks.hostile [--model DIR] [--json runs/hostile.json]
+Storage and input cases run the real CLI (``python -m memetrm.cli.main``) in child processes,
+each with a timeout, recording exit codes, seconds, peak RSS and what survived: ``train
+--save`` onto an ordinary folder, ``tune --out`` onto a model folder or a file, concurrent
+``hashes add`` writers, a ``hashes add`` during a ``memory add``, files linked out of the model
+folder, a swapped ONNX export, a changed tuned tower, a YAML alias bomb and ``/dev/zero`` as
+``--config`` (under an address-space cap), and a 10 MB text in a batch. ``--src`` names the
+memetrm source the children import, so one table shows a before and an after column:
+
+    python -m benchmarks.hostile [--model DIR] [--json runs/hostile.json] [--only CASE,...]
+    python -m benchmarks.hostile --only folder_wipe,dev_zero --src OLD/src --label before
+
+``--only`` runs some cases; the numbers of the others stay as the JSON kept them.
 """
 
 from __future__ import annotations
@@ -28,23 +39,31 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import csv
 import functools
 import io
 import json
 import os
+import resource
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import numpy as np
 from PIL import Image
 
-from benchmarks.render.hostile import DATA, render
+import memetrm
+from benchmarks.render import load
+from benchmarks.render.hostile import DATA, render, report
 from benchmarks.serve import free_port, make_model, meme_png, rss_mb
 from memetrm.utils import atomic_write_text
 
@@ -272,6 +291,394 @@ def concurrent_memory_add(tmp: Path, rows: int = 200) -> dict:
             "held": held, "rows_lost": base + 2 * rows - held}
 
 
+#: ``memory add`` whose write waits ``MEMETRM_BENCH_PAUSE`` seconds once the encoding is done,
+#: after touching ``MEMETRM_BENCH_MARK``: the window a slow disk or a large memory leaves
+#: between reading the folder and writing it, widened so that another writer lands in it
+PAUSED_WRITE = """
+import os, sys, time
+from pathlib import Path
+import memetrm.serving.memory as memory
+save = memory.save_pretrained
+def paused(*args, **kwargs):
+    Path(os.environ["MEMETRM_BENCH_MARK"]).touch()
+    time.sleep(float(os.environ["MEMETRM_BENCH_PAUSE"]))
+    return save(*args, **kwargs)
+memory.save_pretrained = paused
+from memetrm.cli.main import main
+main()
+"""
+
+
+class Child:
+    """One run of memetrm's CLI (or ``code`` in its place) in a child process, started at once;
+    ``wait()`` gives its exit code, seconds, peak RSS and last words. It is killed at
+    ``timeout``, and ``mem_mb`` caps its address space (``setrlimit``) as a container would."""
+
+    def __init__(self, ws: Workspace, *args: str, cwd: Path | None = None, timeout: float = 180,
+                 mem_mb: int | None = None, code: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        def cap() -> None:
+            resource.setrlimit(resource.RLIMIT_AS, (mem_mb << 20, mem_mb << 20))
+
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (read and closed by wait())
+        self.root, self.timeout, self.t0 = ws.root, timeout, time.perf_counter()
+        entry = ["-c", code] if code else ["-m", "memetrm.cli.main"]
+        self.proc = subprocess.Popen([sys.executable, *entry, *args], cwd=cwd,
+                                     env={**ws.env, **(env or {})}, stdin=subprocess.DEVNULL,
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     preexec_fn=cap if mem_mb else None)
+
+    def wait(self) -> dict:
+        timed_out = False
+        while not (done := os.wait4(self.proc.pid, os.WNOHANG))[0]:
+            if time.perf_counter() - self.t0 > self.timeout:
+                self.proc.kill()
+                done, timed_out = os.wait4(self.proc.pid, 0), True
+                break
+            time.sleep(0.05)
+        _, status, usage = done
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        self.log.seek(0)
+        self.output = self.log.read().decode(errors="replace")
+        self.log.close()
+        lines = [s.strip().replace(f"{self.root}/", "") for s in self.output.splitlines()]
+        said = [s for s in lines if s.startswith("error:")] or [s for s in lines if s] or [""]
+        return {"exit": self.proc.returncode, "timed_out": timed_out,
+                "seconds": time.perf_counter() - self.t0, "peak_rss_mb": usage.ru_maxrss / 1024,
+                "said": said[0 if said[0].startswith("error:") else -1][:300]}
+
+
+class Workspace:
+    """Folders and fixtures shared by the storage cases of one run. Every child runs the CLI of
+    ``src`` (this checkout's, or an older commit's for the before column), and every fixture
+    model is written by that CLI, so each version reads folders of its own making."""
+
+    def __init__(self, root: Path, src: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.env = {**os.environ, "PYTHONPATH": str(src), "MEMETRM_CACHE": str(root / "cache"),
+                    "MEMETRM_THREADS": "1"}
+
+    def cli(self, *args: str, **kwargs) -> dict:
+        return Child(self, *args, **kwargs).wait()
+
+    def must(self, *args: str, **kwargs) -> dict:
+        """A fixture step: it must succeed, else the benchmark stops naming it."""
+        out = self.cli(*args, **kwargs)
+        if out["exit"] != 0:
+            raise SystemExit(f"memetrm {' '.join(args)} failed: {out['said']}")
+        return out
+
+    @functools.cached_property
+    def dataset(self) -> Path:
+        """48 labelled memes (24 train, 12 dev, 12 test) with texts and 64 x 64 pictures."""
+        root = self.root / "memes"
+        for split, n in (("train", 24), ("dev", 12), ("test", 12)):
+            rows = [{"id": f"{split}{i}", "label": i % 2, "img": str(picture(root, f"{split}{i}")),
+                     "text": f"meme {i} of {split}, {'bad' if i % 2 else 'good'}"}
+                    for i in range(n)]
+            (root / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return root
+
+    def predict(self, *args: str, timeout: float = 180) -> dict:
+        """``predict --json`` of one meme, with the probability it printed (None if it failed)."""
+        child = Child(self, "predict", *args, "--json", timeout=timeout)
+        out = child.wait()
+        out["prob"] = json.loads(child.output.splitlines()[-1])["prob"] if out["exit"] == 0 \
+            else None
+        return out
+
+    def train_args(self, save: Path, encoder: str = "minilm-effnet",
+                   head: str = "retrieval") -> list[str]:
+        return ["train", "--dataset", str(self.dataset), "--encoder", encoder, "--head", head,
+                "--fields", "text", "--seeds", "1", "--save", str(save)]
+
+    @functools.cached_property
+    def model(self) -> Path:
+        """A retrieval model on the text field, saved by the CLI under test."""
+        self.must(*self.train_args(self.root / "template"), timeout=600)  # extracts features
+        return self.root / "template"
+
+    def copy(self, name: str) -> Path:
+        return Path(shutil.copytree(self.model, self.root / name, symlinks=True))
+
+    def memes(self, prefix: str, n: int) -> Path:
+        """A ``hashes add`` input of ``n`` labelled pictures with detail enough for PDQ."""
+        rows = [{"id": f"{prefix}{i}", "label": i % 2,
+                 "img": str(picture(self.root / "pictures", f"{prefix}{i}"))} for i in range(n)]
+        source = self.root / f"{prefix}.jsonl"
+        source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return source
+
+    def texts(self, prefix: str, n: int) -> Path:
+        """A ``memory add`` input of ``n`` labelled texts."""
+        source = self.root / f"{prefix}.jsonl"
+        source.write_text("".join(json.dumps({"id": f"{prefix}{i}", "label": i % 2,
+                                              "text": f"meme {prefix} number {i}"}) + "\n"
+                                  for i in range(n)))
+        return source
+
+    @functools.cached_property
+    def tower(self) -> Path:
+        """A 2-layer BERT with a word-level vocabulary, as a sentence-transformers folder."""
+        import torch
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.base.modules import Transformer
+        from sentence_transformers.sentence_transformer.modules import Pooling
+        from transformers import BertConfig, BertModel, BertTokenizer
+
+        hf = self.root / "tower-hf"
+        hf.mkdir()
+        words = sorted({w.strip(",") for line in (self.dataset / "train.jsonl").open()
+                        for w in json.loads(line)["text"].split()})
+        vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+        (hf / "vocab.txt").write_text("\n".join(vocab) + "\n")
+        BertTokenizer(str(hf / "vocab.txt")).save_pretrained(hf)
+        torch.manual_seed(0)
+        BertModel(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2,
+                             num_attention_heads=2, intermediate_size=32,
+                             max_position_embeddings=64)).save_pretrained(hf)
+        SentenceTransformer(modules=[Transformer(str(hf)), Pooling(16, pooling_mode="mean")],
+                            device="cpu").save(str(self.root / "tower"))
+        return self.root / "tower"
+
+    def tune_args(self, out: Path, *extra: str) -> list[str]:
+        return ["tune", "--dataset", str(self.dataset), "--tower", str(self.tower), "--out",
+                str(out), "--field", "text", "--max-steps", "2", "--batch-size", "8",
+                "--probe-sample", "0", *extra]
+
+
+def picture(folder: Path, name: str) -> Path:
+    """A 64 x 64 picture of 16 x 16 random blocks, seeded by its name (PDQ finds it detailed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    blocks = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    path = folder / f"{name}.png"
+    Image.fromarray(blocks.repeat(4, 0).repeat(4, 1)).save(path)
+    return path
+
+
+def ordinary_folder(path: Path) -> Path:
+    path.mkdir()
+    (path / "important.txt").write_text("the only copy")
+    (path / "Makefile").write_text("all:\n\ttrue\n")
+    return path
+
+
+def survivors(path: Path) -> list[str]:
+    """Which of the ordinary folder's two files are still there, unchanged."""
+    return [n for n, text in (("important.txt", "the only copy"), ("Makefile", "all:\n\ttrue\n"))
+            if (path / n).is_file() and (path / n).read_text() == text]
+
+
+def folder_wipe(ws: Workspace) -> dict:
+    """``train --save DIR`` onto a folder holding important.txt and a Makefile, and ``train
+    --save .`` run inside such a folder."""
+    named = ordinary_folder(ws.root / "project")
+    out = {"dir": ws.cli(*ws.train_args(named))}
+    here = ordinary_folder(ws.root / "cwd")
+    out["dot"] = ws.cli(*ws.train_args(Path(".")), cwd=here)
+    out["dir"]["kept"], out["dot"]["kept"] = survivors(named), survivors(here)
+    return out
+
+
+def tune_out(ws: Workspace) -> dict:
+    """``tune --out`` onto an existing model folder holding a user's notes.txt, without and with
+    ``--overwrite``, and onto an existing file."""
+    out = {}
+    for key, extra in (("plain", ()), ("overwrite", ("--overwrite",))):
+        model = ws.copy(f"tune-onto-{key}")
+        (model / "notes.txt").write_text("mine")
+        files = {n: (model / n).read_bytes() for n in ("config.json", "model.safetensors")}
+        out[key] = ws.cli(*ws.tune_args(model, *extra))
+        out[key]["notes_kept"] = (model / "notes.txt").is_file()
+        out[key]["model_kept"] = all((model / n).is_file() and (model / n).read_bytes() == data
+                                     for n, data in files.items())
+    notes = ws.root / "file-out" / "notes.txt"
+    notes.parent.mkdir()
+    notes.write_text("keep me")
+    out["file"] = ws.cli(*ws.tune_args(notes))
+    out["file"]["kept"] = notes.is_file() and notes.read_text() == "keep me"
+    out["file"]["hidden_beside"] = sorted(p.name for p in notes.parent.iterdir()
+                                          if p.name.startswith("."))
+    return out
+
+
+def listed(model: Path) -> list[str]:
+    from memetrm.serving.hashlist import MODEL_LIST, HashList
+
+    path = model / MODEL_LIST
+    return [e.source_id for e in HashList.read(path).entries] if path.is_file() else []
+
+
+def memory_ids(model: Path) -> list[str]:
+    from memetrm.heads import from_pretrained
+
+    return list(from_pretrained(model)[0].memory_ids)
+
+
+def hash_writers(ws: Workspace, trials: int = 3, big_trials: int = 2, big: int = 100_000,
+                 writers: int = 4, rows: int = 25) -> dict:
+    """``writers`` concurrent ``hashes add`` of ``rows`` memes each, ``trials`` times on a model
+    with no list and ``big_trials`` times on one already listing ``big`` memes."""
+    sources = [ws.memes(f"w{k}-", rows) for k in range(writers)]
+    seeded = ws.copy("hashes-seeded")
+    if big:
+        rng = np.random.default_rng(0)
+        table = ws.root / "big.csv"
+        with table.open("w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["pdq", "label", "source_id"])
+            out.writerows([rng.bytes(32).hex(), i % 2, f"known{i}"] for i in range(big))
+        ws.must("hashes", "import", "--model", str(seeded), "--input", str(table))
+
+    def trial(name: str, base: Path) -> dict:
+        model = Path(shutil.copytree(base, ws.root / name, symlinks=True))
+        before = len(listed(model))
+        procs = [Child(ws, "hashes", "add", "--model", str(model), "--input", str(s))
+                 for s in sources]
+        codes = [p.wait()["exit"] for p in procs]
+        kept = len(listed(model)) - before
+        return {"exit_codes": codes, "kept": kept, "lost": writers * rows - kept}
+
+    return {"writers": writers, "rows_each": rows, "listed_before": big,
+            "plain": [trial(f"hashes-{t}", ws.model) for t in range(trials)],
+            "big": [trial(f"hashes-big-{t}", seeded) for t in range(big_trials)]}
+
+
+def hash_vs_memory(ws: Workspace, rows: int = 200, pause: float = 8.0) -> dict:
+    """A ``hashes add`` of 3 memes run while a ``memory add`` of ``rows`` memes waits to write
+    (``PAUSED_WRITE``), on a model whose list holds one meme: both must be kept."""
+    model = ws.copy("hash-vs-memory")
+    ws.must("hashes", "add", "--model", str(model), "--input", str(ws.memes("s", 1)))
+    mark = ws.root / "memory-add-writes"
+    adding = Child(ws, "memory", "add", "--model", str(model), "--input",
+                   str(ws.texts("r", rows)), "--device", "cpu", code=PAUSED_WRITE,
+                   env={"MEMETRM_BENCH_MARK": str(mark), "MEMETRM_BENCH_PAUSE": str(pause)})
+    while not mark.exists() and adding.proc.poll() is None:
+        time.sleep(0.05)
+    hashes = ws.cli("hashes", "add", "--model", str(model), "--input", str(ws.memes("h", 3)))
+    memory = adding.wait()
+    ids = listed(model)
+    return {"rows": rows, "pause_s": pause, "memory_add": memory, "hashes_add": hashes,
+            "listed": ids, "hashes_kept": sum(i.startswith("h") for i in ids),
+            "memory_kept": sum(i.startswith("r") for i in memory_ids(model))}
+
+
+def symlinks(ws: Workspace) -> dict:
+    """README.md and hashes.csv of a model replaced by links to files outside its folder; then
+    ``memory add``, and for the list ``hashes add`` and ``predict`` of the outside-listed meme."""
+    outside = ws.copy("outside")  # a list made by the CLI, naming one picture
+    ws.must("hashes", "add", "--model", str(outside), "--input", str(ws.memes("outside", 1)))
+    secret = ws.root / "secret.md"
+    secret.write_text("# a card that is not the model's\n")
+    out = {}
+    for name, target in (("README.md", secret), ("hashes.csv", outside / "hashes.csv")):
+        model = ws.copy(f"linked-{name}")
+        ws.must("hashes", "add", "--model", str(model), "--input", str(ws.memes("own", 1)))
+        (model / name).unlink()
+        (model / name).symlink_to(target)
+        before = target.read_bytes()
+        case = {"memory_add": ws.cli("memory", "add", "--model", str(model), "--input",
+                                     str(ws.texts(f"m-{name}", 1)), "--device", "cpu")}
+        case["copied_in"] = not (model / name).is_symlink() and (model / name).is_file() and \
+            (model / name).read_bytes() == before
+        if name == "hashes.csv":
+            (model / name).unlink(missing_ok=True)
+            (model / name).symlink_to(target)
+            case["hashes_add"] = ws.cli("hashes", "add", "--model", str(model), "--input",
+                                        str(ws.memes("x", 1)))
+            case["outside_written"] = target.read_bytes() != before
+            scoring = Child(ws, "predict", "--model", str(model), "--image",
+                            str(ws.root / "pictures" / "outside0.png"), "--text", "any text",
+                            "--json")
+            case["predict"] = scoring.wait()
+            case["predict"]["outside_answered"] = '"outside0"' in scoring.output
+        out[name] = case
+    return out
+
+
+def onnx_swap(ws: Workspace, text: str = "a meme about the benchmark") -> dict:
+    """The model scored with ``--runtime onnx``, then again after its cached fp32 text export
+    was swapped for the int8 one: the swapped file must be rebuilt or refused, never served."""
+    def score(runtime: str) -> dict:
+        return ws.predict("--model", str(ws.model), "--text", text, "--runtime", runtime,
+                          timeout=420)
+
+    ws.must("predict", "--model", str(ws.model), "--text", text, "--runtime", "onnx-int8",
+            timeout=420)  # exports both files
+    clean = score("onnx")
+    folder = ws.root / "cache" / "onnx"
+    fp32 = next(p for p in folder.glob("text-*/model.onnx") if "int8" not in p.parent.name)
+    int8 = next(folder.glob(f"{fp32.parent.name}-int8-*/model.onnx")).read_bytes()
+    fp32.write_bytes(int8)
+    swapped = score("onnx")
+    return {"clean": clean, "swapped": swapped, "int8_bytes": len(int8),
+            "still_int8": fp32.read_bytes() == int8}
+
+
+def tuned_digest(ws: Workspace, text: str = "meme 1 of train, bad") -> dict:
+    """A model trained on a ``tuned:`` tower, scored before and after the tower's weights
+    changed (as a later tune with ``--overwrite`` changes them)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tower = ws.root / "tuned-tower"
+    ws.must(*ws.tune_args(tower))
+    model = ws.root / "on-tuned"
+    ws.must(*ws.train_args(model, encoder=f"tuned:{tower}", head="linear"))
+    unchanged = ws.predict("--model", str(model), "--text", text)
+    weights = tower / "model.safetensors"
+    torch.manual_seed(0)
+    state = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v
+             for k, v in load_file(weights).items()}
+    save_file(state, weights, metadata={"format": "pt"})
+    return {"unchanged": unchanged,
+            "changed": ws.predict("--model", str(model), "--text", text)}
+
+
+#: nine levels of nine under a known key: 387,420,489 strings once expanded, from 341 bytes
+ALIAS_BOMB = "fields:\n- &a [" + ",".join(['"lol"'] * 9) + "]\n" + "".join(
+    f"- &{c} [{','.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True))
+
+
+def alias_bomb(ws: Workspace, mem_mb: int = 4096, timeout: float = 60) -> dict:
+    """``train --config`` of a YAML alias bomb, under an address-space cap."""
+    bomb = ws.root / "bomb.yaml"
+    bomb.write_text(ALIAS_BOMB)
+    return {"bytes": len(ALIAS_BOMB), "mem_cap_mb": mem_mb,
+            **ws.cli("train", "--dataset", str(ws.dataset), "--config", str(bomb),
+                     "--print-config", timeout=timeout, mem_mb=mem_mb)}
+
+
+def dev_zero(ws: Workspace, mem_mb: int = 4096, timeout: float = 60) -> dict:
+    """``train --config /dev/zero``, under an address-space cap."""
+    return {"mem_cap_mb": mem_mb,
+            **ws.cli("train", "--dataset", str(ws.dataset), "--config", "/dev/zero",
+                     "--print-config", timeout=timeout, mem_mb=mem_mb)}
+
+
+def long_text(ws: Workspace, mb: int = 10) -> dict:
+    """``predict --input`` of 3 rows, the middle one's text ``mb`` MB; beside it, the same
+    batch with a short middle row (the peak RSS of scoring without the long text)."""
+    def batch(name: str, middle: str) -> dict:
+        rows = [{"id": "first", "text": "a meme"}, {"id": "middle", "text": middle},
+                {"id": "last", "text": "another meme"}]
+        source, output = ws.root / f"{name}.jsonl", ws.root / f"{name}-scores.jsonl"
+        source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        out = ws.cli("predict", "--model", str(ws.model), "--input", str(source), "--output",
+                     str(output), timeout=300)
+        scored = [json.loads(line) for line in output.read_text().splitlines()] \
+            if output.is_file() else []
+        out["rows"] = {r["id"]: "error" if r.get("error") else "scored" for r in scored}
+        out["errors"] = [r["error"].replace(f"{ws.root}/", "")[:200] for r in scored
+                         if r.get("error")]
+        return out
+
+    return {"mb": mb, "short": batch("short-rows", "a third meme"),
+            "long": batch("long-row", "meme " * (mb * 200_000))}
+
+
 def metric(url: str, name: str) -> float:
     """One unlabelled sample from the server's ``/metrics``."""
     for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
@@ -363,77 +770,107 @@ def _count(codes: list) -> dict[str, int]:
     return {str(c): codes.count(c) for c in sorted(set(codes))}
 
 
-def _health(h: dict) -> str:
-    return (f"`/health` {h['ok_within_1s']} of {h['probes']} within 1 s "
-            f"({100 * h['share_ok']:.0f}%, worst {h['worst_s']:.2f} s)")
+class Server:
+    """``memetrm serve`` of ``model`` on a free loopback port, for the server cases."""
+
+    def __init__(self, model: Path) -> None:
+        self.model, self.port = model, free_port()
+        self.proc = start_server(model, self.port)
+        self.pid, self.url = self.proc.pid, f"http://127.0.0.1:{self.port}"
+
+
+def server_cases(args: argparse.Namespace) -> dict[str, Callable[[Server], dict]]:
+    """The attacks on a running server, in the order they run."""
+    return {
+        "poisoned": lambda s: poisoned_bursts(s.url),
+        "slow_clients": lambda s: slow_clients(s.url, s.port, args.slow_clients,
+                                               args.slow_seconds),
+        "degenerate_png": lambda s: degenerate_png(s.url, s.pid),
+        "png_burst": lambda s: png_burst(s.url, s.pid),
+        "ocr_flood": lambda s: ocr_flood(s.url, s.pid, args.ocr_requests),
+        "json": lambda s: hostile_json(s.url),
+        "disconnects": lambda s: disconnects(s.url, s.port, s.pid, args.disconnect_clients),
+        "trickled_bodies": lambda s: trickled_bodies(s.url, s.port, args.trickle_clients),
+    }
+
+
+#: the storage and input cases, each run against the CLI of ``--src`` in child processes
+STORAGE_CASES: dict[str, Callable[[Workspace], dict]] = {
+    "folder_wipe": folder_wipe, "tune_out": tune_out, "hash_writers": hash_writers,
+    "hash_vs_memory": hash_vs_memory, "symlinks": symlinks, "onnx_swap": onnx_swap,
+    "tuned_digest": tuned_digest, "alias_bomb": alias_bomb, "long_text": long_text,
+    "dev_zero": dev_zero,
+}
+
+
+def server_500s(r: dict) -> int:
+    """The server's 500s over the attacks whose numbers are kept."""
+    codes = [r.get("ocr_flood", {}).get("codes"), r.get("png_burst", {}).get("codes"),
+             r.get("json", {}).get("big", {}).get("codes"),
+             r.get("trickled_bodies", {}).get("answers"),
+             r.get("trickled_bodies", {}).get("ordinary")]
+    return sum(c.get("500", 0) for c in codes if c) + sum(
+        r.get("json", {}).get(k) == 500 for k in ("nested_1000_status", "digits_4500_status"))
+
+
+def commit_of(src: Path) -> str:
+    """The short commit of the checkout holding ``src``, with ``+`` when it has changes."""
+    git = functools.partial(subprocess.run, cwd=src, capture_output=True, text=True, check=False)
+    head = git(["git", "rev-parse", "--short", "HEAD"]).stdout.strip() or "unknown"
+    return head + ("+" if git(["git", "status", "--porcelain", "--", "."]).stdout else "")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=DATA, help="where the numbers are kept")
+    ap.add_argument("--only", type=lambda s: [n for n in s.split(",") if n], default=None,
+                    help="comma-separated cases to run; the others keep their stored numbers")
+    ap.add_argument("--src", type=Path, default=Path(memetrm.__file__).parents[1],
+                    help="the memetrm source the storage cases run (an older checkout's src "
+                         "fills the before column)")
+    ap.add_argument("--label", choices=("before", "after"), default="after",
+                    help="the column of the storage table this run fills")
     ap.add_argument("--slow-clients", type=int, default=64)
     ap.add_argument("--slow-seconds", type=float, default=15.0)
     ap.add_argument("--ocr-requests", type=int, default=60)
     ap.add_argument("--disconnect-clients", type=int, default=48)
     ap.add_argument("--trickle-clients", type=int, default=70)
     args = ap.parse_args()
+    served = server_cases(args)
+    known = [*served, "memory_add", *STORAGE_CASES]
+    names = args.only or known
+    if unknown := [n for n in names if n not in known]:
+        ap.error(f"unknown case(s) {unknown}; the cases are {', '.join(known)}")
+    command = "python -m benchmarks.hostile " + " ".join(sys.argv[1:])
+    results = load(args.json) or {}
     with tempfile.TemporaryDirectory() as tmp:
-        model = args.model or make_model(Path(tmp) / "model")
-        port = free_port()
-        proc = start_server(model, port)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            rss_start, _ = rss_mb(proc.pid)
-            results = {"model": str(model), "rss_start_mb": rss_start,
-                       "poisoned": poisoned_bursts(url),
-                       "slow_clients": slow_clients(url, port, args.slow_clients,
-                                                    args.slow_seconds),
-                       "degenerate_png": degenerate_png(url, proc.pid)}
-            results["png_burst"] = png_burst(url, proc.pid)
-            results["ocr_flood"] = ocr_flood(url, proc.pid, args.ocr_requests)
-            results["json"] = hostile_json(url)
-            results["disconnects"] = disconnects(url, port, proc.pid, args.disconnect_clients)
-            results["trickled_bodies"] = trickled_bodies(url, port, args.trickle_clients)
-            results["rss_end_mb"], results["rss_peak_mb"] = rss_mb(proc.pid)
-        finally:
-            proc.terminate()
-            proc.wait(10)
-        results["memory_add"] = concurrent_memory_add(Path(tmp))
-    results["server_500s"] = sum(
-        codes.get("500", 0) for codes in (results["ocr_flood"]["codes"],
-                                          results["png_burst"]["codes"],
-                                          results["json"]["big"]["codes"],
-                                          results["trickled_bodies"]["answers"],
-                                          results["trickled_bodies"]["ordinary"])) + sum(
-        results["json"][k] == 500 for k in ("nested_1000_status", "digits_4500_status"))
-    results["command"] = "python -m benchmarks.hostile " + " ".join(sys.argv[1:])
+        if attacks := [n for n in names if n in served]:
+            server = Server(args.model or make_model(Path(tmp) / "model"))
+            try:
+                results["model"] = str(server.model)
+                results["rss_start_mb"], _ = rss_mb(server.pid)
+                for name in attacks:
+                    results[name] = served[name](server)
+                results["rss_end_mb"], results["rss_peak_mb"] = rss_mb(server.pid)
+            finally:
+                server.proc.terminate()
+                server.proc.wait(10)
+        if "memory_add" in names:
+            results["memory_add"] = concurrent_memory_add(Path(tmp))
+        if attacks or "memory_add" in names:
+            results["server_500s"], results["command"] = server_500s(results), command
+        if stored := [n for n in names if n in STORAGE_CASES]:
+            ws = Workspace(Path(tmp) / "storage", args.src.resolve())
+            run = {"commit": commit_of(args.src), "command": command}
+            for name in stored:
+                print(f"{name} ({args.label}) ...", flush=True)
+                results.setdefault("storage", {}).setdefault(name, {})[args.label] = {
+                    **STORAGE_CASES[name](ws), "run": run}
     atomic_write_text(args.json, json.dumps(results, indent=2))
     if args.json == DATA:
         render()
-    p, s, d = results["poisoned"], results["slow_clients"], results["degenerate_png"]
-    print(f"poisoned bursts: {p['good_failed']} of {p['bursts'] * p['good_per_burst']} good "
-          f"requests failed; the bad one got {p['bad_status']}")
-    print(f"{s['clients']} slow clients for {s['seconds']:g} s: {s['ok_within_1s']}/{s['probes']} "
-          f"/health probes answered 200 within 1 s ({100 * s['share_ok']:.0f}%)")
-    print(f"4,000,000 x 10 PNG ({d['png_bytes']:,} bytes): {d['status']} in {d['seconds']:.2f} s, "
-          f"RSS {d['rss_before_mb']:.0f} -> {d['rss_after_mb']:.0f} MB")
-    o, b, j, m = results["ocr_flood"], results["png_burst"], results["json"], results["memory_add"]
-    print(f"OCR flood of {o['requests']}: {o['codes']}, {_health(o['health'])}, "
-          f"CPU {o['cpu_s_in_5s_after']:.1f} s in the 5 s after")
-    print(f"PNG burst of {b['requests']}: {b['codes']}, RSS peak growth "
-          f"{b['rss_peak_growth_mb']:.0f} MB, after {b['rss_after_mb']:.0f} MB, "
-          f"{_health(b['health'])}")
-    print(f"JSON: nested {j['nested_1000_status']}, digits {j['digits_4500_status']}, big "
-          f"{j['big']['codes']}, {_health(j['big']['health'])}")
-    c, t = results["disconnects"], results["trickled_bodies"]
-    print(f"{c['clients']} clients gone after {c['gave_up_after_s']:g} s: {c['cancelled']:.0f} "
-          f"cancelled, {c['scored_after']:.0f} scored after, busy {c['busy_s_after']:.1f} s after")
-    print(f"{t['clients']} trickled bodies: {t['answers']} within {t['answered_within_s']:.1f} s; "
-          f"ordinary predictions {t['ordinary']}, the first 200 after "
-          f"{t['first_ordinary_200_s']} s")
-    print(f"memory add x2: exit {m['exit_codes']}, {m['rows_lost']} rows lost; "
-          f"server 500s: {results['server_500s']}")
+    print(report(results))
     print(f"wrote {args.json}")
     return 0
 
