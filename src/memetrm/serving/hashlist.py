@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from memetrm.errors import DataError
-from memetrm.serving.hashing import PDQ_DISTANCE, ImageHash, distances
+from memetrm.serving.hashindex import HashIndex
+from memetrm.serving.hashing import PDQ_DISTANCE, ImageHash
 from memetrm.utils import atomic_write_text
 
 HEADER = ["pdq", "label", "source_id"]
@@ -44,8 +45,8 @@ class HashList:
                  name: str = "") -> None:
         self.entries = list(entries)
         self.distance, self.name = distance, name
-        self._packed = np.array([np.frombuffer(e.hash.bits, np.uint8) for e in self.entries],
-                                np.uint8).reshape(-1, 32)
+        self._index = HashIndex(np.array([np.frombuffer(e.hash.bits, np.uint8)
+                                          for e in self.entries], np.uint8), distance)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -87,12 +88,11 @@ class HashList:
         unreliable (low-quality) hash matches nothing."""
         if h is None or not h.reliable or not self.entries:
             return None
-        d = distances(h, self._packed)
-        best = int(d.argmin())
-        if d[best] > self.distance:
+        (best,), (d,) = self._index.nearest(np.frombuffer(h.bits, np.uint8))
+        if best < 0:
             return None
         e = self.entries[best]
-        return {"label": e.label, "source_id": e.source_id, "distance": int(d[best]),
+        return {"label": e.label, "source_id": e.source_id, "distance": int(d),
                 "list": self.name}
 
 
