@@ -14,6 +14,7 @@ import sys
 from benchmarks.render import (
     align,
     extract,
+    hash_scale,
     heads,
     hostile,
     learned_space,
@@ -33,7 +34,8 @@ from benchmarks.render import (
 
 #: every renderer, in the order the docs were first generated
 RENDERERS = [heads, quality, trm_sweep, trm_speed, trm_ablation, serve, hostile, ocr_eval, align,
-             scale, runtimes, near_dup, extract, thresholds, learned_space, tune_speed, memory_scale]
+             scale, runtimes, near_dup, extract, thresholds, learned_space, tune_speed, memory_scale,
+             hash_scale]
 
 
 def main() -> int:

@@ -91,3 +91,16 @@ def test_a_hash_list_answers_through_the_index_past_the_crossover(
     assert hashes.match(query) == {"label": 1, "source_id": "case-7", "distance": 12,
                                    "list": "big.csv"}
     assert hashes.match(ImageHash(flip(packed[7:8], 17, rng).tobytes())) is None
+
+
+def test_the_scale_benchmark_runs_tiny_and_renders() -> None:
+    from benchmarks.hash_scale import measure
+    from benchmarks.render.hash_scale import markdown
+
+    row = measure(3000, 16, queries=40, seconds=0.05)
+    assert row["recall"] == 1.0 and row["planted_distance_max"] == 16
+    assert row["false_matches"] == 0 and row["lookups_per_s"] > 0 and row["kind"] == "flat"
+    table = markdown({"command": "c", "machine": "m", "multi_hash_after": MULTI_HASH_AFTER,
+                      "rows": [row], "crossover": []})
+    assert "| 3,000 | 16 | scan |" in table
+    assert {"hashes", "bytes", "lookups_per_s", "recall", "build_s"} <= set(row)

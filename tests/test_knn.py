@@ -54,3 +54,18 @@ def test_the_exact_index_is_exact_up_to_the_crossover(monkeypatch: pytest.Monkey
     bank.add(keys, torch.zeros(300), [str(i) for i in range(300)])
     bank.search(queries, 10)
     assert bank._index.params["kind"] == "hnsw"
+
+
+def test_the_memory_benchmark_reports_recall_for_both_kinds() -> None:
+    from benchmarks.memory_scale import crossover, measure
+    from benchmarks.render.memory_scale import markdown
+
+    row = measure(600, queries=20, dim=16, data="clustered")
+    assert row["index"] == {"kind": "exact"} and row["recall_at_10"] == 1.0
+    cross = crossover(1500, queries=20, dim=16, data="gaussian")
+    assert cross["exact"]["recall_at_10"] == 1.0 and cross["hnsw"]["kind"] == "hnsw"
+    assert cross["hnsw"]["recall_at_10"] >= 0.8
+    text = markdown({"approximate_after": 10, "recall_floor": 0.95, "runs": [
+        {"command": "c", "machine": "m", "data": "clustered", "rows": [
+            row, {**row, "index": cross["hnsw"]}], "crossover": [cross]}]})
+    assert "| 600 | 16 | exact |" in text and "HNSW 32 links, efSearch" in text

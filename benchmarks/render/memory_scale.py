@@ -1,4 +1,4 @@
-"""The memory-scale table of docs/learned_space.md, from docs/data/memory_scale.json."""
+"""The memory-scale tables of docs/learned_space.md, from docs/data/memory_scale.json."""
 
 from __future__ import annotations
 
@@ -11,17 +11,42 @@ from memetrm.evaluation.tables import markdown_table
 DATA, DOC = Path("docs/data/memory_scale.json"), Path("docs/learned_space.md")
 
 
+def index(params: dict[str, Any]) -> str:
+    if params["kind"] == "exact":
+        return "exact"
+    return (f"HNSW {params['links']} links, efSearch {params['ef_search']} (held-out recall "
+            f"{params['held_out_recall']:.3f})")
+
+
+def run_block(run: dict[str, Any]) -> str:
+    head = ["memes in memory", "width", "index", "time to add", "size on disk", "load",
+            "index build", "p50 one prediction + neighbours", "p95", "recall@10 vs exact"]
+    rows = [[f"{r['memes']:,}", str(r["dim"]), index(r["index"]), f"{r['add_seconds']:.1f} s",
+             f"{r['bytes_on_disk'] / 2**20:,.0f} MiB", f"{r['load_seconds']:.1f} s",
+             f"{r['index_seconds']:.1f} s", f"{r['p50_ms']:.2f} ms", f"{r['p95_ms']:.2f} ms",
+             f"{r['recall_at_10']:.3f}"] for r in run["rows"]]
+    text = [f"`{run['command']}` ({run['machine']}; load average at each row: "
+            + ", ".join(f"{r['load_average']:.1f}" for r in run["rows"]) + "):", ""]
+    if rows:
+        text.append(markdown_table(head, rows, "rrlrrrrrrr"))
+    if run["crossover"]:
+        text += ["", "Exact against HNSW, the index alone, one query on one thread:", "",
+                 markdown_table(
+            ["memes", "exact p50", "HNSW p50", "HNSW efSearch", "HNSW recall@10", "HNSW build"],
+            [[f"{c['memes']:,}", f"{c['exact']['p50_ms']:.2f} ms", f"{c['hnsw']['p50_ms']:.2f} ms",
+              str(c["hnsw"]["ef_search"]), f"{c['hnsw']['recall_at_10']:.3f}",
+              f"{c['hnsw']['build_seconds']:.1f} s"] for c in run["crossover"]], "rrrrrr")]
+    return "\n".join(text)
+
+
 def markdown(data: dict[str, Any] | None) -> str:
     if not data:
         return "Not run yet: `python -m benchmarks.memory_scale`."
-    head = ["memes in memory", "time to add", "size on disk", "load",
-            "p50 one prediction + neighbours", "p95"]
-    rows = [[f"{r['memes']:,}", f"{r['add_seconds']:.1f} s", f"{r['bytes_on_disk'] / 2**20:,.0f} MiB",
-             f"{r['load_seconds']:.1f} s", f"{r['p50_ms']:.2f} ms", f"{r['p95_ms']:.2f} ms"]
-            for r in data["rows"]]
-    return (f"`{data['command']}`: exact inner-product search (faiss `IndexFlatIP`) up to "
-            f"{data['approximate_after']:,} memes, HNSW past that.\n\n"
-            + markdown_table(head, rows, "rrrrrr"))
+    return "\n\n".join(
+        [f"Exact inner-product search (faiss `IndexFlatIP`) up to {data['approximate_after']:,} "
+         f"memes, HNSW past that with efSearch the smallest reaching recall@10 "
+         f">= {data['recall_floor']} on held-out rows.",
+         *(f"**{run['data']} memes.** {run_block(run)}" for run in data["runs"])])
 
 
 def render(data: Path = DATA) -> None:
