@@ -109,8 +109,9 @@ class InnerProductIndex:
 
 
 def search(keys: torch.Tensor, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One-off top-k of ``queries`` among ``keys`` by inner product, (B, k) each."""
-    return InnerProductIndex(keys).search(queries, k)
+    """One-off top-k of ``queries`` among ``keys`` by inner product, (B, k) each: always exact,
+    since building a graph costs more than one exact pass over the keys."""
+    return InnerProductIndex(keys, approximate_after=len(keys)).search(queries, k)
 
 
 class MemoryBank(nn.Module):
