@@ -122,7 +122,22 @@ def main() -> int:
     ap.add_argument("--render-only", action="store_true")
     args = ap.parse_args()
     if not args.render_only:
-        rows = []
+        command = (f"python -m benchmarks.hash_scale --sizes {args.sizes} --distances "
+                   f"{args.distances} --queries {args.queries} --seconds {args.seconds}"
+                   + " --crossover" * args.crossover)
+        rows: list[dict[str, Any]] = []
+        result = {"provenance": provenance(threads=1), "command": command,
+                  "multi_hash_after": hashindex.MULTI_HASH_AFTER, "rows": rows, "crossover": []}
+
+        def save() -> None:
+            """After every size, so a run stopped at its time limit keeps what it measured."""
+            result["machine"] = (f"{os.cpu_count()} CPU cores, load average "
+                                 f"{os.getloadavg()[0]:.1f}")
+            atomic_write_text(DATA, json.dumps(result, indent=1))
+
+        if args.crossover:
+            result["crossover"] = crossover(args.seconds / 3)
+            save()
         spawn = multiprocessing.get_context("spawn")
         for n in map(int, args.sizes.split(",")):
             for distance in map(int, args.distances.split(",")):
@@ -131,14 +146,7 @@ def main() -> int:
                     rows.append(pool.submit(measure, n, distance, min(args.queries, n),
                                             args.seconds).result())
                 console.print(rows[-1])
-        command = (f"python -m benchmarks.hash_scale --sizes {args.sizes} --distances "
-                   f"{args.distances} --queries {args.queries} --seconds {args.seconds}"
-                   + " --crossover" * args.crossover)
-        atomic_write_text(DATA, json.dumps({
-            "provenance": provenance(threads=1), "command": command,
-            "machine": f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}",
-            "multi_hash_after": hashindex.MULTI_HASH_AFTER, "rows": rows,
-            "crossover": crossover(args.seconds / 3) if args.crossover else []}, indent=1))
+                save()
     render()
     return 0
 

@@ -81,6 +81,7 @@ def measure(n: int, queries: int, dim: int, data: str, seed: int = 0) -> dict:
         save_pretrained(head, Path(tmp) / "model")
         save_seconds = time.perf_counter() - t0
         size = sum(p.stat().st_size for p in (Path(tmp) / "model").rglob("*") if p.is_file())
+        del head  # a million rows take 1.5 GB: keep one copy
         t0 = time.perf_counter()
         loaded, _ = from_pretrained(Path(tmp) / "model")
         load_seconds = time.perf_counter() - t0
@@ -148,25 +149,32 @@ def main() -> int:
         torch.set_num_threads(args.threads)
         runs = [run for run in (json.loads(DATA.read_text()).get("runs", []) if DATA.is_file()
                                 else []) if run["data"] != args.data]
-        rows, cross = [], []
+        command = (f"python -m benchmarks.memory_scale --sizes {args.sizes} --threads "
+                   f"{args.threads} --dim {args.dim} --data {args.data}"
+                   + f" --crossover {args.crossover}" * bool(args.crossover))
+        rows: list[dict] = []
+        cross: list[dict] = []
+        run = {"provenance": provenance(threads=args.threads), "command": command,
+               "data": args.data, "rows": rows, "crossover": cross}
+
+        def save() -> None:
+            """After every size, so a run stopped at its time limit keeps what it measured."""
+            run["machine"] = f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}"
+            atomic_write_text(DATA, json.dumps({
+                "approximate_after": memory_layer.APPROXIMATE_AFTER,
+                "recall_floor": memory_layer.RECALL_FLOOR,
+                "runs": sorted([*runs, run], key=lambda r: r["data"])}, indent=1))
+
         for n in map(int, filter(None, args.crossover.split(","))):
             console.print(f"{n:,} memes, exact against HNSW ...")
             cross.append(crossover(n, args.queries, args.dim, args.data))
             console.print(cross[-1])
+            save()
         for n in map(int, filter(None, args.sizes.split(","))):
             console.print(f"{n:,} memes ...")
             rows.append(measure(n, args.queries, args.dim, args.data))
             console.print(rows[-1])
-        command = (f"python -m benchmarks.memory_scale --sizes {args.sizes} --threads "
-                   f"{args.threads} --dim {args.dim} --data {args.data}"
-                   + f" --crossover {args.crossover}" * bool(args.crossover))
-        runs.append({"provenance": provenance(threads=args.threads), "command": command,
-                     "data": args.data, "machine": f"{os.cpu_count()} CPU cores, load average "
-                     f"{os.getloadavg()[0]:.1f}", "rows": rows, "crossover": cross})
-        atomic_write_text(DATA, json.dumps({
-            "approximate_after": memory_layer.APPROXIMATE_AFTER,
-            "recall_floor": memory_layer.RECALL_FLOOR,
-            "runs": sorted(runs, key=lambda run: run["data"])}, indent=1))
+            save()
     render()
     return 0
 
