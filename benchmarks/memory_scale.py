@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import sys
 import tempfile
@@ -118,7 +119,7 @@ def crossover(n: int, queries: int, dim: int, data: str, seed: int = 0) -> dict:
     with torch.no_grad():
         keys = torch.cat([head.memory_key(memes(min(CHUNK, n - s))) for s in range(0, n, CHUNK)])
         q = head.memory_key(memes(queries))
-    row: dict = {"memes": n, "dim": dim, "data": data}
+    row: dict = {"memes": n, "dim": dim, "load_average": round(os.getloadavg()[0], 2)}
     for kind, limit in (("exact", n), ("hnsw", 0)):
         t0 = time.perf_counter()
         index = InnerProductIndex(keys, approximate_after=limit)
@@ -147,28 +148,30 @@ def main() -> int:
     args = ap.parse_args()
     if not args.render_only:
         torch.set_num_threads(args.threads)
-        runs = [run for run in (json.loads(DATA.read_text()).get("runs", []) if DATA.is_file()
-                                else []) if run["data"] != args.data]
-        command = (f"python -m benchmarks.memory_scale --sizes {args.sizes} --threads "
+        kept = json.loads(DATA.read_text()) if DATA.is_file() else {}
+        runs = [run for run in kept.get("runs", []) if run["data"] != args.data or not args.sizes]
+        command = (f"python -m benchmarks.memory_scale --sizes {shlex.quote(args.sizes)} --threads "
                    f"{args.threads} --dim {args.dim} --data {args.data}"
                    + f" --crossover {args.crossover}" * bool(args.crossover))
+        machine = f"{os.cpu_count()} CPU cores"
         rows: list[dict] = []
-        cross: list[dict] = []
+        cross: dict = ({"command": command, "data": args.data, "machine": machine, "rows": []}
+                       if args.crossover else kept.get("crossover"))
         run = {"provenance": provenance(threads=args.threads), "command": command,
-               "data": args.data, "rows": rows, "crossover": cross}
+               "data": args.data, "machine": machine, "rows": rows}
 
         def save() -> None:
             """After every size, so a run stopped at its time limit keeps what it measured."""
-            run["machine"] = f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}"
             atomic_write_text(DATA, json.dumps({
                 "approximate_after": memory_layer.APPROXIMATE_AFTER,
                 "recall_floor": memory_layer.RECALL_FLOOR,
-                "runs": sorted([*runs, run], key=lambda r: r["data"])}, indent=1))
+                "runs": sorted([*runs, run] if args.sizes else runs, key=lambda r: r["data"]),
+                "crossover": cross}, indent=1))
 
         for n in map(int, filter(None, args.crossover.split(","))):
             console.print(f"{n:,} memes, exact against HNSW ...")
-            cross.append(crossover(n, args.queries, args.dim, args.data))
-            console.print(cross[-1])
+            cross["rows"].append(crossover(n, args.queries, args.dim, args.data))
+            console.print(cross["rows"][-1])
             save()
         for n in map(int, filter(None, args.sizes.split(","))):
             console.print(f"{n:,} memes ...")

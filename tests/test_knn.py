@@ -71,5 +71,6 @@ def test_the_memory_benchmark_reports_recall_for_both_kinds() -> None:
     assert cross["hnsw"]["recall_at_10"] >= 0.8
     text = markdown({"approximate_after": 10, "recall_floor": 0.95, "runs": [
         {"command": "c", "machine": "m", "data": "clustered", "rows": [
-            row, {**row, "index": cross["hnsw"]}], "crossover": [cross]}]})
+            row, {**row, "index": cross["hnsw"]}]}], "crossover": {
+                "command": "c", "machine": "m", "data": "gaussian", "rows": [cross]}})
     assert "| 600 | 16 | exact |" in text and "HNSW 32 links, efSearch" in text

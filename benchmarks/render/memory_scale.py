@@ -25,18 +25,22 @@ def run_block(run: dict[str, Any]) -> str:
              f"{r['bytes_on_disk'] / 2**20:,.0f} MiB", f"{r['load_seconds']:.1f} s",
              f"{r['index_seconds']:.1f} s", f"{r['p50_ms']:.2f} ms", f"{r['p95_ms']:.2f} ms",
              f"{r['recall_at_10']:.3f}"] for r in run["rows"]]
-    text = [f"`{run['command']}` ({run['machine']}; load average at each row: "
-            + ", ".join(f"{r['load_average']:.1f}" for r in run["rows"]) + "):", ""]
-    if rows:
-        text.append(markdown_table(head, rows, "rrlrrrrrrr"))
-    if run["crossover"]:
-        text += ["", "Exact against HNSW, the index alone, one query on one thread:", "",
-                 markdown_table(
-            ["memes", "exact p50", "HNSW p50", "HNSW efSearch", "HNSW recall@10", "HNSW build"],
-            [[f"{c['memes']:,}", f"{c['exact']['p50_ms']:.2f} ms", f"{c['hnsw']['p50_ms']:.2f} ms",
-              str(c["hnsw"]["ef_search"]), f"{c['hnsw']['recall_at_10']:.3f}",
-              f"{c['hnsw']['build_seconds']:.1f} s"] for c in run["crossover"]], "rrrrrr")]
-    return "\n".join(text)
+    return "\n".join([f"**{run['data']} memes.** `{run['command']}` ({run['machine']}; load "
+                      "average at each row: " + ", ".join(f"{r['load_average']:.1f}"
+                                                          for r in run["rows"]) + "):", "",
+                      markdown_table(head, rows, "rrlrrrrrrr")])
+
+
+def crossover_block(cross: dict[str, Any]) -> str:
+    head = ["memes", "exact p50", "HNSW p50", "HNSW efSearch", "HNSW recall@10", "HNSW build",
+            "load average"]
+    rows = [[f"{c['memes']:,}", f"{c['exact']['p50_ms']:.2f} ms", f"{c['hnsw']['p50_ms']:.2f} ms",
+             str(c["hnsw"]["ef_search"]), f"{c['hnsw']['recall_at_10']:.3f}",
+             f"{c['hnsw']['build_seconds']:.1f} s", f"{c['load_average']:.1f}"]
+            for c in cross["rows"]]
+    return "\n".join([f"**Exact against HNSW** ({cross['data']} memes, the index alone, one query "
+                      f"on one thread): `{cross['command']}` ({cross['machine']}):", "",
+                      markdown_table(head, rows, "rrrrrrr")])
 
 
 def markdown(data: dict[str, Any] | None) -> str:
@@ -46,7 +50,8 @@ def markdown(data: dict[str, Any] | None) -> str:
         [f"Exact inner-product search (faiss `IndexFlatIP`) up to {data['approximate_after']:,} "
          f"memes, HNSW past that with efSearch the smallest reaching recall@10 "
          f">= {data['recall_floor']} on held-out rows.",
-         *(f"**{run['data']} memes.** {run_block(run)}" for run in data["runs"])])
+         *map(run_block, data["runs"]),
+         *([crossover_block(data["crossover"])] if data.get("crossover") else [])])
 
 
 def render(data: Path = DATA) -> None:
