@@ -8,8 +8,8 @@ fresh random hashes (misses: most memes are on no list), looked up one at a time
 ``HashIndex.nearest`` (what ``HashList.match`` calls) with faiss on one thread. Recall is the
 share of planted hashes answered with their own row. Each build runs in a fresh process, so its
 ``bytes`` are the resident memory the index added (RSS after the build minus before it).
-``--crossover`` times a full scan against a multi-index hash at small sizes (where
-``MULTI_HASH_AFTER`` comes from). Writes ``docs/data/hash_scale.json``; the table in
+``--crossover`` times a full scan against a multi-index hash at small sizes, beside the kind
+``hashindex.choose`` picks there from its cost model. Writes ``docs/data/hash_scale.json``; the table in
 ``docs/serving.md`` is rendered from it.
 
     python -m benchmarks.hash_scale --sizes 10000,1000000,10000000 --crossover
@@ -37,7 +37,7 @@ from memetrm.serving.hashindex import HashIndex
 from memetrm.utils import atomic_write_text
 
 DISTANCES = (16, 31)
-CROSSOVER_SIZES = (2_000, 5_000, 10_000, 20_000, 50_000, 100_000)
+CROSSOVER_SIZES = (5_000, 10_000, 20_000, 50_000, 100_000)
 
 
 def rss() -> int:
@@ -104,10 +104,10 @@ def crossover(seconds: float, seed: int = 0) -> list[dict[str, Any]]:
         packed = rng.integers(0, 256, (n, 32), dtype=np.uint8)
         for distance in DISTANCES:
             queries = planted(packed, rng.choice(n, 200, replace=False), distance, rng)
-            rates = {kind: round(lookups_per_s(HashIndex(packed, distance, multi_hash_after=limit),
-                                               queries, seconds), 1)
-                     for kind, limit in (("flat", n), ("multi_hash", 0))}
-            out.append({"hashes": n, "distance": distance, **rates})
+            rates = {kind: round(lookups_per_s(HashIndex(packed, distance, kind), queries,
+                                               seconds), 1) for kind in ("flat", "multi_hash")}
+            out.append({"hashes": n, "distance": distance, **rates,
+                        "chosen": hashindex.choose(n, distance)})
             console.print(out[-1])
     return out
 
@@ -126,8 +126,8 @@ def main() -> int:
                    f"{args.distances} --queries {args.queries} --seconds {args.seconds}"
                    + " --crossover" * args.crossover)
         rows: list[dict[str, Any]] = []
-        result = {"provenance": provenance(threads=1), "command": command,
-                  "multi_hash_after": hashindex.MULTI_HASH_AFTER, "rows": rows, "crossover": []}
+        result = {"provenance": provenance(threads=1), "command": command, "rows": rows,
+                  "crossover": []}
 
         def save() -> None:
             """After every size, so a run stopped at its time limit keeps what it measured."""

@@ -1,15 +1,18 @@
 """PDQ hashes searched by Hamming distance through faiss binary indexes, one interface for all sizes.
 
-Up to ``MULTI_HASH_AFTER`` hashes a query scans them all (``IndexBinaryFlat``: 32 bytes each,
-XOR and popcount). Past that, ``IndexBinaryMultiHash`` (multi-index hashing, as
+A small list is scanned in full (``IndexBinaryFlat``: 32 bytes a hash, XOR and popcount). A
+large one is searched through ``IndexBinaryMultiHash`` (multi-index hashing, as
 ThreatExchange's ``PDQMultiHashIndex`` does it) splits each hash into ``t`` chunks of ``b`` bits,
 each keyed in its own hash table: two hashes within ``d`` bits differ in some chunk by at most
 ``d // t`` bits (pigeonhole), so probing every chunk with up to that many bits flipped finds
 every entry within ``d`` (recall 1, not an approximation); only those candidates are compared
 in full. ThreatExchange always takes 16 chunks of 16 bits; at 10M random hashes a 16-bit key
 matches 150 entries, so each query compares 40,000 candidates. ``layout`` picks the chunks
-instead for the list's size and distance, from a cost model (probes and candidates) with an
-upper bound on the bytes per hash. ``benchmarks/hash_scale.py`` measures both kinds.
+instead for the list's size and distance, from a cost model (table probes and candidates)
+with an upper bound on the bytes per hash, and ``choose`` takes the multi-hash where that model
+beats a scan: past about 10,000 hashes at distance 16 and 30,000 at 31, never at distances so
+far that every chunk needs many flipped bits. ``benchmarks/hash_scale.py`` measures both kinds
+against the model's choice.
 
 Both kinds answer the same range search; rows are insertion order, ties go to the lower row (as
 ``numpy.argmin`` over a scan would). The distance is fixed when the index is built: faiss reads
@@ -25,14 +28,12 @@ import numpy as np
 
 #: bits in a PDQ hash, and bytes per packed row
 BITS, CODE_BYTES = 256, 32
-#: hashes past which a multi-index hash beats a full scan on one core
-#: (``python -m benchmarks.hash_scale --crossover``)
-MULTI_HASH_AFTER = 20_000
 #: the chunk counts ``layout`` considers: 16 chunks of 16 bits (ThreatExchange's) to 9 of 28
 CHUNKS = range(9, 17)
-#: cost model of one multi-hash query, measured with faiss 1.15 on this project's 2-core CPU:
-#: one hash-table probe, and one candidate (a random read of its code, a set insert, a compare)
-PROBE_NS, CANDIDATE_NS = 65, 210
+#: cost model of one query, measured with faiss 1.15 on this project's 2-core CPU: a scan's
+#: time per hash; a multi-hash's per probe of a table and per candidate (a random read of its
+#: code, a set insert, a compare)
+SCAN_NS, PROBE_NS, CANDIDATE_NS = 1.4, 65, 210
 #: bytes per non-empty key of one table (a node of faiss' unordered_map and its id vector)
 KEY_BYTES = 84
 #: an index takes at most this many bytes per hash beyond the first ``FREE_BYTES``: HMA's goal
@@ -63,27 +64,35 @@ def layout(n: int, distance: int) -> tuple[int, int]:
     return chunks, BITS // chunks
 
 
+def choose(n: int, distance: int) -> str:
+    """"multi_hash" where the cost model says it answers faster than a scan, else "flat"."""
+    return ("multi_hash" if estimate(n, distance, layout(n, distance)[0])[0] < SCAN_NS * n
+            else "flat")
+
+
 class HashIndex:
     """Packed PDQ hashes (N, 32) uint8; ``within`` and ``nearest`` search up to ``distance``."""
 
-    def __init__(self, packed: np.ndarray, distance: int, multi_hash_after: int | None = None
-                 ) -> None:
+    def __init__(self, packed: np.ndarray, distance: int, kind: str | None = None) -> None:
+        """``kind`` "flat" or "multi_hash"; by default ``choose`` picks it."""
         import faiss
 
         packed = np.ascontiguousarray(packed, np.uint8).reshape(-1, CODE_BYTES)
         if not 0 <= distance <= BITS:
             raise ValueError(f"a Hamming distance between PDQ hashes is 0..{BITS}, got {distance}")
-        limit = MULTI_HASH_AFTER if multi_hash_after is None else multi_hash_after
-        #: what searches and how: kind "flat" or "multi_hash" (with its chunks, bits, flips)
-        self.params: dict[str, int | str] = {"kind": "flat", "distance": distance}
-        if len(packed) > limit:
+        self.kind = kind or choose(len(packed), distance)
+        #: what searches and how: the kind, and a multi-hash's chunks, bits and flips
+        self.params: dict[str, int | str] = {"kind": self.kind, "distance": distance}
+        if self.kind == "multi_hash":
             chunks, bits = layout(len(packed), distance)
             self.index = faiss.IndexBinaryMultiHash(BITS, chunks, bits)
             self.index.nflip = distance // chunks
-            self.params.update(kind="multi_hash", chunks=chunks, bits=bits, flips=distance // chunks)
-        else:
+            self.params.update(chunks=chunks, bits=bits, flips=distance // chunks)
+        elif self.kind == "flat":
             self.index = faiss.IndexBinaryFlat(BITS)
-        self.distance, self.kind = distance, self.params["kind"]
+        else:
+            raise ValueError(f"a hash index is 'flat' or 'multi_hash', not {kind!r}")
+        self.distance = distance
         if len(packed):
             self.index.add(packed)
 
