@@ -1,9 +1,9 @@
 """PDQ hashes searched by Hamming distance through faiss binary indexes, one interface for all sizes.
 
 A small list is scanned in full (``IndexBinaryFlat``: 32 bytes a hash, XOR and popcount). A
-large one is searched through ``IndexBinaryMultiHash`` (multi-index hashing, as
-ThreatExchange's ``PDQMultiHashIndex`` does it) splits each hash into ``t`` chunks of ``b`` bits,
-each keyed in its own hash table: two hashes within ``d`` bits differ in some chunk by at most
+large one goes through ``IndexBinaryMultiHash`` (multi-index hashing, as ThreatExchange's
+``PDQMultiHashIndex`` does it), which splits each hash into ``t`` chunks of ``b`` bits, each
+keyed in its own hash table: two hashes within ``d`` bits differ in some chunk by at most
 ``d // t`` bits (pigeonhole), so probing every chunk with up to that many bits flipped finds
 every entry within ``d`` (recall 1, not an approximation); only those candidates are compared
 in full. ThreatExchange always takes 16 chunks of 16 bits; at 10M random hashes a 16-bit key
