@@ -5,7 +5,9 @@ set) fill a ``HashIndex`` of each size, built for each match distance (16, a lis
 setting, and 31, the repost memo's and ThreatExchange's). The queries are planted near-duplicates,
 stored hashes with exactly ``distance`` bits flipped (the farthest a match may be), and as many
 fresh random hashes (misses: most memes are on no list), looked up one at a time through
-``HashIndex.nearest`` (what ``HashList.match`` calls) with faiss on one thread. Recall is the
+``HashIndex.nearest`` (what ``HashList.match`` calls) with faiss on one thread.
+``lookups_per_s`` counts per second of that thread's CPU time, what one core of its own would
+answer on a machine that others share (``lookups_per_wall_s`` is the rate at the recorded load). Recall is the
 share of planted hashes answered with their own row. Each build runs in a fresh process, so its
 ``bytes`` are the resident memory the index added (RSS after the build minus before it).
 ``--crossover`` times a full scan against a multi-index hash at small sizes, beside the kind
@@ -55,15 +57,18 @@ def planted(packed: np.ndarray, rows: np.ndarray, bits: int, rng: np.random.Gene
     return np.packbits(unpacked, axis=1)
 
 
-def lookups_per_s(index: HashIndex, queries: np.ndarray, seconds: float) -> float:
-    """One query at a time, round the queries until ``seconds`` have passed."""
-    done, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
+def lookups_per_s(index: HashIndex, queries: np.ndarray, seconds: float
+                  ) -> tuple[float, float]:
+    """One query at a time, round the queries until ``seconds`` of CPU time have passed; per
+    second of this thread's CPU time (a core of its own, whatever else the machine runs) and
+    per second of wall time."""
+    done, t0, c0 = 0, time.perf_counter(), time.process_time()
+    while time.process_time() - c0 < seconds:
         for q in queries[:100]:
             index.nearest(q)
         done += 100
         queries = np.roll(queries, -100, axis=0)
-    return done / (time.perf_counter() - t0)
+    return done / (time.process_time() - c0), done / (time.perf_counter() - t0)
 
 
 def measure(n: int, distance: int, queries: int, seconds: float, seed: int = 0
@@ -78,16 +83,18 @@ def measure(n: int, distance: int, queries: int, seconds: float, seed: int = 0
     near = planted(packed, rows, distance, rng)
     fresh = rng.integers(0, 256, (queries, 32), dtype=np.uint8)
     before = rss()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     index = HashIndex(packed, distance)
-    build = time.perf_counter() - t0
+    build, build_cpu = time.perf_counter() - t0, time.process_time() - c0
     grown = rss() - before
+    cpu_rate, wall_rate = lookups_per_s(index, np.concatenate([near, fresh])[
+        rng.permutation(2 * queries)], seconds)
     found, dist = index.nearest(near)
     misses = index.nearest(fresh)[0]
-    mixed = np.concatenate([near, fresh])[rng.permutation(2 * queries)]
     return {"hashes": n, "distance": distance, **index.params, "build_s": round(build, 3),
-            "bytes": grown, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            * 1024, "lookups_per_s": round(lookups_per_s(index, mixed, seconds), 1),
+            "build_cpu_s": round(build_cpu, 3), "bytes": grown,
+            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "lookups_per_s": round(cpu_rate, 1), "lookups_per_wall_s": round(wall_rate, 1),
             "recall": float(np.mean(found == rows)), "planted": queries,
             "planted_distance_max": int(dist.max()), "false_matches": int((misses >= 0).sum()),
             "fresh": queries, "load_average": round(os.getloadavg()[0], 2)}
@@ -105,7 +112,7 @@ def crossover(seconds: float, seed: int = 0) -> list[dict[str, Any]]:
         for distance in DISTANCES:
             queries = planted(packed, rng.choice(n, 200, replace=False), distance, rng)
             rates = {kind: round(lookups_per_s(HashIndex(packed, distance, kind), queries,
-                                               seconds), 1) for kind in ("flat", "multi_hash")}
+                                               seconds)[0], 1) for kind in ("flat", "multi_hash")}
             out.append({"hashes": n, "distance": distance, **rates,
                         "chosen": hashindex.choose(n, distance)})
             console.print(out[-1])
@@ -117,7 +124,8 @@ def main() -> int:
     ap.add_argument("--sizes", default="10000,1000000,10000000")
     ap.add_argument("--distances", default=",".join(map(str, DISTANCES)))
     ap.add_argument("--queries", type=int, default=1000, help="planted (and as many fresh)")
-    ap.add_argument("--seconds", type=float, default=3.0, help="timing per size and distance")
+    ap.add_argument("--seconds", type=float, default=3.0,
+                    help="CPU seconds of timing per size and distance")
     ap.add_argument("--crossover", action="store_true", help="also time scan vs multi-hash")
     ap.add_argument("--render-only", action="store_true")
     args = ap.parse_args()
