@@ -20,7 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-#: rows past which the memory searches an approximate (HNSW) index instead of an exact one
+#: rows past which the memory searches an approximate (HNSW) index instead of an exact one:
+#: there one exact query takes about half of a 10 ms budget on one core, while HNSW is already
+#: faster but pays its build on every load (``python -m benchmarks.memory_scale --crossover``)
 APPROXIMATE_AFTER = 100_000
 HNSW_LINKS = 32
 #: ``efSearch`` values tried, smallest first, until recall@``RECALL_K`` reaches ``RECALL_FLOOR``
