@@ -15,6 +15,7 @@ from benchmarks.render import (
     align,
     calibration,
     extract,
+    hash_scale,
     heads,
     hostile,
     learned_space,
@@ -37,7 +38,7 @@ from benchmarks.render import (
 #: every renderer, in the order the docs were first generated
 RENDERERS = [heads, quality, trm_sweep, trm_speed, trm_ablation, serve, hostile, ocr_eval, align,
              scale, runtimes, near_dup, extract, thresholds, learned_space, tune_speed, memory_scale,
-             review_cost, calibration, reload]
+             review_cost, calibration, reload, hash_scale]
 
 
 def main() -> int:

@@ -105,8 +105,9 @@ class RGCLHead(Voting, Head):
                           for i in range(0, len(train["label"]), 4096)])
         self.train(was)
         rows = torch.arange(len(keys), device=keys.device)
-        self._index = {c: (InnerProductIndex(keys[train["label"] == c]), rows[train["label"] == c])
-                       for c in (0, 1)}
+        # rebuilt every epoch: exact search, never a graph whose build costs more than the epoch
+        self._index = {c: (InnerProductIndex(keys[train["label"] == c], approximate_after=len(keys)),
+                           rows[train["label"] == c]) for c in (0, 1)}
 
     def _retrieved(self, z: torch.Tensor, batch: Batch, same: bool, k: int) -> torch.Tensor:
         """(B, k) training rows: the nearest of the anchor's label (itself excluded) or of the

@@ -2,10 +2,14 @@
 beside them, inner-product search through faiss.
 
 Search is exact (``IndexFlatIP``) up to ``APPROXIMATE_AFTER`` rows and approximate past it
-(HNSW, 32 links per node, ``efSearch`` 128): an exact search over a million 256-d memes
-still answers one query in tens of milliseconds on one core, so the approximate index only
-pays off beyond that. The index is derived from the embeddings, never saved: it is built on
-the first search after loading and extended in place by ``add``. So are the bank's own
+(HNSW, ``HNSW_LINKS`` links per node): exact search reads every row for every query, so its
+time grows with the memory (``benchmarks/memory_scale.py`` measures where HNSW overtakes it).
+HNSW's ``efSearch`` (how many candidates a query keeps) is chosen when the index is built: the
+smallest of ``EF_SEARCH`` whose recall@10 against exact search reaches ``RECALL_FLOOR`` for
+held-out queries (the last rows, added to the graph only afterwards: a query already in the
+graph is linked to its neighbours and overstates the recall), so the recall holds on the
+memory's own data whatever its shape. The index is derived from the embeddings, never saved: it
+is built on the first search after loading and extended in place by ``add``. So are the bank's own
 neighbours (each row's nearest other rows, never itself): the neighbours a training meme
 retrieves while the bank holds the training set, and what a leave-one-out calibration scores.
 """
@@ -14,17 +18,46 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-#: rows past which the memory searches an approximate (HNSW) index instead of an exact one
-APPROXIMATE_AFTER = 2_000_000
+#: rows past which the memory searches an approximate (HNSW) index instead of an exact one:
+#: there one exact query takes about half of a 10 ms budget on one core, while HNSW is already
+#: faster but pays its build on every load (``python -m benchmarks.memory_scale --crossover``)
+APPROXIMATE_AFTER = 100_000
 HNSW_LINKS = 32
-HNSW_EF_SEARCH = 128
+#: ``efSearch`` values tried, smallest first, until recall@``RECALL_K`` reaches ``RECALL_FLOOR``
+EF_SEARCH = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+RECALL_FLOOR, RECALL_K = 0.95, 10
+#: the last rows of a memory, kept out of its graph until they have calibrated ``efSearch``
+CALIBRATION_QUERIES = 200
+
+
+def _threads() -> None:
+    """faiss uses as many threads as torch (one, in a server worker that set it so)."""
+    import faiss
+
+    faiss.omp_set_num_threads(torch.get_num_threads())
+
+
+def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
+    """Mean share of each query's exact top-k rows (B, k) that a search found (B, k)."""
+    return float(np.mean([len({*f} & {*e}) / len(e) for f, e in zip(found, exact, strict=True)]))
+
+
+def exact_top_k(queries: np.ndarray, keys: np.ndarray, k: int) -> np.ndarray:
+    """Rows of the ``k`` largest inner products, (B, k), by brute force (no index kept)."""
+    import faiss
+
+    return faiss.knn(queries, keys, k, metric=faiss.METRIC_INNER_PRODUCT)[1]
 
 
 class InnerProductIndex:
-    """faiss top-k by inner product over fixed rows (unit-norm rows: cosine similarity)."""
+    """faiss top-k by inner product over fixed rows (unit-norm rows: cosine similarity).
+
+    ``params`` records what searches: ``kind`` exact or hnsw, and for HNSW its links, the
+    ``ef_search`` chosen and the held-out recall it gave."""
 
     def __init__(self, keys: torch.Tensor, approximate_after: int | None = None):
         import faiss
@@ -32,9 +65,14 @@ class InnerProductIndex:
         self.dim = keys.shape[1]
         limit = APPROXIMATE_AFTER if approximate_after is None else approximate_after
         self.approximate = len(keys) > limit
+        self.params: dict[str, Any] = {"kind": "hnsw" if self.approximate else "exact"}
         if self.approximate:
             self.index = faiss.IndexHNSWFlat(self.dim, HNSW_LINKS, faiss.METRIC_INNER_PRODUCT)
-            self.index.hnsw.efSearch = HNSW_EF_SEARCH
+            x = keys.detach().float().cpu().contiguous().numpy()
+            graph = len(x) - min(CALIBRATION_QUERIES, len(x) // 2)
+            self.add(keys[:graph])
+            self.calibrate(x[:graph], x[graph:])
+            keys = keys[graph:]
         else:
             self.index = faiss.IndexFlatIP(self.dim)
         self.add(keys)
@@ -42,19 +80,33 @@ class InnerProductIndex:
     def __len__(self) -> int:
         return self.index.ntotal
 
+    def calibrate(self, indexed: np.ndarray, queries: np.ndarray) -> None:
+        """Set ``efSearch`` to the smallest of ``EF_SEARCH`` whose recall@``RECALL_K`` reaches
+        ``RECALL_FLOOR`` for ``queries`` outside the graph, against exact search among the
+        ``indexed`` rows (the largest if none does; ``params`` says what it reached)."""
+        k = min(RECALL_K, len(indexed))
+        exact = exact_top_k(queries, indexed, k)
+        _threads()
+        for ef in EF_SEARCH:
+            self.index.hnsw.efSearch = ef
+            recall = recall_at_k(self.index.search(queries, k)[1], exact)
+            if recall >= RECALL_FLOOR:
+                break
+        self.params.update(links=HNSW_LINKS, ef_search=ef, recall_floor=RECALL_FLOOR,
+                           held_out_recall=round(recall, 4), held_out=len(queries))
+
     def add(self, keys: torch.Tensor) -> None:
         if len(keys):
+            _threads()
             self.index.add(keys.detach().float().cpu().contiguous().numpy())
 
     def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Similarities and rows of the ``k`` nearest (fewer if there are fewer rows), (B, k)."""
-        import faiss
-
         k = min(k, len(self))
         if not k or not len(queries):
             empty = torch.zeros(len(queries), 0, device=queries.device)
             return empty, empty.long()
-        faiss.omp_set_num_threads(torch.get_num_threads())
+        _threads()
         sims, idx = self.index.search(queries.detach().float().cpu().contiguous().numpy(), k)
         return (torch.from_numpy(sims).to(queries.device),
                 torch.from_numpy(idx).long().to(queries.device))

@@ -31,7 +31,8 @@ import numpy as np
 
 from memetrm.errors import DataError
 from memetrm.modelstore import model_file, republish, writer_lock
-from memetrm.serving.hashing import LIST_DISTANCE, ImageHash, distances, normalise_text, texts_agree
+from memetrm.serving.hashindex import HashIndex
+from memetrm.serving.hashing import LIST_DISTANCE, ImageHash, normalise_text, texts_agree
 from memetrm.utils import atomic_write_text, plural
 
 HEADER = ["pdq", "label", "source_id", "text"]
@@ -187,8 +188,8 @@ class KnownMemes:
         #: whether a match may need the meme's text (OCR, when it was not sent)
         self.has_text = any(e.text for e in self.entries)
         self.distance = distance
-        self._packed = np.array([np.frombuffer(e.hash.bits, np.uint8) for e in self.entries],
-                                np.uint8).reshape(-1, 32)
+        self._index = HashIndex(np.array([np.frombuffer(e.hash.bits, np.uint8)
+                                          for e in self.entries], np.uint8), distance)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -200,17 +201,16 @@ class KnownMemes:
         nearest with ``text_agrees`` False. An unreliable (low-quality) hash matches nothing."""
         if h is None or not h.reliable or not self.entries:
             return None
-        d = distances(h, self._packed)
-        near = np.flatnonzero(d <= self.distance)
-        near = near[np.argsort(d[near], kind="stable")]
+        [(near, d)] = self._index.within(np.frombuffer(h.bits, np.uint8))
         if not len(near):
             return None
         text = normalise_text(read_text()) if any(self.entries[i].text for i in near) else ""
-        agrees = (i for i in near if not self.entries[i].text
+        agrees = (k for k, i in enumerate(near) if not self.entries[i].text
                   or texts_agree(self.entries[i].text, text))
-        i = next(agrees, None)
-        best = near[0] if i is None else i
-        return ListMatch(self.entries[best], self._list_names[best], int(d[best]), i is not None)
+        k = next(agrees, None)
+        best = near[0 if k is None else k]
+        return ListMatch(self.entries[best], self._list_names[best], int(d[0 if k is None else k]),
+                         k is not None)
 
 
 def labelled_entries(source: Path) -> tuple[list[Entry], list[str]]:
