@@ -79,6 +79,7 @@ def measure(n: int, queries: int, dim: int, data: str, seed: int = 0) -> dict:
         with torch.no_grad():
             head.add(batch, [f"m{start + i}" for i in range(rows)])
     add_seconds = time.perf_counter() - t0
+    head.set_fitted(k_=10, temperature_=0.1, alpha_=1.0, logit_weight_=1.0)  # a fitted vote
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         save_pretrained(head, Path(tmp) / "model")

@@ -9,7 +9,7 @@ import pytest
 from memetrm.serving import hashindex
 from memetrm.serving.hashindex import MAX_BYTES_PER_HASH, HashIndex, choose, estimate, layout
 from memetrm.serving.hashing import ImageHash, distances
-from memetrm.serving.hashlist import Entry, HashList
+from memetrm.serving.hashlist import Entry, HashList, KnownMemes
 
 
 def flip(packed: np.ndarray, bits: int, rng: np.random.Generator) -> np.ndarray:
@@ -76,18 +76,18 @@ def test_the_layout_keeps_ten_million_hashes_within_budget_and_beats_sixteen_chu
     assert ns < estimate(n, 16, 16)[0] / 5
 
 
-def test_a_hash_list_answers_through_the_index_past_the_crossover(
+def test_known_memes_answer_through_the_index_past_the_crossover(
         monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(1)
     packed = rng.integers(0, 256, (200, 32), dtype=np.uint8)
     entries = [Entry(ImageHash(p.tobytes()), i % 2, f"case-{i}") for i, p in enumerate(packed)]
     monkeypatch.setattr(hashindex, "SCAN_NS", 1e6)  # as if scanning were slow
-    hashes = HashList(entries, distance=16, name="big.csv")
-    assert hashes._index.kind == "multi_hash"
+    known = KnownMemes([HashList(entries, name="big.csv")], distance=16)
+    assert known._index.kind == "multi_hash"
     query = ImageHash(flip(packed[7:8], 12, rng).tobytes())
-    assert hashes.match(query) == {"label": 1, "source_id": "case-7", "distance": 12,
-                                   "list": "big.csv"}
-    assert hashes.match(ImageHash(flip(packed[7:8], 17, rng).tobytes())) is None
+    assert known.match(query, str).as_dict() == {"label": 1, "source_id": "case-7",
+                                                 "distance": 12, "list": "big.csv"}
+    assert known.match(ImageHash(flip(packed[7:8], 17, rng).tobytes()), str) is None
 
 
 def test_the_scale_benchmark_runs_tiny_and_renders() -> None:

@@ -14,7 +14,6 @@ from memetrm.layers.memory import (
     MemoryBank,
     exact_top_k,
     recall_at_k,
-    search,
 )
 
 
@@ -55,9 +54,6 @@ def test_the_exact_index_is_exact_up_to_the_crossover(monkeypatch: pytest.Monkey
     bank.add(keys, torch.zeros(300), [str(i) for i in range(300)])
     bank.search(queries, 10)
     assert bank._index.params["kind"] == "hnsw"
-    # a one-off search never pays for a graph: exact whatever the size
-    monkeypatch.setattr(InnerProductIndex, "calibrate", None)  # calling it would raise
-    assert torch.equal(search(keys, queries, 10)[1], (queries @ keys.T).topk(10).indices)
 
 
 def test_the_memory_benchmark_reports_recall_for_both_kinds() -> None:
