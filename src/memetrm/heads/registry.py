@@ -114,7 +114,10 @@ def save_pretrained(head: Head, path: str | Path, card: str | None = None,
               "input_dims": head.input_dims, "token_dims": head.token_dims, "fitted": fitted, **meta}
     state = {k: v for k, v in head.state_dict().items() if k.endswith(EXTRA)}
     extra = {**(files or {}), **({"README.md": card.encode()} if card else {})}
-    return save_checkpoint(path, head, config, extra or None, {EXTRA_STATE: json.dumps(state)})
+    # none at all is left out: the same weights then save to the same bytes (safetensors writes
+    # several metadata keys in no fixed order)
+    return save_checkpoint(path, head, config, extra or None,
+                           {EXTRA_STATE: json.dumps(state)} if any(state.values()) else None)
 
 
 def from_pretrained(path: str | Path) -> tuple[Head, dict[str, Any]]:
