@@ -121,10 +121,13 @@ def run_load(url: str, clients: int, duration: float, image: bytes, ocr: bool,
                for q in (50, 95, 99)}}
 
 
-def start_server(model: Path, *extra: str) -> tuple[subprocess.Popen, str]:
-    """``create_app`` in a subprocess on a free port, returned once /health answers."""
+def start_server(model: Path, *extra: str, cli: bool = False) -> tuple[subprocess.Popen, str]:
+    """``create_app`` (``cli``: ``memetrm serve`` with options ``extra``) in a subprocess on a
+    free port, returned once /health answers."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(model), str(port), *extra])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "memetrm.cli.main", "serve", "--model", str(model), "--port",
+         str(port), *extra] if cli else [sys.executable, "-c", SERVER, str(model), str(port), *extra])
     base = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
     while True:
@@ -155,12 +158,12 @@ class MemeStream:
     apart), never sent twice to one server; with ``reposts`` that share of requests is an
     earlier meme resized to 70 % and re-encoded at JPEG quality 50, its text in capitals."""
 
-    def __init__(self, data_root: str | None) -> None:
+    def __init__(self, data_root: str | None, limit: int | None = None) -> None:
         from memetrm.data import get_dataset, open_image, select_fields
 
         ds = get_dataset("multioff", data_root)
         records = [r for s in ds.splits()
-                   for r in select_fields(ds.records(s), ["image", "text"], "skip").records]
+                   for r in select_fields(ds.records(s), ["image", "text"], "skip").records][:limit]
         self.memes: list[tuple[bytes, bytes, str]] = []
         for turn in (lambda i: i, ImageOps.mirror, ImageOps.flip):
             for r in records:
