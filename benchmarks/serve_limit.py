@@ -5,8 +5,8 @@
    transform, the text tower (length-bucketed, as the predictor batches) and the image tower,
    for the torch and onnx-int8 runtimes. The limit is a meme's serial cost: 1000 / (decode +
    PDQ + transform + text + image) memes/s per runtime.
-2. The reduced decode against the full one, on the memes it reduces: PDQ distance, and the
-   largest change of a probability.
+2. The reduced decode against the full one, on the memes it reduces, as served and scaled up
+   2x: decode time, PDQ distance, and the largest change of a probability.
 3. A real ``memetrm serve`` (its defaults: the repost memo on) per runtime and traffic on
    127.0.0.1: 1, 8 and 32 closed-loop clients sending fresh memes (all distinct), then, on a
    new server, half reposts (an earlier meme at 70 % and JPEG q50, its text in capitals).
@@ -32,10 +32,11 @@ from typing import Any
 import httpx
 import numpy as np
 import torch
+from PIL import Image
 
 from benchmarks.render.serve_limit import DATA, render
 from benchmarks.runtimes import timed
-from benchmarks.serve import MemeStream, make_model, meme_png, run_load, start_server
+from benchmarks.serve import MemeStream, jpeg, make_model, meme_png, run_load, start_server
 from memetrm.data.images import open_image
 from memetrm.provenance import provenance
 from memetrm.serving.app import Limits
@@ -98,29 +99,45 @@ def stages(model: Path, jpegs: list[bytes], texts: list[str], repeats: int) -> d
             "limit": {r: 1000 / ms for r, ms in sums.items()}}
 
 
-def draft_effect(model: Path, jpegs: list[bytes], texts: list[str]) -> dict[str, Any]:
+def draft_effect(model: Path, jpegs: list[bytes], texts: list[str],
+                 repeats: int) -> dict[str, Any]:
     """The reduced decode against the full one, on the memes it reduces (the others decode
-    to the same pixels): PDQ distance, and the change of each probability."""
+    to the same pixels): decode time, PDQ distance, and the change of each probability."""
     predictor = Predictor(model, memo=FeatureMemo())
     side, reduce_to = predictor.draft_side(ocr=False), Limits().reduce_to
     predictor.memo = None  # the side is the memo's; the features must come from each decode
     pairs = [(open_image(d, reduce_to=reduce_to), open_image(d, reduce_to=reduce_to,
-                                                              draft_to=side), t)
+                                                              draft_to=side), d, t)
              for d, t in zip(jpegs, texts, strict=True)]
     pairs = [p for p in pairs if p[0].size != p[1].size]
     out: dict[str, Any] = {"memes": len(jpegs), "reduced": len(pairs), "side": side}
     if not pairs:
         return out
+    reduced = [d for *_, d, _ in pairs]
     bits = [int(distances(pdq(full), np.frombuffer(pdq(small).bits, np.uint8)[None])[0])
-            for full, small, _ in pairs]
+            for full, small, *_ in pairs]
     dp = []
     for i in range(0, len(pairs), 32):
         chunk = pairs[i:i + 32]
-        a = predictor.run([predictor.prepare(f, t, lists=False) for f, _, t in chunk])
-        b = predictor.run([predictor.prepare(s, t, lists=False) for _, s, t in chunk])
+        a = predictor.run([predictor.prepare(f, t, lists=False) for f, _, _, t in chunk])
+        b = predictor.run([predictor.prepare(s, t, lists=False) for _, s, _, t in chunk])
         dp += [abs(x["prob"] - y["prob"]) for x, y in zip(a, b, strict=True)]
     return {**out, "pdq_max": max(bits), "pdq_mean": mean(bits), "dp_max": max(dp),
-            "dp_mean": mean(dp)}
+            "dp_mean": mean(dp),
+            "decode_full_ms": per_meme_ms(lambda d: open_image(d, reduce_to=reduce_to),
+                                          reduced, repeats),
+            "decode_drafted_ms": per_meme_ms(
+                lambda d: open_image(d, reduce_to=reduce_to, draft_to=side), reduced, repeats)}
+
+
+def scaled_up(jpegs: list[bytes], factor: int = 2) -> list[bytes]:
+    """The memes at ``factor`` times their size (phone-photo sizes: MultiOFF's are at most
+    640 px), re-encoded at JPEG quality 90."""
+    out = []
+    for d in jpegs:
+        img = open_image(d)
+        out.append(jpeg(img.resize((img.width * factor, img.height * factor), Image.BICUBIC)))
+    return out
 
 
 def served(model: Path, stream: MemeStream, clients: Sequence[int],
@@ -181,7 +198,10 @@ def main() -> int:
         texts = [m[2] for m in stream.memes[:distinct]]
         limit = stages(model, jpegs[:plan["stage_memes"]], texts[:plan["stage_memes"]],
                        plan["repeats"])
-        draft = draft_effect(model, jpegs, texts)
+        big = plan["stage_memes"]
+        draft = {"as served": draft_effect(model, jpegs, texts, plan["repeats"]),
+                 "scaled up 2x": draft_effect(model, scaled_up(jpegs[:big]), texts[:big],
+                                              plan["repeats"])}
         print(f"reduced decode: {json.dumps(draft)}", flush=True)
         rows = served(model, stream, plan["clients"], plan["duration"])
     result = {"provenance": provenance(threads=torch.get_num_threads(),

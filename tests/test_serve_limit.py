@@ -122,13 +122,13 @@ def test_server_decodes_jpegs_at_the_towers_size_unless_full_size_is_needed(
     with TestClient(create_app(predictor)) as c:
         post(c, data)
         post(c, data, text=None)  # OCR reads the picture: the full one
-    assert enc.seen == [(160, 120), (640, 480)]
-    assert predictor.draft_side(ocr=False) == 64 and predictor.draft_side(ocr=True) is None
+    assert enc.seen == [(320, 240), (640, 480)]  # 1/2: both sides still >= twice 64
+    assert predictor.draft_side(ocr=False) == 128 and predictor.draft_side(ocr=True) is None
 
 
 def test_hashing_decodes_at_pdq_size_and_full_size_for_lists(tmp_path: Path) -> None:
     memo, _ = sized_predictor(tmp_path / "memo", memo=FeatureMemo(16))
-    assert memo.draft_side(ocr=False) == 256  # PDQ's square, not below
+    assert memo.draft_side(ocr=False) == 512  # twice PDQ's square, not the towers' 64
     listed = HashList([Entry(pdq(scene(3)), 1, "known-1")], "known")
     lists, enc = sized_predictor(tmp_path / "list", hash_lists=[listed])
     assert lists.draft_side(ocr=False) is None  # list entries are full-size hashes

@@ -12,6 +12,16 @@ from memetrm.evaluation.tables import markdown_table
 DATA, DOC = Path("docs/data/serve_limit.json"), Path("docs/serving.md")
 
 
+def _draft(name: str, d: dict[str, Any]) -> str:
+    said = f"Memes {name}: the decode drafted to {d['side']} px reduces {d['reduced']} of {d['memes']}"
+    if not d["reduced"]:
+        return said + "."
+    return (f"{said}, decoded in {d['decode_drafted_ms']:.1f} ms instead of "
+            f"{d['decode_full_ms']:.1f}; PDQ moves by {d['pdq_mean']:.1f} bits on average, at "
+            f"most {d['pdq_max']}; probabilities by {d['dp_mean']:.4f} on average, at most "
+            f"{d['dp_max']:.4f}.")
+
+
 def markdown(r: dict[str, Any] | None) -> str:
     if not r:
         return "Not run yet: `python -m benchmarks.serve_limit`."
@@ -27,11 +37,7 @@ def markdown(r: dict[str, Any] | None) -> str:
         [[x["runtime"], x["traffic"], str(x["clients"]), f"{x['rps']:.1f}",
           *(f"{x[f'p{q}']:.0f}" for q in (50, 95, 99)), str(x["errors"])]
          for x in r["served"]], "llrrrrrr")
-    d = r["draft"]
-    draft = (f"The decode drafted to {d['side']} px reduces {d['reduced']} of {d['memes']} "
-             "memes" + (f": PDQ moves by {d['pdq_mean']:.1f} bits on average, at most "
-                        f"{d['pdq_max']}; probabilities by {d['dp_mean']:.4f} on average, at "
-                        f"most {d['dp_max']:.4f}." if d["reduced"] else "."))
+    draft = " ".join(_draft(name, d) for name, d in r["draft"].items())
     before, after = r["load_before"][0], r["load_after"][0]
     return "\n".join([
         f"`{p['command']}` ({r['memes']} MultiOFF memes, {r['duration']:g} s per served row; "

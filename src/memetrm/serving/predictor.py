@@ -40,6 +40,11 @@ TextInput = str | Mapping[str, str] | None
 #: ``BUCKET_CHARS``): a batch pads every text to its longest
 BUCKET_SLACK = 1.5
 BUCKET_CHARS = 16
+#: a JPEG is decoded down to this many times its consumers' side at least: a resize by 2 or
+#: more after libjpeg's reduced decode hides its other low-pass (MultiOFF memes scaled up 2x:
+#: probabilities moved by up to 0.006 at twice the towers' side, 0.03 at their side itself;
+#: docs/serving.md)
+DRAFT_MARGIN = 2
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -301,13 +306,13 @@ class Predictor:
 
     def draft_side(self, ocr: bool) -> int | None:
         """The side down to which a JPEG may be decoded for this model (``open_image``'s
-        ``draft_to``): its image towers' size, and PDQ's when the repost memo hashes. None, a
-        full decode, when OCR reads the picture, when a known-meme list is on (a reduced decode
-        moves a MultiOFF picture's PDQ up to 16 bits from its full-size list entry: the whole
-        list distance; docs/serving.md), or when a tower wants the full picture."""
+        ``draft_to``): ``DRAFT_MARGIN`` times its image towers' size, and PDQ's when the repost
+        memo hashes. None, a full decode, when OCR reads the picture, when a known-meme list is
+        on (list entries are hashes of full-size pictures, and a reduced decode moved PDQ by up
+        to the whole list distance; docs/serving.md), or when a tower wants the full picture."""
         if ocr or len(self.known) or self._tower_side is None:
             return None
-        return max(self._tower_side, HASH_SIDE if self.memo else 0) or None
+        return DRAFT_MARGIN * max(self._tower_side, HASH_SIDE if self.memo else 0) or None
 
     def features(self, items: Sequence[Prepared]) -> dict[str, torch.Tensor]:
         """The head's input batch for prepared items (every field through its encoder)."""
