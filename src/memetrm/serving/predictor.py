@@ -41,9 +41,9 @@ TextInput = str | Mapping[str, str] | None
 BUCKET_SLACK = 1.5
 BUCKET_CHARS = 16
 #: a JPEG is decoded down to this many times its consumers' side at least: a resize by 2 or
-#: more after libjpeg's reduced decode hides its other low-pass (MultiOFF memes scaled up 2x:
-#: probabilities moved by up to 0.006 at twice the towers' side, 0.03 at their side itself;
-#: docs/serving.md)
+#: more after libjpeg's reduced decode hides its other low-pass. Drafted to the towers' side
+#: itself, MultiOFF probabilities moved by up to 0.05 (0.03 on the memes scaled up 2x); at
+#: twice the side, by up to 0.006 on the memes scaled up 2x (docs/serving.md measures it)
 DRAFT_MARGIN = 2
 T = TypeVar("T")
 R = TypeVar("R")
