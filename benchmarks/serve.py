@@ -127,7 +127,8 @@ def start_server(model: Path, *extra: str, cli: bool = False) -> tuple[subproces
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "memetrm.cli.main", "serve", "--model", str(model), "--port",
-         str(port), *extra] if cli else [sys.executable, "-c", SERVER, str(model), str(port), *extra])
+         str(port), *extra] if cli else [sys.executable, "-c", SERVER, str(model), str(port), *extra],
+        stdout=subprocess.DEVNULL if cli else None)  # `serve` logs every request there
     base = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
     while True:

@@ -48,7 +48,7 @@ from memetrm.utils import atomic_write_text
 RUNTIMES = ("torch", "onnx-int8")
 BATCHES = (1, 4, 8, 16, 32)
 #: (memes, repeats, clients, seconds per client count) of a full run and of ``--quick``
-FULL = {"memes": None, "stage_memes": 64, "repeats": 3, "clients": (1, 8, 32), "duration": 6.0}
+FULL = {"memes": None, "stage_memes": 32, "repeats": 2, "clients": (1, 8, 32), "duration": 6.0}
 QUICK = {"memes": 48, "stage_memes": 8, "repeats": 1, "clients": (1, 8, 32), "duration": 1.0}
 
 
