@@ -91,12 +91,15 @@ def run_load(url: str, clients: int, duration: float, image: bytes, ocr: bool,
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
-    deadline = time.perf_counter() + duration
+    # the clock starts once every client is set up (an httpx client takes a while to make)
+    start = [0.0]
+    ready = threading.Barrier(clients + 1, action=lambda: start.__setitem__(0, time.perf_counter()))
     data = {} if ocr else {"text": "when the benchmark runs all night"}
 
     def client() -> None:
         with httpx.Client(timeout=120) as http:
-            while time.perf_counter() < deadline:
+            ready.wait()
+            while time.perf_counter() < start[0] + duration:
                 body, form = ((image, data) if memes is None else
                               (lambda m: (m[0], {"text": m[1]}))(memes()))
                 t = time.perf_counter()
@@ -108,13 +111,13 @@ def run_load(url: str, clients: int, duration: float, image: bytes, ocr: bool,
                     else:
                         errors[0] += 1
 
-    start = time.perf_counter()
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for th in threads:
         th.start()
+    ready.wait()
     for th in threads:
         th.join()
-    wall = time.perf_counter() - start
+    wall = time.perf_counter() - start[0]
     lat = np.array(latencies) * 1000
     return {"requests": len(lat), "errors": errors[0], "rps": len(lat) / wall,
             **{f"p{q}": float(np.percentile(lat, q)) if len(lat) else float("nan")
