@@ -129,6 +129,9 @@ def test_server_decodes_jpegs_at_the_towers_size_unless_full_size_is_needed(
 def test_hashing_decodes_at_pdq_size_and_full_size_for_lists(tmp_path: Path) -> None:
     memo, _ = sized_predictor(tmp_path / "memo", memo=FeatureMemo(16))
     assert memo.draft_side(ocr=False) == 512  # twice PDQ's square, not the towers' 64
+    plain, _ = sized_predictor(tmp_path / "plain")
+    assert plain.prepare(scene(3), "a meme").image_hash is None  # nothing to hash for
+    assert memo.prepare(scene(3), "a meme").image_hash is not None
     listed = HashList([Entry(pdq(scene(3)), 1, "known-1")], "known")
     lists, enc = sized_predictor(tmp_path / "list", hash_lists=[listed])
     assert lists.draft_side(ocr=False) is None  # list entries are full-size hashes
