@@ -28,6 +28,7 @@ from benchmarks.render import (
     runtimes,
     scale,
     serve,
+    serve_limit,
     thresholds,
     trm_ablation,
     trm_speed,
@@ -38,7 +39,7 @@ from benchmarks.render import (
 #: every renderer, in the order the docs were first generated
 RENDERERS = [heads, quality, trm_sweep, trm_speed, trm_ablation, serve, hostile, ocr_eval, align,
              scale, runtimes, near_dup, extract, thresholds, learned_space, tune_speed, memory_scale,
-             review_cost, calibration, reload, hash_scale]
+             review_cost, calibration, reload, hash_scale, serve_limit]
 
 
 def main() -> int:

@@ -91,12 +91,15 @@ def run_load(url: str, clients: int, duration: float, image: bytes, ocr: bool,
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
-    deadline = time.perf_counter() + duration
+    # the clock starts once every client is set up (an httpx client takes a while to make)
+    start = [0.0]
+    ready = threading.Barrier(clients + 1, action=lambda: start.__setitem__(0, time.perf_counter()))
     data = {} if ocr else {"text": "when the benchmark runs all night"}
 
     def client() -> None:
         with httpx.Client(timeout=120) as http:
-            while time.perf_counter() < deadline:
+            ready.wait()
+            while time.perf_counter() < start[0] + duration:
                 body, form = ((image, data) if memes is None else
                               (lambda m: (m[0], {"text": m[1]}))(memes()))
                 t = time.perf_counter()
@@ -108,23 +111,27 @@ def run_load(url: str, clients: int, duration: float, image: bytes, ocr: bool,
                     else:
                         errors[0] += 1
 
-    start = time.perf_counter()
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for th in threads:
         th.start()
+    ready.wait()
     for th in threads:
         th.join()
-    wall = time.perf_counter() - start
+    wall = time.perf_counter() - start[0]
     lat = np.array(latencies) * 1000
     return {"requests": len(lat), "errors": errors[0], "rps": len(lat) / wall,
             **{f"p{q}": float(np.percentile(lat, q)) if len(lat) else float("nan")
                for q in (50, 95, 99)}}
 
 
-def start_server(model: Path, *extra: str) -> tuple[subprocess.Popen, str]:
-    """``create_app`` in a subprocess on a free port, returned once /health answers."""
+def start_server(model: Path, *extra: str, cli: bool = False) -> tuple[subprocess.Popen, str]:
+    """``create_app`` (``cli``: ``memetrm serve`` with options ``extra``) in a subprocess on a
+    free port, returned once /health answers."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(model), str(port), *extra])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "memetrm.cli.main", "serve", "--model", str(model), "--port",
+         str(port), *extra] if cli else [sys.executable, "-c", SERVER, str(model), str(port), *extra],
+        stdout=subprocess.DEVNULL if cli else None)  # `serve` logs every request there
     base = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
     while True:
@@ -155,12 +162,12 @@ class MemeStream:
     apart), never sent twice to one server; with ``reposts`` that share of requests is an
     earlier meme resized to 70 % and re-encoded at JPEG quality 50, its text in capitals."""
 
-    def __init__(self, data_root: str | None) -> None:
+    def __init__(self, data_root: str | None, limit: int | None = None) -> None:
         from memetrm.data import get_dataset, open_image, select_fields
 
         ds = get_dataset("multioff", data_root)
         records = [r for s in ds.splits()
-                   for r in select_fields(ds.records(s), ["image", "text"], "skip").records]
+                   for r in select_fields(ds.records(s), ["image", "text"], "skip").records][:limit]
         self.memes: list[tuple[bytes, bytes, str]] = []
         for turn in (lambda i: i, ImageOps.mirror, ImageOps.flip):
             for r in records:

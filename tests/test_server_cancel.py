@@ -116,7 +116,7 @@ def test_items_gone_take_no_room_in_the_next_batch() -> None:
     scorer = GatedScorer()
 
     async def scenario() -> None:
-        batcher = MicroBatcher(scorer, max_batch=16)  # type: ignore[arg-type]
+        batcher = MicroBatcher(scorer.run_each, max_batch=16)
         first = asyncio.ensure_future(batcher.submit("first"))
         await asyncio.to_thread(scorer.entered.wait, 10)
         queued = [asyncio.ensure_future(batcher.submit(i)) for i in range(18)]

@@ -22,7 +22,8 @@ _REDUCIBLE = {"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "La", "RGBa", "I", "F"}
 
 def open_image(source: str | Path | bytes, *, name: str | None = None,
                max_pixels: int = MAX_PIXELS, max_side: int = MAX_SIDE,
-               max_aspect: float = MAX_ASPECT, reduce_to: int | None = None) -> Image.Image:
+               max_aspect: float = MAX_ASPECT, reduce_to: int | None = None,
+               draft_to: int | None = None) -> Image.Image:
     """Decode an image fully into RGB, or raise ``DataError`` naming it.
 
     Size, side and aspect checks happen on the header, before any pixel is decoded, so a
@@ -30,6 +31,9 @@ def open_image(source: str | Path | bytes, *, name: str | None = None,
     truncated files fail here, not later inside a worker. ``reduce_to`` bounds the longest side
     of what is returned cheaply (JPEG decodes at a reduced scale; other formats are reduced by
     an integer box factor), so later steps (OCR, resizing) cost what a normal meme costs.
+    ``draft_to`` decodes a JPEG at the smallest scale (1/2, 1/4 or 1/8) whose both sides stay at
+    least ``draft_to``: a consumer that first resizes the shorter side to that (an image tower's
+    transform, PDQ's square) then reads nearly the same pixels, for less decoding and resizing.
     """
     label = name or (str(source) if not isinstance(source, bytes) else "<upload>")
     if isinstance(source, bytes):
@@ -55,8 +59,11 @@ def open_image(source: str | Path | bytes, *, name: str | None = None,
             if max(w, h) > max_side or max(w, h) > max_aspect * max(1, min(w, h)):
                 raise DataError(f"{label}: image is {w}x{h}, beyond the limits of {max_side:,} "
                                 f"pixels a side and an aspect ratio of {max_aspect:g}:1")
-            if reduce_to and max(w, h) > reduce_to:
-                img.draft("RGB", (reduce_to, reduce_to))  # JPEG only: a no-op for other formats
+            # JPEG only, a no-op for other formats; the smaller request meets both bounds
+            sides = [s for s in (draft_to, reduce_to if reduce_to and max(w, h) > reduce_to
+                                 else None) if s]
+            if sides:
+                img.draft("RGB", (min(sides), min(sides)))
             img.load()
             if reduce_to and max(img.size) >= 2 * reduce_to:
                 if img.mode not in _REDUCIBLE:  # palette, 1-bit, 16-bit: reduce() refuses them

@@ -46,6 +46,11 @@ class Encoder(ABC):
     @abstractmethod
     def image_transform(self) -> Callable[[Image.Image], torch.Tensor]: ...
 
+    def image_side(self) -> int | None:
+        """The side ``image_transform`` first resizes a picture's shorter side to: a JPEG may be
+        decoded at a reduced scale down to it. None: the transform wants the full decode."""
+        return None
+
     @abstractmethod
     def encode_images(self, pixels: torch.Tensor, tokens: bool = False) -> EncoderOutput: ...
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -63,6 +64,14 @@ def with_runtime(encoder: str, runtime: str | None) -> str:
         raise ConfigError(f"unknown runtime {runtime!r}; choose one of {list(RUNTIMES)}")
     base = split_runtime(encoder)[1]
     return base if runtime == "torch" else f"{runtime}:{base}"
+
+
+def session_threads() -> int:
+    """Intra-op threads of an ONNX Runtime session: the cores this process may run on (its CPU
+    affinity: a container's or taskset's share, which onnxruntime's own default of every core
+    of the machine ignores), fewer if torch was told to use fewer (``torch.set_num_threads``,
+    ``OMP_NUM_THREADS``)."""
+    return max(1, min(len(os.sched_getaffinity(0)), torch.get_num_threads()))
 
 
 def _ort():
@@ -222,7 +231,7 @@ class OnnxTowers(Towers):
         self.runtime = runtime
         ort = _ort()
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = torch.get_num_threads()
+        opts.intra_op_num_threads = session_threads()
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         # idle threads sleep instead of spinning: on a busy CPU, spinning steals the cores

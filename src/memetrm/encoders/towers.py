@@ -16,6 +16,7 @@ Other names go to sentence-transformers and timm (hub ids, or local folders / we
 from __future__ import annotations
 
 import hashlib
+import math
 import shutil
 import zipfile
 from collections.abc import Callable
@@ -259,6 +260,13 @@ class Towers(Encoder):
 
         cfg = timm.data.resolve_data_config({}, model=self.image_model)
         return timm.data.create_transform(**cfg, is_training=False)
+
+    def image_side(self) -> int:
+        """timm's evaluation resize: the input size over the model's crop fraction."""
+        import timm.data
+
+        cfg = timm.data.resolve_data_config({}, model=self.image_model)
+        return max(math.floor(side / cfg["crop_pct"]) for side in cfg["input_size"][1:])
 
     def feature_map(self, pixels: torch.Tensor) -> torch.Tensor:
         """The image tower's last feature map (B, C, H, W); another runtime overrides this."""

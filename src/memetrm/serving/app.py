@@ -14,11 +14,12 @@ import binascii
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -44,7 +45,7 @@ from memetrm.serving.guards import (
 )
 from memetrm.serving.metrics import add_metrics
 from memetrm.serving.policy import check_community
-from memetrm.serving.predictor import ModelOutputError, Predictor, Prepared
+from memetrm.serving.predictor import ModelOutputError, Predictor, Prepared, each
 from memetrm.serving.reload import ModelWatcher
 from memetrm.serving.review import ReviewStore, review_router
 
@@ -61,6 +62,8 @@ ALLOWED_TYPES = sorted({*IMAGE_MAGIC.values(), "image/webp"})
 #: the status of a prediction whose client disconnected (nginx's "client closed request"):
 #: nobody receives it, but ``/metrics`` counts it apart from real answers
 CLIENT_GONE = 499
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -280,30 +283,31 @@ async def _no_receive() -> Message:
 
 class Batcher(Protocol):
     """What the app asks of its batcher: score one prepared meme among others, and say how
-    many wait (``MicroBatcher`` here, ``@serve.batch`` on Ray Serve replicas)."""
+    many wait (``TowerBatchers`` here, ``@serve.batch`` on Ray Serve replicas)."""
 
     async def submit(self, item: Prepared) -> dict[str, Any]: ...
 
     def depth(self) -> int: ...
 
 
-class MicroBatcher:
-    """Coalesces concurrent requests into one forward pass.
+class MicroBatcher(Generic[T, R]):
+    """Coalesces concurrent submissions into one call of ``run`` (a forward pass).
 
-    Requests that arrive while a batch runs wait in a queue and all go into the next one, so
+    Items that arrive while a batch runs wait in a queue and all go into the next one, so
     one client pays no extra latency and many clients share the per-call overhead (Python,
-    small CPU kernels) instead of queueing one by one behind the model lock.
+    small CPU kernels) instead of queueing one by one behind the model. ``run`` answers each
+    item with its result or its exception (``each``: one bad item fails alone).
     """
 
-    def __init__(self, predictor: Predictor, max_batch: int = 16) -> None:
-        # a failing batch is rescored item by item (``run_each``): one bad item fails alone
-        self.predictor, self.max_batch = predictor, max_batch
+    def __init__(self, run: Callable[[list[T]], list[R | Exception]], max_batch: int = 16,
+                 name: str = "memetrm-score") -> None:
+        self.run, self.max_batch = run, max_batch
         self._loop: asyncio.AbstractEventLoop | None = None
-        # its own thread: scoring never queues behind decode/OCR work in the shared pool
-        self._scorer = ThreadPoolExecutor(1, thread_name_prefix="memetrm-score")
+        # its own thread: a batch never queues behind decode/OCR work in the shared pool
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix=name)
 
     def depth(self) -> int:
-        """Requests waiting for the next batch."""
+        """Items waiting for the next batch."""
         return self._queue.qsize() if self._loop else 0
 
     def _ensure_worker(self) -> None:
@@ -313,7 +317,7 @@ class MicroBatcher:
             self._loop, self._queue = loop, asyncio.Queue()
             self._task = loop.create_task(self._work())
 
-    async def submit(self, item: Prepared) -> dict[str, Any]:
+    async def submit(self, item: T) -> R:
         self._ensure_worker()
         fut = asyncio.get_running_loop().create_future()
         await self._queue.put((item, fut))
@@ -321,16 +325,38 @@ class MicroBatcher:
 
     async def _work(self) -> None:
         while True:
-            batch: list[tuple[Prepared, asyncio.Future]] = []
+            batch: list[tuple[T, asyncio.Future]] = []
             while not batch or (len(batch) < self.max_batch and not self._queue.empty()):
                 item, fut = await self._queue.get()
                 if not fut.done():  # done: timed out or its client gone, so it takes no room
                     batch.append((item, fut))
             results = await asyncio.get_running_loop().run_in_executor(
-                self._scorer, self.predictor.run_each, [i for i, _ in batch])
+                self._worker, self.run, [i for i, _ in batch])
             for (_, fut), res in zip(batch, results, strict=True):
                 if not fut.done():
                     (fut.set_exception if isinstance(res, Exception) else fut.set_result)(res)
+
+
+class TowerBatchers:
+    """A meme's way through the model: each head field's encoder tower (image, text, ...)
+    batches in a thread of its own, so the towers run side by side and a tower's batch holds
+    only the memes it has not encoded yet; then the head scores memes whose features are in.
+    Decoding and hashing run before, in the request threads, beside both."""
+
+    def __init__(self, predictor: Predictor, max_batch: int = 16) -> None:
+        self.towers = {field: MicroBatcher(partial(each, partial(predictor.encode_field, field)),
+                                           max_batch, f"memetrm-{field}")
+                       for field in predictor.fields}
+        self.head = MicroBatcher(predictor.run_each, max_batch)
+
+    def depth(self) -> int:
+        """Memes waiting for a batch, at every stage."""
+        return self.head.depth() + sum(t.depth() for t in self.towers.values())
+
+    async def submit(self, item: Prepared) -> dict[str, Any]:
+        if not item.answered_by_list:
+            await asyncio.gather(*(tower.submit(item) for tower in self.towers.values()))
+        return await self.head.submit(item)
 
 
 def sniff_image_type(data: bytes) -> str | None:
@@ -418,7 +444,8 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
                review: ReviewStore | None = None, review_tokens: Tokens | None = None,
                api_tokens: Tokens | None = None) -> FastAPI:
     """The model (a directory or a ready ``Predictor``) is loaded here, once, before serving.
-    ``batcher`` (default: a ``MicroBatcher``) gathers the predictions into model batches.
+    ``batcher`` (default: ``TowerBatchers``, one per tower and one for the head) gathers the
+    predictions into model batches.
 
     ``docs`` turns on FastAPI's ``/docs`` page, whose JavaScript comes from a CDN; the schema
     itself is always at ``/openapi.json``. ``review`` queues the answers it routes, for the
@@ -450,7 +477,7 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
                   summary=f"Hateful-meme classifier {predictor.model_id}",
                   docs_url="/docs" if docs else None, redoc_url=None, lifespan=follow_folder)
     app.state.predictor, app.state.limits = predictor, limits
-    batcher = batcher or MicroBatcher(predictor)
+    batcher = batcher or TowerBatchers(predictor)
     if api_tokens is not None:
         app.add_middleware(RequireToken, tokens=api_tokens)
     if review is not None and review_tokens is not None:
@@ -525,11 +552,11 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
             if time.monotonic() > deadline:  # its answer is a 504 already: skip the work
                 raise HTTPException(504, f"the request timed out before {stage}")
 
-        def decode(data: bytes) -> Image.Image:
+        def decode(data: bytes, ocr: bool) -> Image.Image:
             skip_if_late("its image was decoded")
             try:
                 return open_image(data, name="upload", max_pixels=limits.max_pixels,
-                                  reduce_to=limits.reduce_to)
+                                  reduce_to=limits.reduce_to, draft_to=predictor.draft_side(ocr))
             except DataError as e:
                 raise HTTPException(400, str(e)) from e
 
@@ -559,12 +586,12 @@ def create_app(model: str | Path | Predictor, limits: Limits | None = None,
                                 limits.max_text_chars)
             if community is not None:
                 texts["community"] = community
+            ocr = (("text" in predictor.input_fields or predictor.known.has_text)
+                   and not texts.get("text", "").strip())
             image = None
             if data is not None:
                 held = await pixels.acquire(min(header_pixels(data), limits.max_pixels))
-                image = await in_thread(decode, data, release=lambda: pixels.release(held))
-            ocr = (("text" in predictor.input_fields or predictor.known.has_text)
-                   and not texts.get("text", "").strip())
+                image = await in_thread(decode, data, ocr, release=lambda: pixels.release(held))
             if image is not None and ocr:
                 await ocr_slots.acquire()
                 prepared = await in_thread(prepare, image, texts, release=ocr_slots.release)

@@ -8,10 +8,11 @@ import math
 import threading
 import warnings
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from memetrm.evaluation.calibration import Calibrator
 from memetrm.heads import Head, Memory, from_pretrained
 from memetrm.modelstore import REVISION_KEY
 from memetrm.serving.feature_memo import FeatureMemo, Features
-from memetrm.serving.hashing import LIST_DISTANCE, ImageHash, pdq, text_key
+from memetrm.serving.hashing import HASH_SIDE, LIST_DISTANCE, ImageHash, pdq, text_key
 from memetrm.serving.hashlist import HashList, KnownMemes, ListMatch
 from memetrm.serving.ocr import OCR
 from memetrm.serving.policy import Policy, PolicyFile, check_community
@@ -40,6 +41,17 @@ DEFAULT_LABELS = ("not hateful", "hateful")
 #: what a caller may give as an item's text: the meme text, or a field -> text mapping (which
 #: may also name the meme's ``community``: its section of the policy)
 TextInput = str | Mapping[str, str] | None
+#: a text bucket closes at the first text longer than this many times its shortest (plus
+#: ``BUCKET_CHARS``): a batch pads every text to its longest
+BUCKET_SLACK = 1.5
+BUCKET_CHARS = 16
+#: a JPEG is decoded down to this many times its consumers' side at least: a resize by 2 or
+#: more after libjpeg's reduced decode hides its other low-pass. Drafted to the towers' side
+#: itself, MultiOFF probabilities moved by up to 0.05 (0.03 on the memes scaled up 2x); at
+#: twice the side, by up to 0.006 on the memes scaled up 2x (docs/serving.md measures it)
+DRAFT_MARGIN = 2
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class ModelOutputError(MemetrmError):
@@ -99,10 +111,41 @@ class Prepared:
     memo: dict[str, int] = dataclasses.field(default_factory=dict)
     #: the request's community: selects its section of the policy
     community: str | None = None
+    #: head field -> its features, once encoded (by a tower's own batch, ahead of the head)
+    encoded: dict[str, Features] = dataclasses.field(default_factory=dict)
 
     @property
     def answered_by_list(self) -> bool:
         return self.listed is not None and self.listed.text_agrees
+
+
+def each(run: Callable[[Sequence[T]], list[R]], items: Sequence[T]) -> list[R | Exception]:
+    """``run(items)``, but a failing batch is retried item by item, so only the item at fault
+    fails (its exception takes its place in the list) and its batch-mates still get answers."""
+    try:
+        return list(run(items))
+    except Exception as e:  # isolation: any failure is retried per item below
+        if len(items) < 2:
+            return [e]
+    out: list[R | Exception] = []
+    for item in items:
+        try:
+            out.extend(run([item]))
+        except Exception as e:
+            out.append(e)
+    return out
+
+
+def length_buckets(texts: Sequence[str]) -> list[list[int]]:
+    """Indices of ``texts`` grouped by length, shortest first: a batch pads every text to its
+    longest, so a one-liner batched with a paragraph would pay for the paragraph's length."""
+    buckets: list[list[int]] = []
+    for i in sorted(range(len(texts)), key=lambda i: len(texts[i])):
+        if buckets and len(texts[i]) <= BUCKET_SLACK * len(texts[buckets[-1][0]]) + BUCKET_CHARS:
+            buckets[-1].append(i)
+        else:
+            buckets.append([i])
+    return buckets
 
 
 def _model_id(model_dir: Path, config: dict[str, Any]) -> str:
@@ -282,11 +325,28 @@ class Predictor:
         return Prepared(image, {f: texts[f] for f in self.text_fields}, ocr_text, image_hash,
                         listed, community=community)
 
+    @cached_property
+    def _tower_side(self) -> int | None:
+        """The side every image tower of the model resizes to (None: one needs full size)."""
+        sides = [self._encoder(enc).image_side() for source, enc in self._sources.values()
+                 if source == "image"]
+        return None if None in sides else max(sides, default=0)
+
+    def draft_side(self, ocr: bool) -> int | None:
+        """The side down to which a JPEG may be decoded for this model (``open_image``'s
+        ``draft_to``): ``DRAFT_MARGIN`` times its image towers' size, and PDQ's when the repost
+        memo hashes. None, a full decode, when OCR reads the picture, when a known-meme list is
+        on (list entries are hashes of full-size pictures, and a reduced decode moved PDQ by up
+        to the whole list distance; docs/serving.md), or when a tower wants the full picture."""
+        if ocr or len(self.known) or self._tower_side is None:
+            return None
+        return DRAFT_MARGIN * max(self._tower_side, HASH_SIDE if self.memo else 0) or None
+
     def features(self, items: Sequence[Prepared]) -> dict[str, torch.Tensor]:
         """The head's input batch for prepared items (every field through its encoder)."""
         batch: dict[str, torch.Tensor] = {}
-        for field, (source, enc) in self._sources.items():
-            per_item = self._encode(enc, source, items)
+        for field in self._sources:
+            per_item = self.encode_field(field, items)
             batch[field] = torch.stack([f["pooled"] for f in per_item]).float().to(self.device)
             if self.tokens:  # memoised items may have other token counts: pad, mask says so
                 batch[f"{field}.tokens"] = pad_sequence(
@@ -294,6 +354,15 @@ class Predictor:
                 batch[f"{field}.mask"] = pad_sequence(
                     [f["mask"] for f in per_item], batch_first=True).to(self.device)
         return batch
+
+    def encode_field(self, field: str, items: Sequence[Prepared]) -> list[Features]:
+        """Each item's features of one head field; those encoded before are kept with the item
+        (``Prepared.encoded``), so a tower's own batch runs ahead of the head's."""
+        source, enc = self._sources[field]
+        todo = [p for p in items if field not in p.encoded]
+        for p, f in zip(todo, self._encode(enc, source, todo), strict=True):
+            p.encoded[field] = f
+        return [p.encoded[field] for p in items]
 
     def _encode(self, enc: str, source: str, items: Sequence[Prepared]) -> list[Features]:
         """Each item's features of ``source`` from encoder ``enc``: from the memo where it
@@ -312,18 +381,21 @@ class Predictor:
             if image:
                 transform = encoder.image_transform()
                 pixels = torch.stack([transform(items[i].image) for i in todo])
-                out = encoder.encode_images(pixels.to(self.device), tokens=self.tokens)
+                runs = [(todo, encoder.encode_images(pixels.to(self.device), tokens=self.tokens))]
             else:
-                out = encoder.encode_texts([join_texts(items[i].texts, source) for i in todo],
-                                           tokens=self.tokens)
-            for j, i in enumerate(todo):
-                f = {"pooled": out.pooled[j].float().cpu().clone()}
-                if self.tokens:  # fp16, as the feature cache the head was trained from keeps them
-                    f["tokens"] = out.tokens[j].to(torch.float16).cpu().clone()
-                    f["mask"] = out.mask[j].cpu().clone()
-                found[i] = f
-                if memo:
-                    (memo.put_image if image else memo.put_text)(enc, keys[i], f)
+                texts = [join_texts(items[i].texts, source) for i in todo]
+                runs = [([todo[j] for j in bucket],
+                         encoder.encode_texts([texts[j] for j in bucket], tokens=self.tokens))
+                        for bucket in length_buckets(texts)]
+            for rows, out in runs:
+                for j, i in enumerate(rows):
+                    f = {"pooled": out.pooled[j].float().cpu().clone()}
+                    if self.tokens:  # fp16, as the feature cache the head was trained from
+                        f["tokens"] = out.tokens[j].to(torch.float16).cpu().clone()
+                        f["mask"] = out.mask[j].cpu().clone()
+                    found[i] = f
+                    if memo:
+                        (memo.put_image if image else memo.put_text)(enc, keys[i], f)
         return found  # type: ignore[return-value]
 
     def run(self, items: Sequence[Prepared]) -> list[dict[str, Any]]:
@@ -406,18 +478,7 @@ class Predictor:
     def run_each(self, items: Sequence[Prepared]) -> list[dict[str, Any] | Exception]:
         """``run``, but a failing batch is retried item by item, so only the item at fault fails
         (its exception takes its place in the list) and its batch-mates still get scores."""
-        try:
-            return list(self.run(items))
-        except Exception as e:  # isolation: any failure is retried per item below
-            if len(items) < 2:
-                return [e]
-        out: list[dict[str, Any] | Exception] = []
-        for item in items:
-            try:
-                out.extend(self.run([item]))
-            except Exception as e:
-                out.append(e)
-        return out
+        return each(self.run, items)
 
     def predict(self, images: Sequence[Image.Image | None],
                 texts: Sequence[TextInput] | None = None) -> list[dict[str, Any]]:
