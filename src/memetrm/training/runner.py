@@ -271,7 +271,7 @@ def train_seeds_cv(cfg: RunConfig, feats: dict[str, FeatureSet], roles: dict[str
                     **{s: predict(final.head, feats[s], trace=True) for s in eval_splits}}
             cal = calibrate_outputs(cfg.calibration, y, CV_SPLIT, outs,
                                     "the out-of-fold predictions")
-            thr = dev_threshold(y, outs[CV_SPLIT]["prob"].numpy(), tcfg.threshold_metric,
+            thr = dev_threshold(y, outs[CV_SPLIT]["prob"].cpu().numpy(), tcfg.threshold_metric,
                                 "the out-of-fold predictions")
             runs.append(SeedRun(seed, final, thr, outs, time.perf_counter() - t0, cal))
             console.print(f"  seed {seed + 1}/{cfg.seeds}: out-of-fold AUROC "
