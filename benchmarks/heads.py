@@ -81,6 +81,8 @@ def logreg_reference(cfg: RunConfig) -> dict[str, Any]:
 def export(run_dir: Path, ds: str) -> None:
     results = json.loads((run_dir / "results.json").read_text())
     summary = {k: len(v) if k in ID_KEYS else v for k, v in results.items()}
+    # where this machine cached features says nothing about the result, and names a local path
+    summary["config"] = {k: v for k, v in summary["config"].items() if k != "cache_dir"}
     atomic_write_text(DATA / ds / f"{results['head']}.json", json.dumps(summary, indent=2))
 
 

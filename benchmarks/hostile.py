@@ -848,7 +848,7 @@ def main() -> int:
         if attacks := [n for n in names if n in served]:
             server = Server(args.model or make_model(Path(tmp) / "model"))
             try:
-                results["model"] = str(server.model)
+                results["model"] = str(args.model) if args.model else "model"  # a temporary folder otherwise
                 results["rss_start_mb"], _ = rss_mb(server.pid)
                 for name in attacks:
                     results[name] = served[name](server)
