@@ -153,3 +153,34 @@ def test_a_folder_saved_before_extra_state_still_loads_its_ids_and_fitted_vote(t
     save_checkpoint(tmp_path / "m", head, config, None, {"memory_ids": json.dumps({"bank": list("abcd")})})
     loaded, _ = from_pretrained(tmp_path / "m")
     assert loaded.memory_ids == list("abcd") and loaded.fitted() == config["fitted"][""]
+
+
+def test_memory_add_and_a_list_edit_keep_the_saved_hnsw_index(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from memetrm.layers import memory as memory_layer
+    from memetrm.layers.memory import InnerProductIndex
+    from memetrm.modelstore import republish
+
+    monkeypatch.setattr(memory_layer, "APPROXIMATE_AFTER", 50)
+    root = write_dataset(tmp_path / "d", [i % 2 for i in range(30)])
+    run(RunConfig(dataset=str(root), encoder="test-fake", head="retrieval", seeds=1,
+                  fields=["text"], cache_dir=str(tmp_path / "c"), bootstrap=0,
+                  train={"epochs": 1}, save=str(tmp_path / "m")))
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())["memory_index"]["bank"]
+
+    def no_build(*_: object) -> None:
+        raise AssertionError("the index was built again")
+
+    monkeypatch.setattr(InnerProductIndex, "calibrate", no_build)
+    (tmp_path / "add.jsonl").write_text("".join(
+        json.dumps({"id": f"new{i}", "label": 1, "text": f"dog {i}"}) + "\n" for i in range(3)))
+    assert add_to_memory(tmp_path / "m", tmp_path / "add.jsonl", device="cpu") == 63
+    republish(tmp_path / "m", {"README.md": b"# a new card\n"})
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    grown = config["memory_index"]["bank"]
+    assert grown["sha256"] != saved["sha256"] and grown["ef_search"] == saved["ef_search"]
+    assert {"bank.faiss", "README.md"} <= set(config["manifest"])
+    head, _ = from_pretrained(tmp_path / "m")
+    assert len(head.bank._index) == 63
+    answer = Predictor(tmp_path / "m", device="cpu").predict([None], [{"text": "dog 1"}])[0]
+    assert answer["neighbours"][0]["id"] == "new1"

@@ -292,15 +292,22 @@ def write_model(path: str | Path, state: dict[str, torch.Tensor], config: dict[s
     return Path(path)
 
 
-def carried_files(path: str | Path) -> dict[str, bytes]:
+def carried_files(path: str | Path, leave: tuple[str, ...] = ()) -> dict[str, bytes]:
     """The files besides config and weights that memetrm wrote in the folder's current revision
-    (card, hash list, metrics), for a writer that publishes them again (hold ``writer_lock``)."""
-    folder = Path(path)
-    found = {}
-    for name in sorted((owned_files(folder) or frozenset()) - {CONFIG_NAME, WEIGHTS_NAME}):
-        if (file := model_file(folder, name)) is not None:
-            found[name] = file.read_bytes()
-    return found
+    (card, hash list, metrics), for a writer that publishes them again (hold ``writer_lock``);
+    names ending in one of ``leave`` (files the writer makes anew) are not read."""
+    return {name: file.read_bytes() for name in _carried_names(Path(path))
+            if not (leave and name.endswith(leave)) and (file := model_file(path, name)) is not None}
+
+
+def _carried_names(folder: Path) -> list[str]:
+    return sorted((owned_files(folder) or frozenset()) - {CONFIG_NAME, WEIGHTS_NAME})
+
+
+def _file_digest(path: Path) -> str:
+    """sha256 of a file read in chunks (a memory's index can be gigabytes)."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def republish(path: str | Path, files: dict[str, bytes]) -> str:
@@ -313,7 +320,8 @@ def republish(path: str | Path, files: dict[str, bytes]) -> str:
         weights = _named_weights(config)
         source = _weights_file(folder, weights)
         copy = None if source.name == WEIGHTS_NAME else (lambda p: shutil.copyfile(source, p))
-        carried = {n: d for n, d in carried_files(folder).items() if n not in files}
+        carried = {n: _file_digest(file) for n in _carried_names(folder)
+                   if n not in files and (file := model_file(folder, n)) is not None}
         return _publish(folder, config, weights, copy, files, carried, owned)
 
 
@@ -345,15 +353,16 @@ def _mismatch(folder: Path, weights: str, found: str | None) -> str:
 
 def _publish(folder: Path, config: dict[str, Any], weights: str,
              write_weights: Callable[[Path], None] | None, files: dict[str, bytes],
-             carried: dict[str, bytes], owned: frozenset[str]) -> str:
+             carried: dict[str, str], owned: frozenset[str]) -> str:
     """Write one revision (the lock held): ``files``, the weights (unless ``write_weights`` is
-    None: the current ones stay) and ``config.json`` last; ``carried`` files stay as they are.
+    None: the current ones stay) and ``config.json`` last; ``carried`` files (name: sha256)
+    stay as they are.
     Files of the old revision (``owned``) that the new one lacks are removed. Returns the
     revision: a digest of the config, the weights and every file."""
     names = sorted({CONFIG_NAME, WEIGHTS_NAME, *files, *carried})
     body = {**{k: v for k, v in config.items() if k not in STORE_KEYS},
             FORMAT_KEY: FORMAT, FILES_KEY: names, WEIGHTS_KEY: weights}
-    digests = {n: hashlib.sha256(d).hexdigest() for n, d in {**carried, **files}.items()}
+    digests = {**carried, **{n: hashlib.sha256(d).hexdigest() for n, d in files.items()}}
     revision = hashlib.sha256(json.dumps([body, digests], sort_keys=True).encode()
                               ).hexdigest()[:32]
     remove_stale(folder)

@@ -4,6 +4,7 @@ safetensors + JSON model directories (``save_pretrained`` / ``from_pretrained``)
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import typing
 from collections.abc import Callable
@@ -19,7 +20,8 @@ from memetrm.config import check_type
 from memetrm.errors import ConfigError
 from memetrm.heads.base import Head, HeadConfig
 from memetrm.layers import MemoryBank
-from memetrm.modelstore import check_sizes
+from memetrm.modelstore import check_sizes, model_file
+from memetrm.progress import warn
 
 #: every module's extra state (``get_extra_state``: a memory's ids, a head's fitted values) by
 #: state-dict key, as JSON inside the weights file: it can never disagree with the weights
@@ -27,6 +29,11 @@ EXTRA_STATE = "extra_state"
 #: where a model saved before its modules had extra state kept its memories' ids (its fitted
 #: values were only in config.json)
 LEGACY_MEMORY_IDS = "memory_ids"
+#: the config key recording each memory's saved approximate index: its file, the file's sha256
+#: and the index's parameters (links, ``ef_search``, held-out recall), by module name
+INDEX_KEY = "memory_index"
+#: the suffix of those files (derived from the memories: never carried from an older revision)
+INDEX_SUFFIX = ".faiss"
 
 H = TypeVar("H", bound=type[Head])
 
@@ -111,9 +118,20 @@ def save_pretrained(head: Head, path: str | Path, card: str | None = None,
     fitted = {name: m.fitted() for name, m in head.named_modules()
               if isinstance(m, Head) and m.fitted_attrs}
     config = {"head": head.name, "config": dataclasses.asdict(head.cfg),
-              "input_dims": head.input_dims, "token_dims": head.token_dims, "fitted": fitted, **meta}
+              "input_dims": head.input_dims, "token_dims": head.token_dims, "fitted": fitted,
+              **{k: v for k, v in meta.items() if k != INDEX_KEY}}
     state = {k: v for k, v in head.state_dict().items() if k.endswith(EXTRA)}
-    extra = {**(files or {}), **({"README.md": card.encode()} if card else {})}
+    extra = {**{n: d for n, d in (files or {}).items() if not n.endswith(INDEX_SUFFIX)},
+             **({"README.md": card.encode()} if card else {})}
+    indexes = {}
+    for name, m in head.named_modules():
+        if isinstance(m, MemoryBank) and (saved := m.index_bytes()) is not None:
+            data, params = saved
+            extra[f"{name or 'memory'}{INDEX_SUFFIX}"] = data
+            indexes[name] = {**params, "file": f"{name or 'memory'}{INDEX_SUFFIX}",
+                             "sha256": hashlib.sha256(data).hexdigest()}
+    if indexes:
+        config[INDEX_KEY] = indexes
     # none at all is left out: the same weights then save to the same bytes (safetensors writes
     # several metadata keys in no fixed order)
     return save_checkpoint(path, head, config, extra or None,
@@ -153,7 +171,33 @@ def from_pretrained(path: str | Path) -> tuple[Head, dict[str, Any]]:
         raise ConfigError(f"{path}: weights do not fit the config ({first})") from e
     except (ValueError, ConfigError) as e:
         raise ConfigError(f"{path}: the state stored with the weights does not fit ({e})") from e
+    _attach_indexes(head, config, Path(path))
     return head.eval(), config
+
+
+def _attach_indexes(head: Head, config: dict[str, Any], path: Path) -> None:
+    """Give each memory the approximate index saved beside the weights. One that is missing,
+    changed since it was saved, or does not fit the memory's rows is named and built anew on
+    the first search (correct, but minutes at a million rows)."""
+    saved = config.get(INDEX_KEY) or {}
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path}: config.json {INDEX_KEY!r} must map memories to their index")
+    for name, entry in saved.items():
+        try:
+            bank = head.get_submodule(name)
+            if not isinstance(bank, MemoryBank):
+                raise ValueError(f"{name!r} is not a memory")
+            file = model_file(path, entry["file"])
+            if file is None:
+                raise ValueError(f"{entry['file']} is missing")
+            data = file.read_bytes()
+            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                raise ValueError(f"{entry['file']} changed since the model was saved")
+            bank.attach_index(data, {k: v for k, v in entry.items()
+                                     if k not in ("file", "sha256")})
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            warn(f"{path}: the saved index of memory {name!r} is not used ({e}); it is built "
+                 "anew on the first search")
 
 
 def _extra_state(meta: Head, config: dict[str, Any], strings: dict[str, str],

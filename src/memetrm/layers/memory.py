@@ -8,10 +8,12 @@ HNSW's ``efSearch`` (how many candidates a query keeps) is chosen when the index
 smallest of ``EF_SEARCH`` whose recall@10 against exact search reaches ``RECALL_FLOOR`` for
 held-out queries (the last rows, added to the graph only afterwards: a query already in the
 graph is linked to its neighbours and overstates the recall), so the recall holds on the
-memory's own data whatever its shape. The index is derived from the embeddings, never saved: it
-is built on the first search after loading and extended in place by ``add``. So are the bank's own
-neighbours (each row's nearest other rows, never itself): the neighbours a training meme
-retrieves while the bank holds the training set, and what a leave-one-out calibration scores.
+memory's own data whatever its shape. The index is derived from the embeddings: the exact one is
+built on the first search after loading; an HNSW graph (minutes at a million rows) is saved
+beside the weights (``index_bytes``) and attached on load (``attach_index``), and either is
+extended in place by ``add``. The bank's own neighbours (each row's nearest other rows, never
+itself) are searched once and kept until it changes: the neighbours a training meme retrieves
+while the bank holds the training set, and what a leave-one-out calibration scores.
 """
 
 from __future__ import annotations
@@ -79,6 +81,56 @@ class InnerProductIndex:
 
     def __len__(self) -> int:
         return self.index.ntotal
+
+    def to_bytes(self) -> bytes:
+        """The HNSW graph as faiss writes it, without its rows (they are the memory's
+        embeddings, saved with the weights), to be saved beside the weights."""
+        import faiss
+
+        writer = faiss.VectorIOWriter()
+        faiss.write_index(self.index, writer, faiss.IO_FLAG_SKIP_STORAGE)
+        return faiss.vector_to_array(writer.data).tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, params: dict[str, Any], keys: torch.Tensor
+                   ) -> InnerProductIndex:
+        """The HNSW graph saved by ``to_bytes`` over the rows ``keys``, with its recorded
+        ``params``; a ``ValueError`` says why it does not fit them (then build a new one)."""
+        import faiss
+
+        ef = params.get("ef_search")
+        if params.get("kind") != "hnsw" or params.get("links") != HNSW_LINKS \
+                or isinstance(ef, bool) or not isinstance(ef, int) or not 1 <= ef <= EF_SEARCH[-1]:
+            raise ValueError(f"index parameters {params!r} are not an HNSW index this version "
+                             "builds")
+        reader = faiss.VectorIOReader()
+        faiss.copy_array_to_vector(np.frombuffer(data, np.uint8), reader.data)
+        try:
+            index = faiss.read_index(reader, faiss.IO_FLAG_SKIP_STORAGE)
+        except RuntimeError as e:
+            raise ValueError(f"not a faiss index ({str(e).splitlines()[0]})") from e
+        if not isinstance(index, faiss.IndexHNSWFlat) or index.storage is not None \
+                or index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise ValueError(f"a {type(index).__name__}, not an inner-product HNSW graph")
+        if (index.ntotal, index.d) != tuple(keys.shape):
+            raise ValueError(f"a graph of {index.ntotal} rows of width {index.d} for a memory "
+                             f"of {keys.shape[0]} of width {keys.shape[1]}")
+        self = cls.__new__(cls)
+        self.dim, self.approximate, self.params = index.d, True, dict(params)
+        # the rows come from the memory; faiss borrows them (this object keeps them alive)
+        self.rows = faiss.IndexFlatIP(index.d)
+        self.rows.add(keys.detach().float().cpu().contiguous().numpy())
+        index.storage, index.own_fields, index.hnsw.efSearch = self.rows, False, ef
+        self.index = index
+        # a graph over other rows leads searches astray: sampled rows must find themselves
+        sample = np.unique(np.linspace(0, len(keys) - 1, min(len(keys), 32)).astype(np.int64))
+        x = self.rows.reconstruct_batch(sample)
+        _threads()
+        found = index.search(x, 1)[0][:, 0] >= (x * x).sum(1) - 1e-4
+        if found.mean() < 0.9:
+            raise ValueError(f"a graph over other rows: {int(found.sum())} of {len(x)} sampled "
+                             "rows found themselves")
+        return self
 
     def calibrate(self, indexed: np.ndarray, queries: np.ndarray) -> None:
         """Set ``efSearch`` to the smallest of ``EF_SEARCH`` whose recall@``RECALL_K`` reaches
@@ -151,11 +203,29 @@ class MemoryBank(nn.Module):
         else:
             self._index = None  # rebuilt on the next search (it crossed to the approximate kind)
 
-    def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Similarities and rows of the ``k`` nearest (fewer if the bank is smaller), (B, k) each."""
+    def _built(self) -> InnerProductIndex:
         if self._index is None or len(self._index) != len(self):
             self._index = InnerProductIndex(self.embeddings)
-        return self._index.search(queries.to(self.embeddings), k)
+        return self._index
+
+    def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Similarities and rows of the ``k`` nearest (fewer if the bank is smaller), (B, k) each."""
+        return self._built().search(queries.to(self.embeddings), k)
+
+    def index_bytes(self) -> tuple[bytes, dict[str, Any]] | None:
+        """The approximate index (built now if it is not yet) and its parameters, to save
+        beside the weights; None for a memory searched exactly (built fast on load)."""
+        if len(self) <= APPROXIMATE_AFTER:
+            return None
+        index = self._built()
+        return index.to_bytes(), dict(index.params)
+
+    def attach_index(self, data: bytes, params: dict[str, Any]) -> None:
+        """Search through a saved ``index_bytes`` from now on (checked against the rows: a
+        ``ValueError`` says why it does not fit, and the bank builds its own on the next search)."""
+        if len(self) <= APPROXIMATE_AFTER:
+            raise ValueError(f"a memory of {len(self)} rows is searched exactly")
+        self._index = InnerProductIndex.from_bytes(data, params, self.embeddings)
 
     def own_neighbours(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Similarities and rows of each row's ``k`` nearest other rows (a row is never its own

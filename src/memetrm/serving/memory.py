@@ -12,13 +12,14 @@ from memetrm.encoders import Encoder
 from memetrm.errors import ConfigError, DataError, MemetrmError
 from memetrm.heads import Head, Memory, from_pretrained, save_pretrained
 from memetrm.heads.base import memories
+from memetrm.heads.registry import INDEX_KEY, INDEX_SUFFIX
 from memetrm.modelstore import STORE_KEYS, carried_files, writer_lock
 from memetrm.serving.batch import iter_inputs
 from memetrm.serving.predictor import Predictor
 from memetrm.utils import plural
 
 #: keys ``save_pretrained`` writes itself; the rest of config.json is carried over unchanged
-_OWN_KEYS = ("head", "config", "input_dims", "token_dims", "fitted", *STORE_KEYS)
+_OWN_KEYS = ("head", "config", "input_dims", "token_dims", "fitted", INDEX_KEY, *STORE_KEYS)
 
 
 def add_to_memory(model_dir: str | Path, source: Path, device: str | None = "auto",
@@ -61,8 +62,9 @@ def _memories(head: Head, model_dir: Path) -> list[Memory]:
 
 def _write_back(head: Head, model_dir: Path, config: dict) -> None:
     """The head as a new revision of its folder; the card, the hash list and any other file
-    memetrm wrote, and the rest of ``config.json``, are carried over."""
-    save_pretrained(head.cpu(), model_dir, files=carried_files(model_dir),
+    memetrm wrote, and the rest of ``config.json``, are carried over (a memory's saved index
+    is written anew from the memory)."""
+    save_pretrained(head.cpu(), model_dir, files=carried_files(model_dir, leave=(INDEX_SUFFIX,)),
                     **{k: v for k, v in config.items() if k not in _OWN_KEYS})
 
 
