@@ -184,3 +184,18 @@ def test_memory_add_and_a_list_edit_keep_the_saved_hnsw_index(
     assert len(head.bank._index) == 63
     answer = Predictor(tmp_path / "m", device="cpu").predict([None], [{"text": "dog 1"}])[0]
     assert answer["neighbours"][0]["id"] == "new1"
+
+
+@pytest.mark.parametrize("head_name", list(VOTE_DECIDES))
+def test_a_prediction_searches_the_memory_once_for_its_vote_and_its_neighbours(
+        head_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    head = create_head(head_name, {"text": 16}).eval()
+    head.remember({"text": torch.randn(40, 16), "label": (torch.arange(40) % 2).float()},
+                  [f"m{i}" for i in range(40)])
+    head.set_fitted(k_=5, temperature_=0.1, **VOTE_DECIDES[head_name])
+    searches = []
+    search = type(head.bank).search
+    monkeypatch.setattr(type(head.bank), "search",
+                        lambda bank, q, k: searches.append(k) or search(bank, q, k))
+    out = head.predict({"text": torch.randn(3, 16)})
+    assert searches == [5] and out["neighbours"].shape == (3, 5)

@@ -95,14 +95,24 @@ class Voting(Memory):
         """The scorer's weight beside ``alpha_`` times the vote."""
         return 1.0
 
-    def with_vote(self, logit: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
-        """``logit`` weighed with the vote of the memes nearest ``key``; the scorer alone while
-        training (its own memes would vote for it) or before the vote is fitted."""
+    def vote_inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scorer's logits (B,) and the memory key (B, D), from one pass of the layers."""
+        return self.scorer(batch), self.memory_key(batch)
+
+    def voted(self, batch: Batch) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """Logits weighed with the vote of the nearest memes, and those memes (similarities,
+        rows); the scorer alone and None while training (its own memes would vote for it) or
+        before the vote is fitted."""
+        logit, key = self.vote_inputs(batch)
         if self.training or not len(self.bank) or not self.is_fitted() or not self.alpha_:
-            return logit
+            return logit, None
         sims, idx = self.bank.search(key, self.k_)
         return (self.scorer_weight() * logit
-                + self.alpha_ * vote(self.bank.labels, sims, idx, self.k_, self.temperature_))
+                + self.alpha_ * vote(self.bank.labels, sims, idx, self.k_, self.temperature_),
+                (sims, idx))
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.voted(batch)[0]
 
     @torch.no_grad()
     def fit_memory(self, train: Batch, ids: list[str], metric: MetricFn) -> dict[str, Any]:
@@ -122,9 +132,11 @@ class Voting(Memory):
 
     @torch.no_grad()
     def predict(self, batch: Batch) -> Prediction:
-        out: Prediction = {"prob": torch.sigmoid(self(batch))}  # type: ignore[operator]
+        """Probabilities and the neighbours that voted (searched once for both)."""
+        logit, found = self.voted(batch)
+        out: Prediction = {"prob": torch.sigmoid(logit)}
         if len(self.bank) and self.is_fitted():
-            sims, idx = self.neighbours(batch, self.k_)
+            sims, idx = found or self.neighbours(batch, self.k_)
             out.update(neighbours=idx, neighbour_similarity=sims)
         return out
 
@@ -150,6 +162,3 @@ class RetrievalHead(Voting, MLPHead):
 
     def scorer(self, batch: Batch) -> torch.Tensor:
         return MLPHead.forward(self, batch)
-
-    def forward(self, batch: Batch) -> torch.Tensor:
-        return self.with_vote(self.scorer(batch), self.memory_key(batch))

@@ -89,9 +89,9 @@ class RGCLHead(Voting, Head):
     def scorer_weight(self) -> float:
         return self.logit_weight_
 
-    def forward(self, batch: Batch) -> torch.Tensor:
+    def vote_inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         e = self.embedding(batch)
-        return self.with_vote(self.classifier(e).squeeze(-1), F.normalize(e, dim=-1))
+        return self.classifier(e).squeeze(-1), F.normalize(e, dim=-1)
 
     # --- training -------------------------------------------------------------------------------
 
