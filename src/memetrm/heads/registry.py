@@ -126,10 +126,9 @@ def save_pretrained(head: Head, path: str | Path, card: str | None = None,
     indexes = {}
     for name, m in head.named_modules():
         if isinstance(m, MemoryBank) and (saved := m.index_bytes()) is not None:
-            data, params = saved
-            extra[f"{name or 'memory'}{INDEX_SUFFIX}"] = data
-            indexes[name] = {**params, "file": f"{name or 'memory'}{INDEX_SUFFIX}",
-                             "sha256": hashlib.sha256(data).hexdigest()}
+            (data, params), file = saved, f"{name or 'memory'}{INDEX_SUFFIX}"
+            extra[file] = data
+            indexes[name] = {**params, "file": file, "sha256": hashlib.sha256(data).hexdigest()}
     if indexes:
         config[INDEX_KEY] = indexes
     # none at all is left out: the same weights then save to the same bytes (safetensors writes

@@ -12,14 +12,14 @@ from memetrm.encoders import Encoder
 from memetrm.errors import ConfigError, DataError, MemetrmError
 from memetrm.heads import Head, Memory, from_pretrained, save_pretrained
 from memetrm.heads.base import memories
-from memetrm.heads.registry import INDEX_KEY, INDEX_SUFFIX
+from memetrm.heads.registry import INDEX_SUFFIX
 from memetrm.modelstore import STORE_KEYS, carried_files, writer_lock
 from memetrm.serving.batch import iter_inputs
 from memetrm.serving.predictor import Predictor
 from memetrm.utils import plural
 
 #: keys ``save_pretrained`` writes itself; the rest of config.json is carried over unchanged
-_OWN_KEYS = ("head", "config", "input_dims", "token_dims", "fitted", INDEX_KEY, *STORE_KEYS)
+_OWN_KEYS = ("head", "config", "input_dims", "token_dims", "fitted", *STORE_KEYS)
 
 
 def add_to_memory(model_dir: str | Path, source: Path, device: str | None = "auto",
